@@ -1,0 +1,659 @@
+"""Curvature of a loss from Hessian-vector products only.
+
+Every quantity here is computed from products v -> H v (the gradient of g . v), so the Hessian
+is never formed: top and bottom eigenvalues by Lanczos, the condition number, Hutchinson's trace,
+the curvature along the gradient and the second-order step test. The loss is given as a closure
+that recomputes a scalar loss Tensor from the current parameters (without calling backward), and
+the parameters as a list of Tensors, e.g. `model.parameters()`. Vectors are flat arrays of the
+parameters' total size on the parameters' device. See docs/curvature.md.
+"""
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field
+
+from . import autograd, backend
+from .engine import enable_grad, no_grad
+from .tensor import Tensor
+from .train import Callback
+
+np = backend.np     # host NumPy, only for the tiny tridiagonal eigenproblem and summaries
+
+
+# ---------------------------------------------------------------- flat vectors
+
+def flatten(arrays):
+    """One flat array from a list of arrays (or Tensors), in order."""
+    arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
+    xp = backend.xp_of(arrays[0])
+    return xp.concatenate([a.reshape(-1) for a in arrays])
+
+
+def unflatten(vec, params):
+    """The flat array `vec` split into arrays shaped like `params` (views of `vec`)."""
+    out, i = [], 0
+    for p in params:
+        out.append(vec[i:i + p.size].reshape(p.shape))
+        i += p.size
+    if i != vec.shape[0]:
+        raise ValueError(f"unflatten: vector of size {vec.shape[0]} does not match "
+                         f"parameters of total size {i}")
+    return out
+
+
+class _Probes:
+    """Random probe vectors on the parameters' device.
+
+    With seed=None they come from the global generator (backend.random_*, seeded by
+    manual_seed); with a seed, from a private generator, so the global stream is untouched.
+    """
+
+    def __init__(self, xp, dtype, device, seed=None):
+        self.xp, self.dtype, self.device = xp, dtype, device
+        self.rs = None if seed is None else xp.random.RandomState(seed)
+
+    def normal(self, n):
+        if self.rs is None:
+            return backend.random_normal((n,), self.dtype, self.device)
+        return self.rs.standard_normal(n).astype(self.dtype, copy=False)
+
+    def rademacher(self, n):
+        """Entries +1 or -1 with probability 1/2 each."""
+        if self.rs is None:
+            u = backend.random_uniform((n,), self.dtype, self.device)
+        else:
+            u = self.rs.random_sample(n)
+        return self.xp.where(u < 0.5, -1.0, 1.0).astype(self.dtype)
+
+
+# ---------------------------------------------------------------- the operator
+
+class HVPOperator:
+    """v -> H v for the loss of `closure` at the current values of `params`, on flat vectors.
+
+    The gradient g is computed once with create_graph=True; each product is the gradient of
+    g . v through that same graph (retain_graph=True), so a product costs about one backward
+    pass. `n_products` counts them. Build a new operator after the parameters change.
+    """
+
+    def __init__(self, closure, params):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("HVPOperator: no parameters given")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise ValueError(f"HVPOperator: parameter {i} is not a Tensor with "
+                                 f"requires_grad=True")
+        first = self.params[0].data
+        self.xp = backend.xp_of(first)
+        self.device = backend.device_of(first)
+        self.dtype = self.xp.result_type(*[p.dtype for p in self.params])
+        self.n = sum(p.size for p in self.params)
+        with enable_grad():
+            loss = closure()
+            if not isinstance(loss, Tensor) or loss.size != 1:
+                raise ValueError("HVPOperator: the closure must return a one-element loss Tensor, "
+                                 f"got {type(loss).__name__}"
+                                 + (f" of shape {loss.shape}" if isinstance(loss, Tensor) else ""))
+            grads = autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        self.loss = float(loss.item())
+        self._grads = grads
+        self.grad = self._flat([None if g is None else g.data for g in grads])
+        self.n_products = 0
+
+    def _flat(self, arrays):
+        """Flat vector of `arrays`, with zeros where an entry is None."""
+        xp = self.xp
+        parts = [xp.zeros(p.size, dtype=self.dtype) if a is None
+                 else a.reshape(-1).astype(self.dtype, copy=False)
+                 for a, p in zip(arrays, self.params)]
+        return xp.concatenate(parts)
+
+    def matvec(self, v):
+        """H v for a flat vector v."""
+        v = self.xp.asarray(v, dtype=self.dtype)
+        if v.shape != (self.n,):
+            raise ValueError(f"HVPOperator: vector of shape {v.shape}, expected ({self.n},)")
+        self.n_products += 1
+        with enable_grad():
+            dot = None
+            for g, vi in zip(self._grads, unflatten(v, self.params)):
+                # a gradient that does not depend on the parameters has zero Hessian rows
+                if g is None or not g.requires_grad:
+                    continue
+                term = (g * Tensor._wrap(vi.astype(g.dtype, copy=False))).sum()
+                dot = term if dot is None else dot + term
+            if dot is None:
+                return self.xp.zeros(self.n, dtype=self.dtype)
+            hv = autograd.grad(dot, self.params, retain_graph=True, allow_unused=True)
+        return self._flat([None if h is None else h.data for h in hv])
+
+    __call__ = matvec
+
+    def to_params(self, vec):
+        """A flat vector split into arrays shaped like the parameters."""
+        return unflatten(vec, self.params)
+
+
+def _operator(closure, params):
+    """`closure` itself if it is already an HVPOperator, else a new one."""
+    if isinstance(closure, HVPOperator):
+        return closure
+    if params is None:
+        raise ValueError("params is required unless an HVPOperator is given")
+    return HVPOperator(closure, params)
+
+
+def _dot(a, b):
+    return float(a @ b)
+
+
+# ---------------------------------------------------------------- Lanczos
+
+@dataclass
+class Eigen:
+    """Ritz pairs from Lanczos; unpacks as `(eigenvalues, eigenvectors)`.
+
+    eigenvalues: host float64 array (descending for the top end, ascending for the bottom);
+    eigenvectors: (k, n) array on the parameters' device, unit rows;
+    residuals: ||H y - theta y|| for each pair (from the Lanczos recurrence).
+    """
+    eigenvalues: object
+    eigenvectors: object
+    residuals: object
+    iterations: int
+    n_products: int
+    converged: bool
+
+    def __iter__(self):
+        return iter((self.eigenvalues, self.eigenvectors))
+
+
+def _lanczos(op, k, which, max_iter, tol, seed):
+    """Lanczos with full reorthogonalization on `op`; Ritz pairs at one or both ends.
+
+    Builds an orthonormal basis Q of the Krylov space {q, Hq, H^2 q, ...} and the tridiagonal
+    T = Q^T H Q (alpha on the diagonal, beta beside it). The eigenvalues of the small T (Ritz
+    values) approximate the extreme eigenvalues of H; the residual of a Ritz pair (theta, Q^T s)
+    is |beta_j s_j| (s_j: last entry of s), which is the stopping test.
+    Returns (top-k pairs, bottom-k pairs) with None for an end that was not asked for.
+    """
+    xp, n = op.xp, op.n
+    k = max(1, min(int(k), n))
+    m = n if max_iter is None else max(1, min(int(max_iter), n))
+    if tol is None:
+        tol = math.sqrt(float(np.finfo(op.dtype).eps))
+    eps = float(np.finfo(op.dtype).eps)
+    probes = _Probes(xp, op.dtype, op.device, seed)
+
+    Q = xp.empty((m, n), dtype=op.dtype)
+    alpha = np.zeros(m)
+    beta = np.zeros(m)          # beta[j] couples q_j and q_{j+1}; 0 after a restart
+    q = probes.normal(n)
+    q /= xp.linalg.norm(q)
+    converged = False
+    for j in range(m):
+        Q[j] = q
+        w = op.matvec(q)
+        alpha[j] = _dot(q, w)
+        # Full Gram-Schmidt against the whole basis, done twice ("twice is enough"): this
+        # contains the three-term recurrence and stops the loss of orthogonality that makes
+        # plain Lanczos report copies of converged eigenvalues.
+        B = Q[:j + 1]
+        for _ in range(2):
+            w -= B.T @ (B @ w)
+        b = float(xp.linalg.norm(w))
+
+        theta, S = _tridiag_eigh(alpha[:j + 1], beta[:j])
+        scale = float(np.max(np.abs(theta)))
+        resid = np.abs(b * S[-1, :])
+        top, bottom = _end_indices(theta, k, which)
+        converged = all(idx is None or (len(idx) == k and np.all(resid[idx] <= tol * scale))
+                        for idx in (top, bottom))
+        if j == m - 1 or (converged and scale == 0.0):
+            break
+        if b <= n * eps * scale:
+            # The Krylov space is invariant. Restart with a fresh direction orthogonal to the
+            # basis, so that eigenvalues the first start vector could not reach (repeated ones
+            # included) can still be found; T becomes block diagonal.
+            w = probes.normal(n)
+            w /= xp.linalg.norm(w)
+            for _ in range(2):
+                w -= B.T @ (B @ w)
+            b2 = float(xp.linalg.norm(w))
+            if b2 <= math.sqrt(eps):
+                break                    # the basis already spans everything
+            beta[j], q = 0.0, w / b2
+            continue
+        if converged:
+            break
+        beta[j], q = b, w / b
+
+    Qs = Q[:len(theta)]
+    results = []
+    for idx in (top, bottom):
+        if idx is None:
+            results.append(None)
+            continue
+        vecs = xp.asarray(S[:, idx].T, dtype=op.dtype) @ Qs
+        results.append(Eigen(theta[idx].copy(), vecs, resid[idx].copy(), len(theta),
+                             op.n_products, bool(converged)))
+    return results[0], results[1]
+
+
+def _tridiag_eigh(alpha, beta):
+    """Eigen-decomposition of the small symmetric tridiagonal matrix (host, ascending)."""
+    T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    return np.linalg.eigh(T)
+
+
+def _end_indices(theta, k, which):
+    """Indices of the k largest (descending) and/or k smallest (ascending) Ritz values."""
+    k = min(k, len(theta))
+    top = np.arange(len(theta) - 1, len(theta) - 1 - k, -1) if which in ("largest", "both") else None
+    bottom = np.arange(k) if which in ("smallest", "both") else None
+    return top, bottom
+
+
+def top_eigenvalues(closure, params=None, k=1, max_iter=100, tol=None, seed=None):
+    """The k largest Hessian eigenvalues (descending) and unit eigenvectors, by Lanczos.
+
+    Returns an `Eigen` that unpacks as (eigenvalues, eigenvectors); eigenvectors are the rows
+    of a (k, n) array (split one per parameter with `unflatten`). `closure` may be an
+    HVPOperator to share its gradient. tol bounds ||H y - theta y|| relative to the largest
+    |Ritz value| (default sqrt(machine epsilon), which gives eigenvalues to about machine
+    precision). Single-vector Lanczos: a repeated eigenvalue may be reported fewer times.
+    """
+    op = _operator(closure, params)
+    top, _ = _lanczos(op, k, "largest", max_iter, tol, seed)
+    return top
+
+
+def bottom_eigenvalues(closure, params=None, k=1, max_iter=100, tol=None, seed=None):
+    """The k smallest (most negative first) Hessian eigenvalues and eigenvectors, by Lanczos."""
+    op = _operator(closure, params)
+    _, bottom = _lanczos(op, k, "smallest", max_iter, tol, seed)
+    return bottom
+
+
+def lambda_max(closure, params=None, max_iter=100, tol=None, seed=None):
+    """The largest Hessian eigenvalue (the sharpness) as a float."""
+    return float(top_eigenvalues(closure, params, 1, max_iter, tol, seed).eigenvalues[0])
+
+
+def lambda_min(closure, params=None, max_iter=100, tol=None, seed=None):
+    """The smallest (most negative) Hessian eigenvalue as a float."""
+    return float(bottom_eigenvalues(closure, params, 1, max_iter, tol, seed).eigenvalues[0])
+
+
+@dataclass
+class ConditionNumber:
+    """kappa = lambda_max / lambda_min when the Hessian is positive definite, else inf."""
+    value: float
+    lambda_max: float
+    lambda_min: float
+    positive_definite: bool
+    converged: bool
+
+
+def condition_number(closure, params=None, max_iter=100, tol=None, seed=None):
+    """Estimate of the Hessian's condition number from one Lanczos run at both ends."""
+    op = _operator(closure, params)
+    top, bottom = _lanczos(op, 1, "both", max_iter, tol, seed)
+    return _condition(float(top.eigenvalues[0]), float(bottom.eigenvalues[0]),
+                      top.converged)
+
+
+def _condition(lmax, lmin, converged):
+    pd = lmin > 0.0
+    return ConditionNumber(lmax / lmin if pd else math.inf, lmax, lmin, pd, converged)
+
+
+# ---------------------------------------------------------------- trace and gradient curvature
+
+@dataclass
+class TraceEstimate:
+    """Hutchinson estimate of tr(H): mean of z^T H z and its standard error."""
+    mean: float
+    stderr: float
+    n_samples: int
+    samples: object         # host array of the n_samples values z^T H z
+
+
+def hutchinson_trace(closure, params=None, n_samples=100, seed=None):
+    """tr(H) ~ mean of z^T H z over Rademacher probes z (E[z z^T] = I).
+
+    Rademacher probes have the smallest variance of the usual choices: the variance is
+    2 * sum_{i != j} H_ij^2, so a diagonal Hessian gives the exact trace with zero error.
+    """
+    if n_samples < 1:
+        raise ValueError(f"hutchinson_trace: n_samples must be >= 1, got {n_samples}")
+    op = _operator(closure, params)
+    probes = _Probes(op.xp, op.dtype, op.device, seed)
+    s = np.empty(n_samples)
+    for i in range(n_samples):
+        z = probes.rademacher(op.n)
+        s[i] = _dot(z, op.matvec(z))
+    stderr = float(s.std(ddof=1) / math.sqrt(n_samples)) if n_samples > 1 else math.inf
+    return TraceEstimate(float(s.mean()), stderr, n_samples, s)
+
+
+def gradient_curvature(closure, params=None):
+    """g^T H g / g^T g: the curvature of the loss along the gradient (nan if g = 0)."""
+    op = _operator(closure, params)
+    gg = _dot(op.grad, op.grad)
+    if gg == 0.0:
+        return math.nan
+    return _dot(op.grad, op.matvec(op.grad)) / gg
+
+
+@dataclass
+class StepTest:
+    """Second-order prediction for the gradient step theta - lr g (Goodfellow et al. eq. 4.9).
+
+    f(theta - lr g) ~ f(theta) - lr g^T g + 1/2 lr^2 g^T H g.
+    """
+    lr: float
+    loss: float
+    grad_norm_sq: float          # g^T g
+    gHg: float                   # g^T H g
+    curvature: float             # g^T H g / g^T g
+    first_order: float           # lr g^T g: the decrease the linear model predicts
+    second_order: float          # 1/2 lr^2 g^T H g: the curvature correction
+    predicted_change: float      # -first_order + second_order
+    predicted_decrease: bool     # predicted_change < 0
+    optimal_lr: float            # g^T g / g^T H g when g^T H g > 0, else inf
+    actual_change: float = None  # f(theta - lr g) - f(theta), when measured
+
+
+def step_test(closure, params=None, lr=None, measure=False):
+    """Predicted first- vs second-order change of the loss for one gradient step of size lr.
+
+    With measure=True the step is also taken, the loss re-evaluated and the parameters restored,
+    so `actual_change` can be compared with `predicted_change`.
+    """
+    if lr is None:
+        raise ValueError("step_test: lr is required")
+    op = _operator(closure, params)
+    g = op.grad
+    gg = _dot(g, g)
+    gHg = _dot(g, op.matvec(g)) if gg > 0.0 else 0.0
+    first = lr * gg
+    second = 0.5 * lr * lr * gHg
+    change = -first + second
+    result = StepTest(
+        lr=float(lr), loss=op.loss, grad_norm_sq=gg, gHg=gHg,
+        curvature=gHg / gg if gg > 0.0 else math.nan,
+        first_order=first, second_order=second, predicted_change=change,
+        predicted_decrease=change < 0.0,
+        optimal_lr=gg / gHg if gHg > 0.0 else math.inf)
+    if measure:
+        if isinstance(closure, HVPOperator):
+            raise ValueError("step_test: measure=True needs the closure, not an HVPOperator")
+        saved = [p.data.copy() for p in op.params]
+        try:
+            with no_grad():
+                for p, gi in zip(op.params, op.to_params(g)):
+                    p.data -= (lr * gi).astype(p.dtype, copy=False)
+                result.actual_change = float(closure().item()) - op.loss
+        finally:
+            for p, d in zip(op.params, saved):
+                p.data[...] = d
+    return result
+
+
+# ---------------------------------------------------------------- training-loop monitors
+
+class _Recorder:
+    """A list of record dataclasses with column access."""
+
+    def column(self, name):
+        """One field over all records, as a host array (None becomes nan)."""
+        return np.array([math.nan if getattr(r, name) is None else getattr(r, name)
+                         for r in self.history], dtype=float)
+
+    def _due(self, step):
+        return self.every > 0 and step % self.every == 0
+
+
+def _info_get(info, key, default=None):
+    """`key` from a step-info dict or object."""
+    if info is None:
+        return default
+    if isinstance(info, dict):
+        return info.get(key, default)
+    return getattr(info, key, default)
+
+
+@dataclass
+class CurvatureRecord:
+    """Curvature of the loss at one training step."""
+    step: int
+    loss: float
+    lambda_max: float            # sharpness: largest Hessian eigenvalue
+    lambda_min: float            # smallest (most negative) eigenvalue
+    top_eigenvalues: list        # the k largest, descending
+    trace: float                 # Hutchinson estimate of tr(H)
+    trace_stderr: float
+    condition_number: float      # lambda_max / lambda_min when positive definite, else inf
+    positive_definite: bool
+    negative_curvature: bool     # lambda_min clearly below zero: a saddle or a maximum direction
+    grad_curvature: float        # g^T H g / g^T g
+    lr: float = None
+    lr_sharpness: float = None   # lr * lambda_max; gradient descent is stable only below 2
+    converged: bool = True
+    n_products: int = 0
+
+
+class CurvatureMonitor(Callback, _Recorder):
+    """Records Hessian curvature every `every` steps and warns when lr * lambda_max > 2.
+
+    closure_or_batch_fn: a closure `() -> loss Tensor` (for instance the loss on a fixed
+    batch), or a function `(step_info) -> loss Tensor` called with the training loop's step
+    information. Each record runs one Lanczos (both ends of the spectrum), `n_probes`
+    Hutchinson probes and one g^T H g product, all on one gradient. Probes come from a private
+    generator (seed), so monitoring does not change the training run's random stream.
+    """
+
+    def __init__(self, closure_or_batch_fn, params, every=10, k=1, lr=None, n_probes=10,
+                 max_iter=50, tol=None, seed=0, warn=True):
+        if every < 1:
+            raise ValueError(f"CurvatureMonitor: every must be >= 1, got {every}")
+        self.fn = closure_or_batch_fn
+        self.takes_info = _required_args(closure_or_batch_fn) > 0
+        self.params = list(params)
+        self.every, self.k, self.lr = int(every), int(k), lr
+        self.n_probes, self.max_iter, self.tol = int(n_probes), max_iter, tol
+        self.seed, self.warn = seed, warn
+        self.history = []
+
+    def record(self, step, info=None, lr=None):
+        """Measure the curvature now and append a CurvatureRecord (also returned)."""
+        fn = self.fn
+        closure = (lambda: fn(info)) if self.takes_info else fn
+        op = HVPOperator(closure, self.params)
+        top, bottom = _lanczos(op, self.k, "both", self.max_iter, self.tol, self.seed)
+        lmax, lmin = float(top.eigenvalues[0]), float(bottom.eigenvalues[0])
+        cond = _condition(lmax, lmin, top.converged)
+        trace = (hutchinson_trace(op, n_samples=self.n_probes, seed=self.seed)
+                 if self.n_probes > 0 else None)
+        gg = _dot(op.grad, op.grad)
+        gcurv = _dot(op.grad, op.matvec(op.grad)) / gg if gg > 0.0 else math.nan
+        tol = self.tol if self.tol is not None else math.sqrt(float(np.finfo(op.dtype).eps))
+        lr = lr if lr is not None else self.lr
+        if lr is None:
+            lr = _current_lr(info)
+        rec = CurvatureRecord(
+            step=int(step), loss=op.loss, lambda_max=lmax, lambda_min=lmin,
+            top_eigenvalues=[float(t) for t in top.eigenvalues],
+            trace=None if trace is None else trace.mean,
+            trace_stderr=None if trace is None else trace.stderr,
+            condition_number=cond.value, positive_definite=cond.positive_definite,
+            # Ritz values lie inside the spectrum, so a clearly negative one proves a negative
+            # eigenvalue; the margin only absorbs rounding.
+            negative_curvature=lmin < -tol * max(abs(lmax), abs(lmin)),
+            grad_curvature=gcurv, lr=None if lr is None else float(lr),
+            lr_sharpness=None if lr is None else float(lr) * lmax,
+            converged=top.converged, n_products=op.n_products)
+        self.history.append(rec)
+        if self.warn and rec.lr_sharpness is not None and rec.lr_sharpness > 2.0:
+            warnings.warn(
+                f"step {step}: lr * lambda_max = {rec.lr:.3g} * {lmax:.4g} = "
+                f"{rec.lr_sharpness:.3g} > 2; gradient descent diverges along the top Hessian "
+                f"eigenvector (stable only for lr < 2 / lambda_max = {2.0 / lmax:.3g})",
+                RuntimeWarning, stacklevel=2)
+        return rec
+
+    def on_step_end(self, step_info):
+        step = _info_get(step_info, "step")
+        if self._due(step):
+            self.record(step, step_info)
+
+
+def _required_args(fn):
+    """Number of positional parameters of `fn` without a default."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 0
+    return sum(1 for p in sig.parameters.values()
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               and p.default is p.empty)
+
+
+def _current_lr(info):
+    """The learning rate from step info: its 'lr', else the optimizer's first group."""
+    lr = _info_get(info, "lr")
+    if lr is None:
+        opt = _info_get(info, "optimizer")
+        if opt is not None and opt.param_groups:
+            lr = opt.param_groups[0].get("lr")
+    return lr
+
+
+@dataclass
+class OptimizerRecord:
+    """What one optimizer step did."""
+    step: int
+    lr: float                    # the first group's lr
+    step_size_kind: str          # "lr", "adam", "rmsprop" or "adagrad"
+    step_size_mean: float        # effective per-coordinate step size, summarised
+    step_size_median: float
+    step_size_min: float
+    step_size_max: float
+    update_norm: float = None    # ||theta_after - theta_before||
+    param_norm: float = None     # ||theta_before||
+    update_ratio: float = None   # update_norm / param_norm
+    momentum_norm: float = None  # ||momentum buffer|| (Adam: ||first moment||)
+    clip_coef: float = None      # min(1, max_norm / total_norm) when the gradient was clipped
+
+
+class OptimizerMonitor(Callback, _Recorder):
+    """Records effective step sizes, the update-to-parameter ratio, momentum and clipping.
+
+    Standalone use: `snapshot()`, then `optimizer.step()`, then `record(step)`. In a training
+    loop the snapshot is taken before each recorded step automatically.
+    Effective step size per coordinate: SGD lr; Adam lr / (sqrt(v_hat) + eps) with
+    v_hat = v / (1 - beta2^t); RMSprop lr / (sqrt(E[g^2] - E[g]^2 if centered) + eps);
+    Adagrad lr_k / (sqrt(sum g^2) + eps).
+    """
+
+    def __init__(self, optimizer, every=1):
+        if every < 1:
+            raise ValueError(f"OptimizerMonitor: every must be >= 1, got {every}")
+        self.optimizer, self.every = optimizer, int(every)
+        self.history = []
+        self._before = None
+
+    def _params(self):
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def snapshot(self):
+        """Remember the current parameters, to measure the next update."""
+        self._before = [p.data.copy() for p in self._params()]
+
+    def record(self, step, info=None):
+        """Summarise the step just taken and append an OptimizerRecord (also returned)."""
+        opt = self.optimizer
+        sizes, kinds, mom_sq, has_mom = [], set(), 0.0, False
+        for group in opt.param_groups:
+            for p in group["params"]:
+                state = opt.state.get(p, {}) if hasattr(opt.state, "get") else {}
+                kind, eff = _step_size(p, state, group)
+                kinds.add(kind)
+                sizes.append(eff)
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state.get("exp_avg")
+                if buf is not None:
+                    has_mom = True
+                    mom_sq += _sqnorm(buf)
+        xp = backend.xp_of(sizes[0])
+        allsizes = xp.concatenate(sizes)
+        rec = OptimizerRecord(
+            step=int(step), lr=float(opt.param_groups[0]["lr"]),
+            step_size_kind=kinds.pop() if len(kinds) == 1 else "mixed",
+            step_size_mean=float(allsizes.mean()), step_size_median=float(xp.median(allsizes)),
+            step_size_min=float(allsizes.min()), step_size_max=float(allsizes.max()),
+            momentum_norm=math.sqrt(mom_sq) if has_mom else None,
+            clip_coef=_clip_coef(info))
+        if self._before is not None:
+            du = sum(_sqnorm(p.data - b) for p, b in zip(self._params(), self._before))
+            pn = sum(_sqnorm(b) for b in self._before)
+            rec.update_norm, rec.param_norm = math.sqrt(du), math.sqrt(pn)
+            rec.update_ratio = rec.update_norm / rec.param_norm if pn > 0 else math.inf
+            self._before = None
+        self.history.append(rec)
+        return rec
+
+    def on_train_begin(self, *args, **kwargs):
+        if self._due(self._first_step):
+            self.snapshot()
+
+    _first_step = 1
+
+    def on_step_end(self, step_info):
+        step = _info_get(step_info, "step")
+        if self._due(step):
+            self.record(step, step_info)
+        if self._due(step + 1):
+            self.snapshot()
+
+
+def _sqnorm(a):
+    return float((a * a).sum())
+
+
+def _step_size(p, state, group):
+    """(kind, per-coordinate effective step size as a flat array) for one parameter."""
+    xp = backend.xp_of(p.data)
+    lr = float(group["lr"])
+    eps = group.get("eps", 0.0)
+    if "exp_avg_sq" in state:
+        v = state.get("max_exp_avg_sq") if group.get("amsgrad") else None
+        v = state["exp_avg_sq"] if v is None else v
+        beta2 = group["betas"][1]
+        t = float(state["step"])
+        v_hat = v / (1.0 - beta2 ** t)
+        return "adam", (lr / (xp.sqrt(v_hat) + eps)).reshape(-1)
+    if "square_avg" in state:
+        avg = state["square_avg"]
+        if group.get("centered") and "grad_avg" in state:
+            avg = avg - state["grad_avg"] ** 2
+        return "rmsprop", (lr / (xp.sqrt(avg) + eps)).reshape(-1)
+    if "sum" in state:
+        lr = lr / (1.0 + (float(state["step"]) - 1.0) * group.get("lr_decay", 0.0))
+        return "adagrad", (lr / (xp.sqrt(state["sum"]) + eps)).reshape(-1)
+    return "lr", xp.full(p.size, lr, dtype=float)
+
+
+def _clip_coef(info):
+    """min(1, max_norm / total_norm) from step info, when gradient clipping was used."""
+    c = _info_get(info, "clip_coef")
+    if c is not None:
+        return float(c)
+    total, max_norm = _info_get(info, "grad_norm"), _info_get(info, "max_norm")
+    if total is None or max_norm is None:
+        return None
+    # clip_grad_norm_'s coefficient; the 1e-6 guards a zero norm
+    return min(1.0, float(max_norm) / (float(total) + 1e-6))
