@@ -1,0 +1,181 @@
+import math
+
+import numpy as np
+import pytest
+
+from tinygrad_opt.optim.linesearch import (FlatObjective, backtracking_armijo, strong_wolfe,
+                                           _cubic_min, _interpolate)
+from tinygrad_opt.tensor import Tensor
+
+
+def scalar_phi(f, df):
+    """phi(alpha) -> (value, slope, grad) for a 1-D test function; grad is the slope itself."""
+    calls = []
+
+    def phi(a):
+        calls.append(a)
+        return f(a), df(a), df(a)
+    phi.calls = calls
+    return phi
+
+
+# 1-D test functions of More and Thuente (1994), minimizers at alpha > 0, phi'(0) < 0
+def mt1(beta=2.0):
+    return (lambda a: -a / (a * a + beta),
+            lambda a: (a * a - beta) / (a * a + beta) ** 2)
+
+
+def mt2(beta=0.1):
+    return (lambda a: (a + beta) ** 5 - 2 * (a + beta) ** 4,
+            lambda a: 5 * (a + beta) ** 4 - 8 * (a + beta) ** 3)
+
+
+def rosen_along(x0, d):
+    """Rosenbrock restricted to x0 + alpha d (NumPy, for checking conditions)."""
+    def f(x):
+        return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+    def g(x):
+        return np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2),
+                         200 * (x[1] - x[0] ** 2)])
+    return (lambda a: f(x0 + a * d)), (lambda a: float(g(x0 + a * d) @ d)), g(x0)
+
+
+def quartic():
+    return (lambda a: (a - 3.0) ** 4 - 2 * a), (lambda a: 4 * (a - 3.0) ** 3 - 2)
+
+
+def cases():
+    x0 = np.array([-1.5, 2.0])
+    _, _, g = rosen_along(x0, np.zeros(2))
+    f, df, _ = rosen_along(x0, -g)                  # steepest descent from (-1.5, 2)
+    return [("mt1", *mt1()), ("mt2", *mt2()), ("quartic", *quartic()), ("rosenbrock", f, df)]
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("name,f,df", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("alpha0", [1e-3, 1e-1, 1.0, 10.0, 1e3])
+def test_strong_wolfe_conditions(name, f, df, alpha0):
+    c1, c2 = 1e-4, 0.1
+    phi = scalar_phi(f, df)
+    f0, df0 = f(0.0), df(0.0)
+    res = strong_wolfe(phi, f0, df0, alpha=alpha0, c1=c1, c2=c2, max_evals=40)
+    assert res.success
+    assert res.alpha > 0
+    assert res.value <= f0 + c1 * res.alpha * df0
+    assert abs(res.derivative) <= c2 * abs(df0)
+    assert res.value == f(res.alpha) and res.derivative == df(res.alpha) == res.grad
+    assert res.evals == len(phi.calls) <= 40
+
+
+@pytest.mark.parametrize("name,f,df", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("alpha0", [1e-2, 1.0, 1e3])
+def test_armijo_sufficient_decrease(name, f, df, alpha0):
+    c1 = 1e-4
+    phi = scalar_phi(f, df)
+    f0, df0 = f(0.0), df(0.0)
+    res = backtracking_armijo(phi, f0, df0, alpha=alpha0, c1=c1, rho=0.5)
+    assert res.success and res.alpha > 0
+    assert res.value <= f0 + c1 * res.alpha * df0
+    # backtracking: the previous (twice as long) trial failed, unless the first one was taken
+    if res.alpha != alpha0:
+        assert not f(2 * res.alpha) <= f0 + c1 * 2 * res.alpha * df0
+    assert res.evals == len(phi.calls)
+
+
+def test_armijo_takes_first_trial_when_it_decreases_enough():
+    f, df = (lambda a: (a - 1) ** 2), (lambda a: 2 * (a - 1))
+    res = backtracking_armijo(scalar_phi(f, df), 1.0, -2.0, alpha=1.0)
+    assert res.alpha == 1.0 and res.evals == 1 and res.value == 0.0
+
+
+def test_strong_wolfe_exact_on_a_quadratic_first_trial():
+    # phi(a) = (a - 1)^2: alpha = 1 is the minimizer and satisfies both conditions at once
+    f, df = (lambda a: (a - 1) ** 2), (lambda a: 2 * (a - 1))
+    res = strong_wolfe(scalar_phi(f, df), 1.0, -2.0, alpha=1.0)
+    assert res.alpha == 1.0 and res.evals == 1
+
+
+def test_strong_wolfe_survives_overflow():
+    # trial steps where the loss is inf or nan are treated as too long
+    f = lambda a: (a - 1) ** 2 if a < 5 else math.inf
+    df = lambda a: 2 * (a - 1) if a < 5 else math.nan
+    res = strong_wolfe(scalar_phi(f, df), 1.0, -2.0, alpha=100.0, c2=0.5)
+    assert res.success and abs(res.alpha - 1) <= 0.5
+
+
+def test_line_search_failure_returns_zero_step():
+    # the loss only increases along d, although phi'(0) claims descent (a wrong gradient)
+    f, df = (lambda a: a), (lambda a: 1.0)
+    res = backtracking_armijo(scalar_phi(f, df), 0.0, -1.0, grad0="g0", max_evals=5)
+    assert not res.success and res.alpha == 0.0 and res.value == 0.0 and res.grad == "g0"
+    res = strong_wolfe(scalar_phi(f, df), 0.0, -1.0, grad0="g0", max_evals=5)
+    assert not res.success and res.alpha == 0.0 and res.grad == "g0"
+
+
+@pytest.mark.parametrize("search", [backtracking_armijo, strong_wolfe])
+def test_non_descent_direction_is_an_error(search):
+    f, df = mt1()
+    with pytest.raises(ValueError, match="not a descent direction.*g.d = 0.5"):
+        search(scalar_phi(f, df), 0.0, 0.5)
+    with pytest.raises(ValueError, match="not a descent direction"):
+        search(scalar_phi(f, df), 0.0, math.nan)
+
+
+def test_bad_constants_are_errors():
+    f, df = mt1()
+    with pytest.raises(ValueError, match="0 < c1 < c2 < 1.*c2=0.9"):
+        strong_wolfe(scalar_phi(f, df), 0.0, -0.5, c1=0.95, c2=0.9)
+    with pytest.raises(ValueError, match="rho=1.5"):
+        backtracking_armijo(scalar_phi(f, df), 0.0, -0.5, rho=1.5)
+
+
+def test_cubic_interpolation_is_exact_for_a_cubic():
+    f = lambda a: a ** 3 - 3 * a          # local minimizer at a = 1
+    df = lambda a: 3 * a ** 2 - 3
+    p1, p2 = (0.0, f(0.0), df(0.0), None), (3.0, f(3.0), df(3.0), None)
+    assert _cubic_min(p1, p2) == pytest.approx(1.0, abs=1e-12)
+    assert _cubic_min(p2, p1) == pytest.approx(1.0, abs=1e-12)
+    # the safeguard keeps a trial point a tenth of the interval inside it
+    q1, q2 = (0.0, 0.0, -1.0, None), (1.0, -0.999, -0.999, None)
+    assert 0.1 <= _interpolate(q1, q2) <= 0.9
+
+
+def test_flat_objective_phi_moves_the_parameters():
+    a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = Tensor(np.array([[3.0]]), requires_grad=True)
+    obj = FlatObjective(lambda: (a * a).sum() + (b * b * b).sum(), [a, b], "Test")
+    x = obj.get()
+    np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])
+    d = np.array([-1.0, 0.0, -1.0])
+    f, slope, g = obj.phi(x, d)(0.5)
+    np.testing.assert_array_equal(a.data, [0.5, 2.0])
+    np.testing.assert_array_equal(b.data, [[2.5]])
+    assert f == 0.25 + 4 + 2.5 ** 3
+    np.testing.assert_allclose(g, [1.0, 4.0, 3 * 2.5 ** 2])
+    assert slope == pytest.approx(-1.0 - 3 * 2.5 ** 2)
+    assert obj.evals == 1
+
+
+def test_flat_objective_hvp_reuses_one_gradient():
+    A = np.array([[3.0, 1.0], [1.0, 2.0]])
+    x = Tensor(np.array([1.0, -1.0]), requires_grad=True)
+    At = Tensor(A)
+    obj = FlatObjective(lambda: 0.5 * (x * (At * x).sum(axis=1)).sum() + (x * x * x).sum() / 3,
+                        [x], "Test")
+    f, g, hvp = obj.hvp_at_current()
+    H = A + np.diag(2 * x.data)
+    for v in (np.array([1.0, 0.0]), np.array([0.3, -2.0])):
+        np.testing.assert_allclose(hvp(v), H @ v, rtol=1e-12)
+    np.testing.assert_allclose(g, A @ x.data + x.data ** 2, rtol=1e-12)
+    assert obj.evals == 1
+
+
+def test_closure_must_return_the_loss_tensor():
+    x = Tensor(np.array([1.0]), requires_grad=True)
+    with pytest.raises(TypeError, match="closure must return the loss Tensor.*float"):
+        FlatObjective(lambda: 1.0, [x], "Test").value_and_grad()
+    with pytest.raises(TypeError, match="Test.step needs a closure"):
+        FlatObjective(None, [x], "Test")
