@@ -1,0 +1,131 @@
+"""The op table: one row per op and broadcasting case.
+
+Each row names the op, how to call it on Tensors, a NumPy reference, the input shapes,
+a safe input domain and whether its second derivative is zero almost everywhere.
+tests/test_ops.py runs values, gradcheck, gradgradcheck and "fast backward == graph
+backward" on every row; docs/gen_ops.py turns the table into docs/ops.md.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import tinygrad_opt as tg
+from tinygrad_opt import ops
+
+
+@dataclass
+class OpCase:
+    name: str
+    fn: object                      # Tensors -> Tensor
+    ref: object                     # arrays -> array
+    shapes: list
+    domain: tuple = (-2.0, 2.0)     # inputs drawn uniformly from here ...
+    away_from: list = field(default_factory=list)   # ... and at least 0.05 away from these kinks
+    zero_second: bool = False       # second derivative zero almost everywhere
+    note: str = ""
+    distinct: bool = False          # inputs should have no ties (max/min)
+
+    @property
+    def id(self):
+        return f"{self.name}-" + "x".join(str(s).replace(" ", "") for s in self.shapes)
+
+
+def sample(case, rng, dtype=np.float64):
+    """Inputs for a case: uniform in its domain, away from kinks, distinct if asked."""
+    arrays = []
+    for shape in case.shapes:
+        lo, hi = case.domain
+        a = rng.uniform(lo, hi, size=shape)
+        for k in case.away_from:
+            near = np.abs(a - k) < 0.05
+            a = np.where(near, a + np.where(a >= k, 0.1, -0.1), a)
+        if case.distinct:
+            a = a + np.arange(a.size).reshape(shape) * 1e-2 if a.size else a
+        arrays.append(a.astype(dtype))
+    return arrays
+
+
+B = [((3, 1, 4), (5, 4)), ((), (2, 3)), ((2, 3), ()), ((4,), (3, 4)), ((2, 3), (2, 3))]
+IDX = np.array([2, 0, 2, 1])
+
+CASES = []
+for sa, sb in B:
+    CASES += [
+        OpCase("add", lambda a, b: a + b, np.add, [sa, sb]),
+        OpCase("sub", lambda a, b: a - b, np.subtract, [sa, sb]),
+        OpCase("mul", lambda a, b: a * b, np.multiply, [sa, sb]),
+        OpCase("div", lambda a, b: a / b, np.divide, [sa, sb], domain=(0.5, 2.0)),
+        OpCase("pow", lambda a, b: a ** b, np.power, [sa, sb], domain=(0.5, 2.0)),
+        OpCase("maximum", lambda a, b: a.maximum(b), np.maximum, [sa, sb], zero_second=True,
+               note="gradient split evenly at ties"),
+    ]
+CASES += [
+    OpCase("minimum", lambda a, b: a.minimum(b), np.minimum, [(3, 4), (4,)], zero_second=True),
+    OpCase("pow_const", lambda a: a ** 3, lambda a: a ** 3, [(3, 4)]),
+    OpCase("pow_half", lambda a: a ** 0.5, np.sqrt, [(3, 4)], domain=(0.5, 2.0)),
+    OpCase("square", lambda a: a ** 2, np.square, [(3, 4)]),
+    OpCase("rpow", lambda a: 2.0 ** a, lambda a: 2.0 ** a, [(3, 4)]),
+    OpCase("radd_scalar", lambda a: 1.5 + a, lambda a: 1.5 + a, [(3,)]),
+    OpCase("rsub_scalar", lambda a: 1.5 - a, lambda a: 1.5 - a, [(3,)]),
+    OpCase("rdiv_scalar", lambda a: 1.5 / a, lambda a: 1.5 / a, [(3,)], domain=(0.5, 2.0)),
+    OpCase("neg", lambda a: -a, np.negative, [(2, 3)]),
+    OpCase("exp", lambda a: a.exp(), np.exp, [(2, 3)]),
+    OpCase("log", lambda a: a.log(), np.log, [(2, 3)], domain=(0.2, 3.0)),
+    OpCase("sqrt", lambda a: a.sqrt(), np.sqrt, [(2, 3)], domain=(0.2, 3.0)),
+    OpCase("tanh", lambda a: a.tanh(), np.tanh, [(2, 3)]),
+    OpCase("sigmoid", lambda a: a.sigmoid(), lambda a: 1 / (1 + np.exp(-a)), [(2, 3)]),
+    OpCase("relu", lambda a: a.relu(), lambda a: np.maximum(a, 0), [(3, 4)], away_from=[0.0],
+           zero_second=True, note="kink at 0: gradient 0 there"),
+    OpCase("abs", lambda a: a.abs(), np.abs, [(3, 4)], away_from=[0.0], zero_second=True,
+           note="kink at 0: gradient 0 there"),
+    OpCase("clip", lambda a: a.clip(-0.5, 0.7), lambda a: np.clip(a, -0.5, 0.7), [(3, 4)],
+           away_from=[-0.5, 0.7], zero_second=True),
+    OpCase("sum", lambda a: a.sum(), np.sum, [(3, 4)]),
+    OpCase("sum_axis", lambda a: a.sum(axis=1), lambda a: a.sum(axis=1), [(3, 4, 2)]),
+    OpCase("sum_keepdims", lambda a: a.sum(axis=(0, 2), keepdims=True),
+           lambda a: a.sum(axis=(0, 2), keepdims=True), [(3, 4, 2)]),
+    OpCase("mean", lambda a: a.mean(), np.mean, [(3, 4)]),
+    OpCase("mean_axis", lambda a: a.mean(axis=-1), lambda a: a.mean(axis=-1), [(3, 4)]),
+    OpCase("mean_keepdims", lambda a: a.mean(axis=0, keepdims=True),
+           lambda a: a.mean(axis=0, keepdims=True), [(3, 4)]),
+    OpCase("max", lambda a: a.max(), np.max, [(3, 4)], zero_second=True, distinct=True),
+    OpCase("max_axis", lambda a: a.max(axis=1), lambda a: a.max(axis=1), [(3, 4)],
+           zero_second=True, distinct=True, note="gradient split evenly among tied maxima"),
+    OpCase("max_keepdims", lambda a: a.max(axis=0, keepdims=True),
+           lambda a: a.max(axis=0, keepdims=True), [(3, 4)], zero_second=True, distinct=True),
+    OpCase("min_axis", lambda a: a.min(axis=0), lambda a: a.min(axis=0), [(3, 4)],
+           zero_second=True, distinct=True),
+    OpCase("reshape", lambda a: a.reshape(4, 3), lambda a: a.reshape(4, 3), [(3, 4)]),
+    OpCase("transpose", lambda a: a.transpose(), lambda a: a.transpose(), [(2, 3, 4)]),
+    OpCase("transpose_axes", lambda a: a.transpose(1, 2, 0), lambda a: a.transpose(1, 2, 0), [(2, 3, 4)]),
+    OpCase("T", lambda a: a.T, lambda a: a.T, [(3, 4)]),
+    OpCase("matmul", lambda a, b: a @ b, np.matmul, [(3, 4), (4, 2)]),
+    OpCase("matmul_batched", lambda a, b: a @ b, np.matmul, [(2, 3, 4), (4, 2)]),
+    OpCase("matmul_bcast", lambda a, b: a @ b, np.matmul, [(2, 1, 3, 4), (5, 4, 2)]),
+    OpCase("matmul_vec", lambda a, b: a @ b, np.matmul, [(3, 4), (4,)]),
+    OpCase("vec_matmul", lambda a, b: a @ b, np.matmul, [(4,), (4, 2)]),
+    OpCase("dot", lambda a, b: a @ b, np.matmul, [(4,), (4,)]),
+    OpCase("linear", lambda x, W, b: ops.linear(x, W, b), lambda x, W, b: x @ W.T + b,
+           [(5, 4), (3, 4), (3,)]),
+    OpCase("linear_nd", lambda x, W: ops.linear(x, W), lambda x, W: x @ W.T, [(2, 5, 4), (3, 4)]),
+    OpCase("getitem_basic", lambda a: a[1:, ::2], lambda a: a[1:, ::2], [(3, 4)]),
+    OpCase("getitem_int", lambda a: a[1], lambda a: a[1], [(3, 4)]),
+    OpCase("getitem_array", lambda a: a[IDX], lambda a: a[IDX], [(3, 4)],
+           note="repeated indices add up in the gradient"),
+    OpCase("getitem_pairs", lambda a: a[np.arange(4), np.array([0, 2, 1, 2])],
+           lambda a: a[np.arange(4), np.array([0, 2, 1, 2])], [(4, 3)]),
+    OpCase("concatenate", lambda a, b: tg.concatenate([a, b], axis=1),
+           lambda a, b: np.concatenate([a, b], axis=1), [(2, 3), (2, 2)]),
+    OpCase("stack", lambda a, b: tg.stack([a, b], axis=1), lambda a, b: np.stack([a, b], axis=1),
+           [(2, 3), (2, 3)]),
+    OpCase("where", lambda a, b: tg.where(a > 0, a, b), lambda a, b: np.where(a > 0, a, b),
+           [(3, 4), (4,)], away_from=[0.0]),
+    OpCase("log_softmax", lambda a: ops.log_softmax(a, axis=-1),
+           lambda a: a - a.max(-1, keepdims=True) - np.log(np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True)),
+           [(3, 5)]),
+    OpCase("log_softmax_axis0", lambda a: ops.log_softmax(a, axis=0),
+           lambda a: a - np.log(np.exp(a).sum(0, keepdims=True)), [(3, 5)]),
+    OpCase("logsumexp", lambda a: ops.logsumexp(a, axis=1), lambda a: np.log(np.exp(a).sum(1)), [(3, 5)]),
+    OpCase("astype", lambda a: (a.astype(np.float32) * 2).astype(np.float64), lambda a: a * 2, [(3,)],
+           note="float32 round trip: checked with loose tolerance"),
+]

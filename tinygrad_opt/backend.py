@@ -1,0 +1,184 @@
+"""The only door to NumPy and CuPy.
+
+Every array function the project calls is reached through the module returned by
+`xp_of(array)` or `get_xp(device)`. NumPy is imported here once; CuPy is imported the
+first time something asks for "cuda", so CPU users never import it.
+"""
+import numpy
+
+np = numpy                      # re-exported for the few places that need host NumPy
+ndarray = numpy.ndarray
+DEFAULT_DTYPE = numpy.float32
+DEVICES = ("cpu", "cuda")
+
+_cupy = None                    # the cupy module once loaded
+
+
+def _load_cupy():
+    """Import CuPy and check that a GPU is visible; raise a RuntimeError that says what is missing."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError as e:
+            raise RuntimeError(
+                "device 'cuda' requested, but CuPy is not installed; "
+                "install the gpu extra: pip install 'tinygrad_opt[gpu-cuda12]' (or gpu-cuda13)") from e
+        try:
+            n = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # the driver or runtime itself is missing
+            raise RuntimeError(f"device 'cuda' requested, but no usable CUDA GPU was found ({e})") from e
+        if n == 0:
+            raise RuntimeError("device 'cuda' requested, but no CUDA GPU was found")
+        _cupy = cupy
+    return _cupy
+
+
+def cupy_loaded():
+    """True once CuPy has been imported by a request for 'cuda'."""
+    return _cupy is not None
+
+
+def check_device(device):
+    """Normalise a device name ('cpu', 'cuda', 'cuda:0') to 'cpu' or 'cuda'."""
+    if device is None:
+        return "cpu"
+    d = str(device)
+    if d.startswith("cuda"):
+        return "cuda"
+    if d != "cpu":
+        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+    return d
+
+
+def get_xp(device):
+    """The array module for a device name."""
+    return numpy if check_device(device) == "cpu" else _load_cupy()
+
+
+def xp_of(a):
+    """The array module that owns array `a` (NumPy for anything that is not a CuPy array)."""
+    if type(a) is ndarray or _cupy is None:
+        return numpy
+    return _cupy if isinstance(a, _cupy.ndarray) else numpy
+
+
+def device_of(a):
+    """'cuda' for a CuPy array, 'cpu' otherwise."""
+    return "cpu" if xp_of(a) is numpy else "cuda"
+
+
+def is_array(a):
+    """True for a NumPy or CuPy ndarray."""
+    return isinstance(a, ndarray) or (_cupy is not None and isinstance(a, _cupy.ndarray))
+
+
+def to_device(a, device):
+    """Array `a` moved to `device` (the same object if it is already there)."""
+    device = check_device(device)
+    if device_of(a) == device:
+        return a
+    if device == "cpu":
+        return a.get()
+    return _load_cupy().asarray(a)
+
+
+def to_numpy(a):
+    """A host NumPy copy of `a` (never a view of it)."""
+    if xp_of(a) is numpy:
+        return numpy.array(a, copy=True)
+    return a.get()
+
+
+def as_array(data, dtype=None, device=None, copy=True):
+    """Backend array from scalars, nested lists, NumPy or CuPy arrays.
+
+    Arrays keep their dtype; Python scalars and lists become float32 (bool lists stay bool).
+    With device=None an array stays where it is and anything else goes to the CPU.
+    """
+    if device is None:
+        device = device_of(data) if is_array(data) else "cpu"
+    xp = get_xp(device)
+    if is_array(data):
+        data = to_device(data, device)
+        return xp.array(data, dtype=dtype, copy=True) if copy else xp.asarray(data, dtype=dtype)
+    arr = numpy.asarray(data)
+    if dtype is None:
+        if arr.dtype.kind in "iuf":
+            dtype = DEFAULT_DTYPE
+        elif arr.dtype.kind not in "bc":
+            raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__} "
+                            f"(NumPy gives dtype {arr.dtype})")
+    return xp.asarray(arr, dtype=dtype)
+
+
+def is_floating(dtype):
+    """True for floating dtypes (the ones that can require grad)."""
+    return numpy.dtype(dtype).kind == "f"
+
+
+def scatter_add(a, index, values):
+    """a[index] += values, adding repeated indices (numpy.add.at / cupyx.scatter_add)."""
+    if xp_of(a) is numpy:
+        numpy.add.at(a, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(a, index, values)
+    return a
+
+
+# ---------------------------------------------------------------- random numbers
+# One generator per device; manual_seed reseeds both. CPU: NumPy's PCG64 Generator.
+# CUDA: CuPy's RandomState, created lazily from the same seed.
+_seed = None
+_cpu_rng = numpy.random.default_rng()
+_gpu_rng = None
+
+
+def manual_seed(seed):
+    """Seed the generators of every device."""
+    global _seed, _cpu_rng, _gpu_rng
+    _seed = int(seed)
+    _cpu_rng = numpy.random.default_rng(_seed)
+    _gpu_rng = _load_cupy().random.RandomState(_seed) if _cupy is not None else None
+
+
+def rng(device="cpu"):
+    """The generator of a device: numpy Generator on the CPU, cupy RandomState on CUDA."""
+    global _gpu_rng
+    if check_device(device) == "cpu":
+        return _cpu_rng
+    if _gpu_rng is None:
+        _gpu_rng = _load_cupy().random.RandomState(_seed)
+    return _gpu_rng
+
+
+def random_normal(shape, dtype=DEFAULT_DTYPE, device="cpu"):
+    """Standard normal samples of `shape` and floating `dtype` on `device`."""
+    r = rng(device)
+    if check_device(device) == "cpu":
+        return r.standard_normal(shape, dtype=numpy.float64).astype(dtype, copy=False)
+    return r.standard_normal(shape, dtype=dtype)
+
+
+def random_uniform(shape, dtype=DEFAULT_DTYPE, device="cpu"):
+    """Uniform samples in [0, 1) of `shape` and floating `dtype` on `device`."""
+    r = rng(device)
+    if check_device(device) == "cpu":
+        return r.random(shape, dtype=numpy.float64).astype(dtype, copy=False)
+    return r.random_sample(shape, dtype=dtype)
+
+
+def permutation(n, device="cpu"):
+    """A random permutation of range(n) on `device`."""
+    return rng(device).permutation(n)
+
+
+def get_rng_state():
+    """The CPU generator's state as a plain dict (for checkpoints)."""
+    return _cpu_rng.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore the CPU generator from `get_rng_state()`."""
+    _cpu_rng.bit_generator.state = state
