@@ -1,0 +1,179 @@
+"""Neural-network functions: activations, softmax, losses and dropout (import as F).
+
+Each is a formula of differentiable ops, so each is differentiable to every order. Targets,
+class weights and dropout masks are constants: they are built as backend arrays with the
+input's `xp` and enter the graph only as plain factors.
+"""
+from .. import backend, ops
+from ..tensor import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(fn, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _as_tensor(x, fn, like=None):
+    """x as a Tensor; arrays and scalars become constants (with `like`'s dtype and device)."""
+    if isinstance(x, Tensor):
+        return x
+    if like is None:
+        return Tensor(x)
+    return Tensor._wrap(backend.as_array(x, dtype=like.dtype, device=like.device))
+
+
+# ---------------------------------------------------------------- activations
+def relu(x):
+    """max(x, 0) elementwise."""
+    return x.relu()
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) elementwise."""
+    return x.sigmoid()
+
+
+def tanh(x):
+    """tanh(x) elementwise."""
+    return x.tanh()
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along `axis`, computed after subtracting the max (finite for huge logits)."""
+    return ops.log_softmax(x, axis=axis)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis`, as exp(log_softmax(x)) so it never overflows."""
+    return ops.log_softmax(x, axis=axis).exp()
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with weight of shape (out_features, in_features)."""
+    return ops.linear(x, weight, bias)
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p),
+    so the expected value is unchanged and evaluation needs no rescaling. Identity if not training.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: probability p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    keep = backend.random_uniform(x.shape, x.dtype, x.device) >= p
+    scale = keep.astype(x.dtype) * (1.0 / (1.0 - p))
+    return x * Tensor._wrap(scale)
+
+
+# ---------------------------------------------------------------- losses
+def _class_targets(targets, n, c, xp, fn):
+    """Validated integer class indices as an array on the logits' device."""
+    t = targets.data if isinstance(targets, Tensor) else targets
+    t = t if backend.is_array(t) else backend.np.asarray(t)
+    t = backend.to_device(t, "cpu" if xp is backend.np else "cuda")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: targets must be integer class indices, got dtype {t.dtype}; "
+                        "help: convert with .astype('int64')")
+    if t.shape != (n,):
+        raise ValueError(f"{fn}: targets must have shape ({n},) to match logits of shape "
+                         f"({n}, {c}), got targets of shape {tuple(t.shape)}")
+    if n and (int(t.min()) < 0 or int(t.max()) >= c):
+        raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
+                         f"[{int(t.min())}, {int(t.max())}]")
+    return t
+
+
+def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="mean"):
+    """Softmax cross-entropy of (N, C) logits against integer class indices (PyTorch semantics).
+
+    With class weights w the mean is the weighted mean sum_n w[y_n] l_n / sum_n w[y_n]. With
+    label smoothing e the target is (1 - e) one_hot(y) + e / C; under weights the smoothed part of
+    row n is weighted by w[c] per class, and the mean still divides by sum_n w[y_n], as in PyTorch.
+    """
+    fn = "cross_entropy"
+    _check_reduction(fn, reduction)
+    if not isinstance(logits, Tensor):
+        logits = Tensor(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"{fn}: logits must have shape (N, C), got {tuple(logits.shape)}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    n, c = logits.shape
+    xp = backend.xp_of(logits.data)
+    y = _class_targets(targets, n, c, xp, fn)
+    rows = xp.arange(n)
+    # Target matrix T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
+    # much faster than gathering log-probabilities and scattering their gradient back.
+    if weight is None:
+        t = xp.full((n, c), label_smoothing / c, dtype=logits.dtype)
+        t[rows, y] += 1.0 - label_smoothing
+        denom = n
+    else:
+        w = weight.data if isinstance(weight, Tensor) else weight
+        w = backend.as_array(w, dtype=logits.dtype, device=logits.device)
+        if w.shape != (c,):
+            raise ValueError(f"{fn}: weight must have shape ({c},) for logits of shape "
+                             f"({n}, {c}), got {tuple(w.shape)}")
+        t = xp.broadcast_to(w * (label_smoothing / c), (n, c)).copy()
+        t[rows, y] += (1.0 - label_smoothing) * w[y]
+        denom = float(w[y].sum())
+    logp = ops.log_softmax(logits, axis=-1)
+    if reduction == "mean":
+        # dividing the constant T instead of the loss saves one op on the graph
+        return -(logp * Tensor._wrap(t / denom)).sum()
+    loss = -(logp * Tensor._wrap(t)).sum(axis=1)
+    return loss.sum() if reduction == "sum" else loss
+
+
+def mse_loss(pred, target, reduction="mean"):
+    """Mean squared error (pred - target)^2; the shapes must be equal (no silent broadcasting)."""
+    fn = "mse_loss"
+    _check_reduction(fn, reduction)
+    target = _as_tensor(target, fn, like=pred)
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"{fn}: pred shape {tuple(pred.shape)} and target shape "
+                         f"{tuple(target.shape)} differ; help: reshape one of them")
+    d = pred - target
+    return _reduce(d * d, reduction)
+
+
+def _softplus_neg(x):
+    """log(1 + exp(-x)) = max(-x, 0) + log(1 + exp(-|x|)); never overflows."""
+    return (-x).relu() + (1 + (-x.abs()).exp()).log()
+
+
+def binary_cross_entropy_with_logits(logits, targets, weight=None, pos_weight=None,
+                                     reduction="mean"):
+    """Sigmoid + binary cross-entropy in one stable formula (PyTorch semantics).
+
+    loss = -[pos_weight * y * log s(x) + (1 - y) * log(1 - s(x))] * weight. With
+    -log s(x) = softplus(-x) and -log(1 - s(x)) = x + softplus(-x) this is
+    (1 - y) * x + (1 + (pos_weight - 1) * y) * softplus(-x); for pos_weight = 1 it is
+    max(x, 0) - x * y + log(1 + exp(-|x|)).
+    """
+    fn = "binary_cross_entropy_with_logits"
+    _check_reduction(fn, reduction)
+    targets = _as_tensor(targets, fn, like=logits)
+    if tuple(logits.shape) != tuple(targets.shape):
+        raise ValueError(f"{fn}: targets shape {tuple(targets.shape)} must equal logits shape "
+                         f"{tuple(logits.shape)}")
+    x, y = logits, targets
+    if pos_weight is None:
+        loss = x.relu() - x * y + (1 + (-x.abs()).exp()).log()
+    else:
+        pw = _as_tensor(pos_weight, fn, like=logits)
+        loss = (1 - y) * x + (1 + (pw - 1) * y) * _softplus_neg(x)
+    if weight is not None:
+        loss = loss * _as_tensor(weight, fn, like=logits)
+    return _reduce(loss, reduction)
