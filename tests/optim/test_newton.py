@@ -1,0 +1,214 @@
+import numpy as np
+import pytest
+
+from tinygrad_opt.optim.newton import Newton, NewtonCG, _truncated_cg
+from tinygrad_opt.tensor import Tensor
+
+
+def quadratic(n=5, seed=0, dtype=np.float64):
+    """x, closure of 0.5 x^T A x - b^T x with SPD A, A, b and the minimizer."""
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((n, n))
+    A = M @ M.T + n * np.eye(n)
+    b = rng.standard_normal(n)
+    x = Tensor(rng.standard_normal(n).astype(dtype), requires_grad=True)
+    At, bt = Tensor(A.astype(dtype)), Tensor(b.astype(dtype))
+    closure = lambda: 0.5 * (x * (At * x).sum(axis=1)).sum() - (bt * x).sum()
+    return x, closure, A, b, np.linalg.solve(A, b)
+
+
+def rosenbrock(start=(-1.5, 2.0)):
+    x = Tensor(np.array(start, dtype=np.float64), requires_grad=True)
+    return x, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def tiny_mlp(seed=0):
+    """Parameters and closure of a 2-4-1 tanh MLP regression in float64."""
+    rng = np.random.default_rng(seed)
+    X = Tensor(rng.standard_normal((16, 2)))
+    y = Tensor(np.sin(X.data[:, :1]) + 0.5 * X.data[:, 1:] ** 2)
+    W1 = Tensor(0.5 * rng.standard_normal((4, 2)), requires_grad=True)
+    b1 = Tensor(np.zeros(4), requires_grad=True)
+    W2 = Tensor(0.5 * rng.standard_normal((1, 4)), requires_grad=True)
+    b2 = Tensor(np.zeros(1), requires_grad=True)
+
+    def closure():
+        h = (X @ W1.T + b1).tanh()
+        return ((h @ W2.T + b2 - y) ** 2).mean()
+    return [W1, b1, W2, b2], closure
+
+
+# ------------------------------------------------------------------ Newton
+def test_newton_solves_a_quadratic_in_one_step():
+    x, closure, A, b, xstar = quadratic()
+    opt = Newton([x])
+    data = x.data
+    f0 = opt.step(closure)
+    assert isinstance(f0, float)
+    np.testing.assert_allclose(x.data, xstar, atol=1e-10)
+    assert f0 > float(closure().item())
+    assert x.data is data                                 # updated in place
+
+
+def test_newton_damping_and_lr_follow_the_formula():
+    x, closure, A, b, _ = quadratic(n=3, seed=1)
+    x0 = x.data.copy()
+    Newton([x], lr=0.5, damping=2.0).step(closure)
+    g = A @ x0 - b
+    np.testing.assert_allclose(x.data, x0 - 0.5 * np.linalg.solve(A + 2 * np.eye(3), g), rtol=1e-12)
+
+
+def test_newton_reaches_the_rosenbrock_minimum():
+    x, closure = rosenbrock()
+    opt = Newton([x])
+    for _ in range(30):
+        opt.step(closure)
+    np.testing.assert_allclose(x.data, [1.0, 1.0], atol=1e-6)
+
+
+def saddle():
+    x = Tensor(np.array([1.0, 1e-3]), requires_grad=True)
+    return x, lambda: x[0] ** 2 - x[1] ** 2
+
+
+def test_plain_newton_is_drawn_onto_a_saddle():
+    x, closure = saddle()
+    opt = Newton([x])
+    for _ in range(3):
+        opt.step(closure)
+    np.testing.assert_allclose(x.data, [0.0, 0.0], atol=1e-12)
+
+
+def test_saddle_free_newton_escapes_the_saddle():
+    x, closure = saddle()
+    opt = Newton([x], saddle_free=True)
+    fs, x2 = [float(closure().item())], [abs(x.data[1])]
+    for _ in range(5):
+        opt.step(closure)
+        fs.append(float(closure().item()))
+        x2.append(abs(x.data[1]))
+    assert all(b > a for a, b in zip(x2, x2[1:]))         # |x2| doubles each step
+    assert all(b < a for a, b in zip(fs, fs[1:]))
+    assert x2[-1] == pytest.approx(32e-3)
+    assert abs(x.data[0]) < 1e-12
+
+
+def test_newton_multi_tensor_mlp_decreases_the_loss():
+    params, closure = tiny_mlp()
+    opt = Newton(params, damping=0.3, saddle_free=True)
+    fs = [opt.step(closure) for _ in range(5)] + [float(closure().item())]
+    assert all(b < a for a, b in zip(fs, fs[1:]))
+    assert fs[-1] < 0.1 * fs[0]
+    assert [p.shape for p in params] == [(4, 2), (4,), (1, 4), (1,)]
+
+
+def test_newton_refuses_big_models():
+    x = Tensor(np.zeros(5001), requires_grad=True)
+    with pytest.raises(ValueError, match="5001 parameters.*use NewtonCG"):
+        Newton([x])
+
+
+def test_newton_errors():
+    x, closure = saddle()
+    with pytest.raises(ValueError, match="Invalid damping: -1"):
+        Newton([x], damping=-1)
+    with pytest.raises(TypeError, match="needs a closure"):
+        Newton([x]).step(None)
+    y = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(ValueError, match="singular; pass damping > 0"):
+        Newton([y]).step(lambda: (y[0] - 1) ** 2)          # H = diag(2, 0)
+    with pytest.raises(ValueError, match="per-parameter options"):
+        Newton([{"params": [x]}, {"params": [y]}])
+
+
+def test_newton_float32_parameters_stay_float32():
+    x, closure, A, b, xstar = quadratic(dtype=np.float32)
+    Newton([x]).step(closure)
+    assert x.data.dtype == np.float32
+    np.testing.assert_allclose(x.data, xstar, atol=1e-4)
+
+
+# ------------------------------------------------------------------ NewtonCG
+def test_newton_cg_solves_a_quadratic_in_one_step():
+    x, closure, A, b, xstar = quadratic(n=6)
+    opt = NewtonCG([x], cg_tol=1e-14, cg_max_iter=50)
+    opt.step(closure)
+    np.testing.assert_allclose(x.data, xstar, atol=1e-10)
+    assert opt.state[x]["cg_iters"] <= 6
+
+
+@pytest.mark.parametrize("line_search", [None, "armijo", "strong_wolfe"])
+@pytest.mark.parametrize("cg_tol,steps", [(None, 250), (1e-3, 30)])
+def test_newton_cg_reaches_the_rosenbrock_minimum(line_search, cg_tol, steps):
+    # the default forcing term min(0.5, sqrt|g|) solves loosely while |g| is large: slower
+    x, closure = rosenbrock()
+    opt = NewtonCG([x], line_search=line_search, cg_tol=cg_tol)
+    for _ in range(steps):
+        opt.step(closure)
+    np.testing.assert_allclose(x.data, [1.0, 1.0], atol=1e-6)
+
+
+def test_newton_cg_builds_the_gradient_once_per_step():
+    x, closure, *_ = quadratic(n=8)
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return closure()
+    opt = NewtonCG([x], cg_tol=1e-12)
+    opt.step(counting)
+    assert len(calls) == 1 and opt.state[x]["cg_iters"] >= 8
+
+
+def test_truncated_cg_negative_curvature():
+    H = np.diag([2.0, -1.0, 3.0])
+    g = np.array([1.0, 1.0, 1.0])
+    hvp = lambda v: H @ v
+    # p0 = -g has p^T H p = 4 > 0: one CG step is taken, then negative curvature stops it
+    d, iters = _truncated_cg(np, hvp, g, 0.0, 1e-12, 10)
+    assert iters == 2
+    np.testing.assert_allclose(d, -g * (g @ g) / (g @ H @ g))
+    # negative curvature along the very first direction: steepest descent
+    d, iters = _truncated_cg(np, lambda v: -v, g, 0.0, 1e-12, 10)
+    assert iters == 1
+    np.testing.assert_array_equal(d, -g)
+    # damping makes the damped system positive definite: exact solve
+    d, _ = _truncated_cg(np, hvp, g, 2.0, 1e-14, 10)
+    np.testing.assert_allclose(d, -np.linalg.solve(H + 2 * np.eye(3), g), rtol=1e-12)
+
+
+def test_newton_cg_multi_tensor_mlp_decreases_the_loss():
+    params, closure = tiny_mlp()
+    opt = NewtonCG(params, damping=1e-3, line_search="armijo")
+    f0 = float(closure().item())
+    for _ in range(10):
+        assert opt.step(closure) <= f0
+    assert float(closure().item()) < 0.5 * f0
+
+
+def test_newton_cg_state_dict_round_trip():
+    x, closure = rosenbrock()
+    opt = NewtonCG([x], line_search="strong_wolfe")
+    for _ in range(3):
+        opt.step(closure)
+    sd = opt.state_dict()
+    saved = x.data.copy()
+    ref = [opt.step(closure) for _ in range(3)] + [x.data.copy()]
+    x.data[...] = saved
+    opt2 = NewtonCG([x], lr=0.1)
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]["lr"] == 1.0
+    out = [opt2.step(closure) for _ in range(3)] + [x.data.copy()]
+    assert out[:3] == ref[:3]
+    np.testing.assert_array_equal(out[3], ref[3])
+    assert opt2.state[x]["step"] == 6
+
+
+def test_newton_cg_errors():
+    x, _ = saddle()
+    with pytest.raises(ValueError, match="unknown line_search 'wolfe'"):
+        NewtonCG([x], line_search="wolfe")
+    with pytest.raises(ValueError, match="Invalid cg_max_iter: 0"):
+        NewtonCG([x], cg_max_iter=0)
+    with pytest.raises(TypeError, match="closure must return the loss Tensor"):
+        NewtonCG([x]).step(lambda: 3.0)
