@@ -1,0 +1,15 @@
+"""Optimizers, learning-rate schedules and gradient clipping."""
+from . import lr_scheduler, textbook
+from .adagrad import Adagrad
+from .adam import Adam, AdamW
+from .cg import ConjugateGradient
+from .clip import clip_grad_norm_, clip_grad_value_
+from .lbfgs import LBFGS
+from .newton import Newton, NewtonCG
+from .optimizer import Optimizer
+from .rmsprop import RMSprop
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Newton", "NewtonCG",
+           "ConjugateGradient", "LBFGS", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
+           "textbook"]

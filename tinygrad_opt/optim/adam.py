@@ -1,0 +1,84 @@
+"""Adam and AdamW: moment estimates with bias correction."""
+import math
+
+from .. import backend
+from .optimizer import Optimizer, l2_gradient
+
+
+class Adam(Optimizer):
+    """Adam with optional L2 weight decay and AMSGrad (PyTorch's rule; Kingma & Ba, 2015).
+
+        implemented (PyTorch)                          textbook (Alg. 8.7)
+        +-------------------------------------------+  +----------------------------------+
+        | g <- g + wd * theta                       |  | t <- t + 1                       |
+        | m <- b1*m + (1-b1)*g                      |  | s <- rho1*s + (1-rho1)*g         |
+        | v <- b2*v + (1-b2)*g*g                    |  | r <- rho2*r + (1-rho2)*g*g       |
+        | vmax <- max(vmax, v)          (amsgrad)   |  | s^ <- s/(1 - rho1^t)             |
+        | theta <- theta - lr/(1-b1^t) * m /        |  | r^ <- r/(1 - rho2^t)             |
+        |          (sqrt(v)/sqrt(1-b2^t) + eps)     |  | theta <- theta-eps*s^/(sqrt(r^)+delta)|
+        +-------------------------------------------+  +----------------------------------+
+
+    The same update: lr/(1-b1^t) * m is eps*s^ and sqrt(v)/sqrt(1-b2^t) is sqrt(r^); eps (the
+    book's delta) is added after the corrected root in both. AMSGrad (Reddi et al., 2018)
+    divides by the running maximum of v instead of v.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad))
+
+    decoupled = False               # AdamW: decay theta directly instead of adding wd*theta to g
+
+    def update(self, p, g, state, group):
+        xp = backend.xp_of(p)
+        beta1, beta2 = group["betas"]
+        lr, wd = group["lr"], group["weight_decay"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p)
+            state["exp_avg_sq"] = xp.zeros_like(p)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = xp.zeros_like(p)
+        t = state["step"] = state["step"] + 1
+        if wd:
+            if self.decoupled:
+                p *= 1 - lr * wd
+            else:
+                g = l2_gradient(p, g, wd)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        tmp = xp.subtract(g, m)                    # m <- m + (1 - b1)(g - m)
+        tmp *= 1 - beta1
+        m += tmp
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - beta2
+        v *= beta2
+        v += tmp
+        if group["amsgrad"]:
+            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        # lr/c1 * m / (sqrt(v)/c2 + eps) == (lr*c2/c1) * m / (sqrt(v) + eps*c2) exactly:
+        # eps is scaled together with sqrt(v), so it stays outside the corrected root.
+        c1 = 1 - beta1 ** t
+        c2 = math.sqrt(1 - beta2 ** t)
+        xp.sqrt(v, out=tmp)
+        tmp += group["eps"] * c2
+        xp.divide(m, tmp, out=tmp)
+        tmp *= lr * c2 / c1
+        p -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (PyTorch's rule; Loshchilov & Hutter, 2019).
+
+        theta <- theta * (1 - lr*wd), then the Adam step above without the L2 term.
+
+    The book has no AdamW. Decay is applied to theta before the step and is not rescaled by
+    the adaptive denominator, so every coordinate shrinks by the same factor.
+    """
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
