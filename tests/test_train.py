@@ -296,3 +296,54 @@ def test_checkpoint_callback_resume(tmp_path):
     assert state["epoch"] == 3 and len(state["history"]["epoch"]) == 3
     assert set(state) == {"epoch", "model", "optimizer", "loader", "scheduler", "history", "rng"}
     assert list(state["optimizer"]["state"])[:2] == [0, 1]     # int keys survive the file
+
+
+# ---------------------------------------------------------------- progress display
+class FakeBar:
+    """Stands in for tqdm.tqdm and records what fit() asks of it."""
+    made = []
+
+    def __init__(self, total, desc, file, leave):
+        self.total, self.desc, self.n, self.closed, self.postfix = total, desc, 0, False, None
+        FakeBar.made.append(self)
+
+    def update(self, k):
+        self.n += k
+
+    def set_postfix(self, refresh=False, **kw):
+        self.postfix = kw
+
+    def set_postfix_str(self, s, refresh=True):
+        self.postfix = s
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_uses_tqdm_only_on_a_terminal(monkeypatch, capsys):
+    import sys
+    import types
+
+    from tinygrad_opt import train
+    fake = types.ModuleType("tqdm")
+    fake.tqdm = FakeBar
+    monkeypatch.setitem(sys.modules, "tqdm", fake)
+    X, y = blobs(40)
+    model = small_model()
+
+    def run():
+        FakeBar.made = []
+        fit(model, SGD(model.parameters(), lr=0.1), DataLoader(X, y, batch_size=10, seed=0),
+            F.cross_entropy, epochs=2, val=(X, y), progress=True)
+
+    run()                                            # captured stdout is not a terminal
+    assert FakeBar.made == [] and len(capsys.readouterr().out.splitlines()) == 2
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert train._use_tqdm(True) is FakeBar and train._use_tqdm(False) is None
+    run()
+    assert [b.desc for b in FakeBar.made] == ["epoch 1/2", "epoch 2/2"]
+    assert all(b.n == b.total == 4 and b.closed for b in FakeBar.made)
+    assert "val_acc" in FakeBar.made[-1].postfix
+    assert capsys.readouterr().out == ""
+    monkeypatch.setitem(sys.modules, "tqdm", None)   # not installed: plain lines again
+    assert train._use_tqdm(True) is None
