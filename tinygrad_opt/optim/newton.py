@@ -32,7 +32,7 @@ class Newton(Optimizer):
                              f"(limit {MAX_DENSE_PARAMS}); use NewtonCG, which needs only "
                              "Hessian-vector products")
 
-    def step(self, closure):
+    def step(self, closure=None):
         """One Newton step; returns the loss before it."""
         group = self.param_groups[0]
         params = single_group(self, "Newton")
@@ -102,7 +102,7 @@ class NewtonCG(Optimizer):
                                       cg_tol=cg_tol, line_search=line_search))
         single_group(self, "NewtonCG")
 
-    def step(self, closure):
+    def step(self, closure=None):
         """One truncated Newton step; returns the loss before it."""
         group = self.param_groups[0]
         params = single_group(self, "NewtonCG")
