@@ -83,6 +83,11 @@ def test_linear_values_and_grads():
     np.testing.assert_allclose(F.linear(Tensor(x), Tensor(w)).numpy(), x @ w.T, rtol=1e-12)
     check_grads(F.linear, x, w, b)
     check_grads(lambda a, v: F.linear(a, v), x, w)
+    # leading batch dimensions: the bias broadcasts over them and its gradient sums them back
+    x3 = rng.standard_normal((2, 4, 3))
+    np.testing.assert_allclose(F.linear(Tensor(x3), Tensor(w), Tensor(b)).numpy(),
+                               x3 @ w.T + b, rtol=1e-12)
+    check_grads(F.linear, x3, w, b)
 
 
 # ---------------------------------------------------------------- cross entropy
@@ -245,3 +250,25 @@ def test_dropout_grads():
         return F.dropout(t, 0.4)
 
     check_grads(f, x)
+
+
+# ---------------------------------------------------------------- devices
+def test_losses_on_device(device):
+    x = rng.standard_normal((5, 3))
+    y = np.array([0, 2, 1, 1, 0])
+    w = np.array([1.0, 2.0, 0.5])
+    t = Tensor(x, device=device, requires_grad=True)
+    loss = F.cross_entropy(t, y, weight=w, label_smoothing=0.1)
+    assert loss.device == device
+    assert loss.item() == pytest.approx(np_cross_entropy(x, y, w, 0.1), rel=1e-10)
+    loss.backward()
+    assert t.grad.device == device
+    yt = Tensor(y, device=device)
+    assert F.cross_entropy(t, yt).item() == pytest.approx(np_cross_entropy(x, y), rel=1e-10)
+    m = F.mse_loss(t, x + 1)
+    assert m.device == device and m.item() == pytest.approx(1.0)
+    b = F.binary_cross_entropy_with_logits(t, (x > 0).astype(float), pos_weight=np.ones(3) * 2)
+    assert b.device == device and np.isfinite(b.item())
+    tg.manual_seed(0)
+    d = F.dropout(Tensor(np.ones((100, 100)), device=device), 0.5)
+    assert d.device == device and 0.4 < (d.numpy() == 0).mean() < 0.6

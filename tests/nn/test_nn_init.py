@@ -178,3 +178,20 @@ def test_relu_and_gate_bias():
     g = init.gate_bias_(empty(4)).numpy()
     assert (g == 1.0).all()
     assert (1 / (1 + np.exp(-g)) > 0.73).all()       # the gate starts mostly open
+
+
+def test_inits_on_device(device):
+    w = Tensor(np.zeros((6, 10)), device=device)
+    init.orthogonal_(w, gain=2.0)
+    assert w.device == device
+    a = w.numpy()
+    np.testing.assert_allclose(a @ a.T, 4 * np.eye(6), atol=1e-10)
+    init.sparse_(w, 3)
+    assert w.device == device and ((w.numpy() != 0).sum(axis=1) == 3).all()
+    for fn in (init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_,
+               init.kaiming_normal_, init.normal_, init.uniform_):
+        assert fn(w) is w and w.device == device and np.isfinite(w.numpy()).all()
+    b = Tensor(np.zeros(3, dtype=np.float32), device=device)
+    init.class_prior_bias_(b, [1, 1, 2])
+    z = b.numpy().astype(np.float64)
+    np.testing.assert_allclose(np.exp(z) / np.exp(z).sum(), [0.25, 0.25, 0.5], rtol=1e-6)

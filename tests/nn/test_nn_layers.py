@@ -255,3 +255,24 @@ def test_mlp_trains_on_a_tiny_problem():
         for p in m.parameters():
             p.data -= 0.5 * p.grad.data
     assert loss.item() < 0.5 * first
+
+
+# ---------------------------------------------------------------- devices
+def test_layers_on_device(device):
+    lin = nn.Linear(3, 4, device=device)
+    bn = nn.BatchNorm1d(4, device=device)
+    model = nn.Sequential(lin, bn, nn.ReLU(), nn.Dropout(0.5))
+    assert all(p.device == device for p in model.parameters())
+    assert all(b.device == device for b in model.buffers())
+    x = tg.randn(8, 3, device=device)
+    y = model(x)
+    assert y.device == device and y.shape == (8, 4)
+    y.sum().backward()
+    assert all(p.grad.device == device for p in model.parameters())
+    assert int(bn.num_batches_tracked.numpy()) == 1
+    model.eval()
+    y1, y2 = model(x).numpy(), model(x).numpy()
+    np.testing.assert_array_equal(y1, y2)               # eval is deterministic
+    ref = (lin(x).numpy() - bn.running_mean.numpy()) / np.sqrt(bn.running_var.numpy() + 1e-5)
+    np.testing.assert_allclose(y1, np.maximum(ref * bn.weight.numpy() + bn.bias.numpy(), 0),
+                               rtol=1e-4, atol=1e-5)

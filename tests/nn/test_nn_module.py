@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinygrad_opt import Tensor, nn
+from tinygrad_opt import Tensor, backend, nn
 
 rng = np.random.default_rng(0)
 
@@ -194,3 +194,22 @@ def test_forgot_super_init():
 def test_forward_not_defined():
     with pytest.raises(NotImplementedError, match="Module does not define forward"):
         nn.Module()(1)
+
+
+def test_to_device_and_state_dict_across_devices(device):
+    net = Net()
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    net.eval()
+    ref = net(Tensor(x))[0].numpy()
+    sd = net.state_dict()
+    moved = Net().to(device)
+    assert all(p.device == device for p in moved.parameters())
+    assert all(b.device == device for b in moved.buffers())
+    moved.load_state_dict(sd)                      # host arrays into device parameters
+    moved.eval()
+    out = moved(Tensor(x, device=device))[0]
+    assert out.device == device
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+    back = moved.state_dict()
+    assert all(backend.device_of(v) == device for v in back.values())
+    assert net.load_state_dict(back).missing_keys == []
