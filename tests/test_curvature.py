@@ -9,16 +9,7 @@ from tinygrad_opt import autograd, backend, curvature
 from tinygrad_opt.tensor import Tensor
 
 
-def _cuda_available():
-    try:
-        backend.get_xp("cuda")
-        return True
-    except RuntimeError:
-        return False
-
-
-DEVICES = ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a GPU")])]
+# tests taking `device` run on the CPU and, with CuPy and a GPU, on CUDA (tests/conftest.py)
 
 
 # ---------------------------------------------------------------- problems
@@ -104,7 +95,6 @@ def test_dense_reference_hessian_matches_finite_differences():
 
 # ---------------------------------------------------------------- the operator
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_hvp_operator_matches_dense_products_and_counts(device):
     H, _, _ = mlp_dense_hessian()
     closure, params = mlp_problem(device=device)
@@ -149,7 +139,6 @@ def test_linear_loss_has_zero_hessian():
 
 # ---------------------------------------------------------------- Lanczos
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_top_eigenvalues_of_mlp_match_dense(device):
     H, _, _ = mlp_dense_hessian()
     dense = np.linalg.eigvalsh(H)[::-1]
@@ -190,7 +179,6 @@ def test_lambda_min_of_indefinite_mlp_matches_dense():
                                rtol=1e-6)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_explicit_matrix_both_ends(device):
     lams = np.concatenate([[-7.0, -3.0], np.linspace(-1, 2, 36), [9.0, 20.0]])
     A = random_symmetric(40, lams, seed=4)
@@ -210,6 +198,18 @@ def test_lanczos_stops_early_on_a_well_separated_top():
     res = curvature.top_eigenvalues(closure, params, k=1, seed=0)
     assert res.converged and res.iterations < 40 and res.n_products == res.iterations
     np.testing.assert_allclose(res.eigenvalues[0], 100.0, rtol=1e-10)
+
+
+def test_long_run_has_no_ghost_eigenvalues():
+    # Without reorthogonalization, Lanczos run long past convergence repeats the converged
+    # top eigenvalue (a "ghost" copy) instead of finding the next one.
+    lams = np.concatenate([[100.0], np.linspace(0.0, 1.0, 199)])
+    closure, params = quadratic(random_symmetric(200, lams, seed=5), np.ones(200))
+    res = curvature.top_eigenvalues(closure, params, k=2, max_iter=150, tol=0.0, seed=0)
+    assert res.iterations > 100                    # ran long after the top one converged
+    np.testing.assert_allclose(res.eigenvalues, [100.0, 1.0], rtol=1e-8)
+    V = backend.to_numpy(res.eigenvectors)
+    np.testing.assert_allclose(V @ V.T, np.eye(2), atol=1e-8)
 
 
 def test_repeated_eigenvalue_found_through_restart():
@@ -247,7 +247,6 @@ def test_condition_number_of_indefinite_quadratic_is_flagged():
 
 # ---------------------------------------------------------------- Hutchinson
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_hutchinson_is_exact_for_a_diagonal_hessian(device):
     d = np.array([1.0, -2.0, 3.5, 10.0, 0.25])
     closure, params = quadratic(np.diag(d), np.ones(5), device)
@@ -348,7 +347,7 @@ def test_curvature_monitor_flags_negative_curvature_and_records_every_n():
     closure, params = quadratic(np.diag([2.0, -3.0]), np.ones(2))
     mon = curvature.CurvatureMonitor(closure, params, every=5, n_probes=4)
     for step in range(1, 12):
-        mon.on_step_end({"step": step})
+        mon.on_step_end({"global_step": step})
     assert [r.step for r in mon.history] == [5, 10]
     r = mon.history[0]
     assert r.negative_curvature and not r.positive_definite
@@ -441,3 +440,79 @@ def test_optimizer_monitor_adam_effective_step_size_after_two_steps():
     m = (1 - b1) * (b1 * g1 + g2)
     assert r.momentum_norm == pytest.approx(np.linalg.norm(m), rel=1e-12)
     assert r.update_ratio is None                             # no snapshot was taken
+
+
+def test_optimizer_monitor_rmsprop_and_adagrad_step_sizes():
+    from tinygrad_opt.optim import Adagrad, RMSprop
+    g1, g2 = np.array([0.5, -1.0]), np.array([2.0, 0.25])
+    p = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    opt = RMSprop([p], lr=0.01, alpha=0.9, eps=1e-8, centered=True)
+    mon = curvature.OptimizerMonitor(opt)
+    for g in (g1, g2):
+        _set_grad(p, g)
+        opt.step()
+    r = mon.record(2)
+    sq = 0.1 * (0.9 * g1 ** 2 + g2 ** 2)                     # E[g^2] after 2 steps
+    avg = 0.1 * (0.9 * g1 + g2)                               # E[g]
+    eff = 0.01 / (np.sqrt(sq - avg ** 2) + 1e-8)
+    assert r.step_size_kind == "rmsprop"
+    assert [r.step_size_min, r.step_size_max] == pytest.approx(sorted(eff), rel=1e-12)
+
+    q = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    opt = Adagrad([q], lr=0.1, eps=1e-10, lr_decay=0.5)
+    mon = curvature.OptimizerMonitor(opt)
+    for g in (g1, g2):
+        _set_grad(q, g)
+        opt.step()
+    r = mon.record(2)
+    eff = 0.1 / (1 + 0.5) / (np.sqrt(g1 ** 2 + g2 ** 2) + 1e-10)
+    assert r.step_size_kind == "adagrad"
+    assert r.step_size_mean == pytest.approx(eff.mean(), rel=1e-12)
+
+
+def test_monitors_inside_fit():
+    from tinygrad_opt import nn, train
+    from tinygrad_opt.data import DataLoader
+    from tinygrad_opt.nn import functional as F
+    from tinygrad_opt.optim import SGD
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 2))
+    y = rng.integers(0, 3, 32)
+    model = nn.MLP([2, 5, 3], activation="tanh", dtype=np.float64)
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cm = curvature.CurvatureMonitor(every=2, n_probes=3)       # the step's own minibatch
+    om = curvature.OptimizerMonitor(opt, every=2, max_norm=1.0)
+    state = backend.get_rng_state()
+    train.fit(model, opt, DataLoader(X, y, batch_size=8, seed=0), F.cross_entropy, epochs=2,
+              clip=1.0, callbacks=[cm, om], progress=False)
+    assert backend.get_rng_state() == state                   # monitoring drew no numbers
+    assert [r.step for r in cm.history] == [2, 4, 6, 8]
+    assert [r.step for r in om.history] == [2, 4, 6, 8]
+    assert all(r.lr == 0.1 and r.lr_sharpness == pytest.approx(0.1 * r.lambda_max)
+               for r in cm.history)
+    assert all(r.lambda_min <= r.grad_curvature <= r.lambda_max for r in cm.history)
+    assert all(r.update_ratio > 0 and 0 < r.clip_coef <= 1 and r.momentum_norm > 0
+               for r in om.history)
+
+    # the last record agrees with a dense Hessian of the last minibatch at the final weights
+    params = list(model.parameters())
+    xb, yb = train_last_batch(X, y)
+    closure = lambda: F.cross_entropy(model(Tensor(xb)), Tensor(yb))
+    H = dense_hessian_of(closure, params)
+    assert cm.history[-1].lambda_max == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-6)
+
+
+def train_last_batch(X, y):
+    """The last minibatch of the second epoch of DataLoader(X, y, batch_size=8, seed=0)."""
+    from tinygrad_opt.data import DataLoader
+    loader = DataLoader(X, y, batch_size=8, seed=0)
+    for _ in range(2):
+        for xb, yb in loader:
+            pass
+    return xb.numpy(), yb.numpy()
+
+
+def dense_hessian_of(closure, params):
+    """The n x n Hessian, column by column from unit vectors (small problems only)."""
+    op = curvature.HVPOperator(closure, params)
+    return np.stack([op.matvec(e) for e in np.eye(op.n)], axis=1)

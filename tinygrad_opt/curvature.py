@@ -449,29 +449,45 @@ class CurvatureMonitor(Callback, _Recorder):
     """Records Hessian curvature every `every` steps and warns when lr * lambda_max > 2.
 
     closure_or_batch_fn: a closure `() -> loss Tensor` (for instance the loss on a fixed
-    batch), or a function `(step_info) -> loss Tensor` called with the training loop's step
-    information. Each record runs one Lanczos (both ends of the spectrum), `n_probes`
+    batch); or a function `(step_info) -> loss Tensor` called with fit()'s StepInfo; or None
+    inside fit(), to use the step's own minibatch, loss_fn(model(xb), yb), at the updated
+    parameters. params defaults to the model's parameters inside fit(). Steps are counted by
+    `global_step`. Each record runs one Lanczos (both ends of the spectrum), `n_probes`
     Hutchinson probes and one g^T H g product, all on one gradient. Probes come from a private
     generator (seed), so monitoring does not change the training run's random stream.
     """
 
-    def __init__(self, closure_or_batch_fn, params, every=10, k=1, lr=None, n_probes=10,
-                 max_iter=50, tol=None, seed=0, warn=True):
+    def __init__(self, closure_or_batch_fn=None, params=None, every=10, k=1, lr=None,
+                 n_probes=10, max_iter=50, tol=None, seed=0, warn=True):
         if every < 1:
             raise ValueError(f"CurvatureMonitor: every must be >= 1, got {every}")
         self.fn = closure_or_batch_fn
-        self.takes_info = _required_args(closure_or_batch_fn) > 0
-        self.params = list(params)
+        self.takes_info = self.fn is not None and _required_args(self.fn) > 0
+        self.params = None if params is None else list(params)
         self.every, self.k, self.lr = int(every), int(k), lr
         self.n_probes, self.max_iter, self.tol = int(n_probes), max_iter, tol
         self.seed, self.warn = seed, warn
         self.history = []
 
+    def _closure_and_params(self, info):
+        run = _info_get(info, "run")
+        params = self.params
+        if params is None:
+            if run is None:
+                raise ValueError("CurvatureMonitor: params are required outside fit()")
+            params = list(run.model.parameters())
+        fn = self.fn
+        if fn is None:
+            if run is None:
+                raise ValueError("CurvatureMonitor: give a closure or a batch function to use "
+                                 "it outside fit()")
+            return (lambda: run.loss_fn(run.model(info.xb), info.yb)), params
+        return ((lambda: fn(info)) if self.takes_info else fn), params
+
     def record(self, step, info=None, lr=None):
         """Measure the curvature now and append a CurvatureRecord (also returned)."""
-        fn = self.fn
-        closure = (lambda: fn(info)) if self.takes_info else fn
-        op = HVPOperator(closure, self.params)
+        closure, params = self._closure_and_params(info)
+        op = HVPOperator(closure, params)
         top, bottom = _lanczos(op, self.k, "both", self.max_iter, self.tol, self.seed)
         lmax, lmin = float(top.eigenvalues[0]), float(bottom.eigenvalues[0])
         cond = _condition(lmax, lmin, top.converged)
@@ -504,10 +520,10 @@ class CurvatureMonitor(Callback, _Recorder):
                 RuntimeWarning, stacklevel=2)
         return rec
 
-    def on_step_end(self, step_info):
-        step = _info_get(step_info, "step")
+    def on_step_end(self, info):
+        step = _info_get(info, "global_step")
         if self._due(step):
-            self.record(step, step_info)
+            self.record(step, info)
 
 
 def _required_args(fn):
@@ -551,17 +567,19 @@ class OptimizerRecord:
 class OptimizerMonitor(Callback, _Recorder):
     """Records effective step sizes, the update-to-parameter ratio, momentum and clipping.
 
-    Standalone use: `snapshot()`, then `optimizer.step()`, then `record(step)`. In a training
-    loop the snapshot is taken before each recorded step automatically.
+    Standalone use: `snapshot()`, then `optimizer.step()`, then `record(step)`. Inside fit()
+    the snapshot is taken before each recorded step automatically (steps count by
+    global_step). The clip coefficient needs the total gradient norm from the step info and
+    max_norm (pass fit()'s `clip` value as max_norm).
     Effective step size per coordinate: SGD lr; Adam lr / (sqrt(v_hat) + eps) with
     v_hat = v / (1 - beta2^t); RMSprop lr / (sqrt(E[g^2] - E[g]^2 if centered) + eps);
     Adagrad lr_k / (sqrt(sum g^2) + eps).
     """
 
-    def __init__(self, optimizer, every=1):
+    def __init__(self, optimizer, every=1, max_norm=None):
         if every < 1:
             raise ValueError(f"OptimizerMonitor: every must be >= 1, got {every}")
-        self.optimizer, self.every = optimizer, int(every)
+        self.optimizer, self.every, self.max_norm = optimizer, int(every), max_norm
         self.history = []
         self._before = None
 
@@ -596,7 +614,7 @@ class OptimizerMonitor(Callback, _Recorder):
             step_size_mean=float(allsizes.mean()), step_size_median=float(xp.median(allsizes)),
             step_size_min=float(allsizes.min()), step_size_max=float(allsizes.max()),
             momentum_norm=math.sqrt(mom_sq) if has_mom else None,
-            clip_coef=_clip_coef(info))
+            clip_coef=_clip_coef(info, self.max_norm))
         if self._before is not None:
             du = sum(_sqnorm(p.data - b) for p, b in zip(self._params(), self._before))
             pn = sum(_sqnorm(b) for b in self._before)
@@ -606,16 +624,14 @@ class OptimizerMonitor(Callback, _Recorder):
         self.history.append(rec)
         return rec
 
-    def on_train_begin(self, *args, **kwargs):
-        if self._due(self._first_step):
+    def on_train_begin(self, run):
+        if self._due(run.global_step + 1):
             self.snapshot()
 
-    _first_step = 1
-
-    def on_step_end(self, step_info):
-        step = _info_get(step_info, "step")
+    def on_step_end(self, info):
+        step = _info_get(info, "global_step")
         if self._due(step):
-            self.record(step, step_info)
+            self.record(step, info)
         if self._due(step + 1):
             self.snapshot()
 
@@ -647,12 +663,16 @@ def _step_size(p, state, group):
     return "lr", xp.full(p.size, lr, dtype=float)
 
 
-def _clip_coef(info):
+def _clip_coef(info, max_norm=None):
     """min(1, max_norm / total_norm) from step info, when gradient clipping was used."""
     c = _info_get(info, "clip_coef")
+    if c is None:
+        c = (_info_get(info, "extra") or {}).get("clip_coef")
     if c is not None:
         return float(c)
-    total, max_norm = _info_get(info, "grad_norm"), _info_get(info, "max_norm")
+    total = _info_get(info, "grad_norm")
+    if max_norm is None:
+        max_norm = _info_get(info, "max_norm")
     if total is None or max_norm is None:
         return None
     # clip_grad_norm_'s coefficient; the 1e-6 guards a zero norm
