@@ -23,7 +23,7 @@ def _reduce(loss, reduction):
     return loss
 
 
-def _as_tensor(x, fn, like=None):
+def _as_tensor(x, like=None):
     """x as a Tensor; arrays and scalars become constants (with `like`'s dtype and device)."""
     if isinstance(x, Tensor):
         return x
@@ -140,7 +140,7 @@ def mse_loss(pred, target, reduction="mean"):
     """Mean squared error (pred - target)^2; the shapes must be equal (no silent broadcasting)."""
     fn = "mse_loss"
     _check_reduction(fn, reduction)
-    target = _as_tensor(target, fn, like=pred)
+    target = _as_tensor(target, like=pred)
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"{fn}: pred shape {tuple(pred.shape)} and target shape "
                          f"{tuple(target.shape)} differ; help: reshape one of them")
@@ -164,7 +164,7 @@ def binary_cross_entropy_with_logits(logits, targets, weight=None, pos_weight=No
     """
     fn = "binary_cross_entropy_with_logits"
     _check_reduction(fn, reduction)
-    targets = _as_tensor(targets, fn, like=logits)
+    targets = _as_tensor(targets, like=logits)
     if tuple(logits.shape) != tuple(targets.shape):
         raise ValueError(f"{fn}: targets shape {tuple(targets.shape)} must equal logits shape "
                          f"{tuple(logits.shape)}")
@@ -172,8 +172,8 @@ def binary_cross_entropy_with_logits(logits, targets, weight=None, pos_weight=No
     if pos_weight is None:
         loss = x.relu() - x * y + (1 + (-x.abs()).exp()).log()
     else:
-        pw = _as_tensor(pos_weight, fn, like=logits)
+        pw = _as_tensor(pos_weight, like=logits)
         loss = (1 - y) * x + (1 + (pw - 1) * y) * _softplus_neg(x)
     if weight is not None:
-        loss = loss * _as_tensor(weight, fn, like=logits)
+        loss = loss * _as_tensor(weight, like=logits)
     return _reduce(loss, reduction)
