@@ -307,3 +307,25 @@ def test_load_mnist_missing(tmp_path):
     assert "t10k-images-idx3-ubyte" in msg and "t10k-labels-idx1-ubyte" in msg and "mnist.npz" in msg
     with pytest.raises(ValueError, match="kind"):
         data.load_mnist(tmp_path, kind="kmnist")
+
+
+# ---------------------------------------------------------------- devices
+def test_loader_split_and_sets_on_device(device):
+    X, y = make(20)
+    loader = DataLoader(X, y, batch_size=6, seed=2, device=device)
+    assert loader.device == device
+    rows = []
+    for xb, yb in loader:
+        assert xb.device == device and yb.device == device
+        rows.extend(yb.numpy().tolist())
+    assert sorted(rows) == list(range(20))
+    # the same seed gives the same batches on every device
+    assert rows == epoch_rows(DataLoader(X, y, batch_size=6, seed=2))[0]
+    Xd, yd = backend.to_device(X, device), backend.to_device(y, device)
+    (Xt, yt), (Xv, yv) = train_val_split(Xd, yd, val_fraction=0.25, seed=0, stratify=True)
+    assert backend.device_of(Xt) == device and backend.device_of(yv) == device
+    (_, yt_cpu), _ = train_val_split(X, y, val_fraction=0.25, seed=0, stratify=True)
+    assert np.array_equal(backend.to_numpy(yt), yt_cpu)
+    Xs, ys = data.spirals(10, seed=0, device=device)
+    assert backend.device_of(Xs) == device
+    assert np.array_equal(backend.to_numpy(Xs), data.spirals(10, seed=0)[0])

@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tinygrad_opt import serialization
+from tinygrad_opt import backend, serialization
 from tinygrad_opt.serialization import CheckpointError, load, save
 
 
@@ -207,3 +207,12 @@ def test_pickled_member_never_loaded(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         load(tmp_path / "nothing.npz")
+
+
+def test_device_arrays_saved_from_host(tmp_path, device):
+    a = backend.to_device(np.arange(6, dtype=np.float32).reshape(2, 3), device)
+    save({"a": a, "n": 1}, tmp_path / "d.npz")
+    host = load(tmp_path / "d.npz")["a"]
+    assert isinstance(host, np.ndarray) and np.array_equal(host, backend.to_numpy(a))
+    moved = load(tmp_path / "d.npz", device=device)["a"]
+    assert backend.device_of(moved) == device and moved.dtype == np.float32

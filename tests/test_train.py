@@ -347,3 +347,15 @@ def test_progress_uses_tqdm_only_on_a_terminal(monkeypatch, capsys):
     assert capsys.readouterr().out == ""
     monkeypatch.setitem(sys.modules, "tqdm", None)   # not installed: plain lines again
     assert train._use_tqdm(True) is None
+
+
+def test_fit_on_device(device):
+    X, y = blobs(60)
+    backend.manual_seed(0)
+    model = nn.MLP([2, 16, 3], device=device)
+    loader = DataLoader(X, y, batch_size=20, seed=0, device=device)
+    val = (backend.to_device(X, device), backend.to_device(y, device))
+    h = fit(model, Adam(model.parameters(), lr=1e-2), loader, F.cross_entropy, epochs=3,
+            val=val, progress=False)
+    assert h.train_loss[-1] < h.train_loss[0] and h.val_acc[-1] is not None
+    assert all(p.device == device for p in model.parameters())
