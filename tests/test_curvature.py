@@ -516,3 +516,29 @@ def dense_hessian_of(closure, params):
     """The n x n Hessian, column by column from unit vectors (small problems only)."""
     op = curvature.HVPOperator(closure, params)
     return np.stack([op.matvec(e) for e in np.eye(op.n)], axis=1)
+
+
+def test_optimizer_monitor_textbook_adam_and_rmsprop():
+    from tinygrad_opt.optim import textbook
+    g1, g2 = np.array([0.5, -1.0]), np.array([2.0, 0.25])
+    p = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    opt = textbook.Adam([p], lr=0.001, rho1=0.9, rho2=0.999, delta=1e-8)
+    mon = curvature.OptimizerMonitor(opt)
+    for g in (g1, g2):
+        _set_grad(p, g)
+        opt.step()
+    r = mon.record(2)
+    eff = 0.001 / (np.sqrt(0.001 * (0.999 * g1 ** 2 + g2 ** 2) / (1 - 0.999 ** 2)) + 1e-8)
+    assert r.step_size_kind == "adam"
+    assert r.step_size_mean == pytest.approx(eff.mean(), rel=1e-12)
+    assert r.momentum_norm == pytest.approx(np.linalg.norm(0.1 * (0.9 * g1 + g2)), rel=1e-12)
+
+    q = Tensor(np.array([1.0, 1.0]), requires_grad=True)
+    opt = textbook.RMSProp([q], lr=0.01, rho=0.9, delta=1e-6)
+    mon = curvature.OptimizerMonitor(opt)
+    _set_grad(q, g1)
+    opt.step()
+    r = mon.record(1)
+    eff = 0.01 / np.sqrt(1e-6 + 0.1 * g1 ** 2)                # delta inside the root
+    assert r.step_size_kind == "rmsprop"
+    assert [r.step_size_min, r.step_size_max] == pytest.approx(sorted(eff), rel=1e-12)

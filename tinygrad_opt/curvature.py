@@ -573,7 +573,7 @@ class OptimizerMonitor(Callback, _Recorder):
     max_norm (pass fit()'s `clip` value as max_norm).
     Effective step size per coordinate: SGD lr; Adam lr / (sqrt(v_hat) + eps) with
     v_hat = v / (1 - beta2^t); RMSprop lr / (sqrt(E[g^2] - E[g]^2 if centered) + eps);
-    Adagrad lr_k / (sqrt(sum g^2) + eps).
+    Adagrad lr_k / (sqrt(sum g^2) + eps); the textbook forms likewise, with their delta.
     """
 
     def __init__(self, optimizer, every=1, max_norm=None):
@@ -600,9 +600,7 @@ class OptimizerMonitor(Callback, _Recorder):
                 kind, eff = _step_size(p, state, group)
                 kinds.add(kind)
                 sizes.append(eff)
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state.get("exp_avg")
+                buf = _momentum(state)
                 if buf is not None:
                     has_mom = True
                     mom_sq += _sqnorm(buf)
@@ -641,16 +639,18 @@ def _sqnorm(a):
 
 
 def _step_size(p, state, group):
-    """(kind, per-coordinate effective step size as a flat array) for one parameter."""
+    """(kind, per-coordinate effective step size as a flat array) for one parameter.
+
+    Reads the practical optimizers' state (exp_avg_sq, square_avg, sum) and the textbook
+    forms' (r, with rho2 for Adam, rho for RMSProp, else AdaGrad; delta is their eps).
+    """
     xp = backend.xp_of(p.data)
     lr = float(group["lr"])
     eps = group.get("eps", 0.0)
     if "exp_avg_sq" in state:
         v = state.get("max_exp_avg_sq") if group.get("amsgrad") else None
         v = state["exp_avg_sq"] if v is None else v
-        beta2 = group["betas"][1]
-        t = float(state["step"])
-        v_hat = v / (1.0 - beta2 ** t)
+        v_hat = v / (1.0 - group["betas"][1] ** float(state["step"]))
         return "adam", (lr / (xp.sqrt(v_hat) + eps)).reshape(-1)
     if "square_avg" in state:
         avg = state["square_avg"]
@@ -660,7 +660,23 @@ def _step_size(p, state, group):
     if "sum" in state:
         lr = lr / (1.0 + (float(state["step"]) - 1.0) * group.get("lr_decay", 0.0))
         return "adagrad", (lr / (xp.sqrt(state["sum"]) + eps)).reshape(-1)
+    if "r" in state:
+        r, delta = state["r"], group.get("delta", 0.0)
+        if "rho2" in group:
+            r_hat = r / (1.0 - group["rho2"] ** float(state["step"]))
+            return "adam", (lr / (xp.sqrt(r_hat) + delta)).reshape(-1)
+        if "rho" in group:                       # Algorithm 8.5: delta inside the root
+            return "rmsprop", (lr / xp.sqrt(delta + r)).reshape(-1)
+        return "adagrad", (lr / (delta + xp.sqrt(r))).reshape(-1)
     return "lr", xp.full(p.size, lr, dtype=float)
+
+
+def _momentum(state):
+    """The momentum buffer: PyTorch's momentum_buffer, Adam's exp_avg, the textbook v or s."""
+    for key in ("momentum_buffer", "exp_avg", "v"):
+        if key in state:
+            return state[key]
+    return state.get("s") if "r" in state else None      # textbook Adam's first moment
 
 
 def _clip_coef(info, max_norm=None):
