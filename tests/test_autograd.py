@@ -1,0 +1,147 @@
+"""autograd.grad semantics, hvp against the dense Hessian and finite differences, helpers."""
+import numpy as np
+import pytest
+
+import tinygrad_opt as tg
+from tinygrad_opt import autograd, ops
+
+
+def t64(a, rg=True):
+    return tg.Tensor(np.asarray(a, dtype=np.float64), requires_grad=rg)
+
+
+def test_grad_returns_tuple_and_does_not_touch_dot_grad():
+    x, y = t64([1.0, 2.0]), t64([3.0])
+    gx, gy = autograd.grad((x * y).sum(), (x, y))
+    np.testing.assert_array_equal(gx.numpy(), [3.0, 3.0])
+    np.testing.assert_array_equal(gy.numpy(), [3.0])
+    assert x.grad is None and y.grad is None
+
+
+def test_grad_unused_input_needs_allow_unused():
+    x, y = t64([1.0]), t64([2.0])
+    out = (x * 2).sum()
+    with pytest.raises(RuntimeError, match=r"inputs\[1\].*allow_unused=True"):
+        autograd.grad(out, (x, y), retain_graph=True)
+    gx, gy = autograd.grad(out, (x, y), allow_unused=True)
+    assert gy is None and gx.item() == 2.0
+
+
+def test_grad_input_without_requires_grad_is_an_error():
+    x = t64([1.0])
+    c = t64([1.0], rg=False)
+    with pytest.raises(RuntimeError, match=r"inputs\[1\].*does not require grad"):
+        autograd.grad((x * c).sum(), (x, c))
+
+
+def test_retain_graph_defaults_to_create_graph():
+    x = t64([1.0, 2.0])
+    y = (x ** 3).sum()
+    (g,) = autograd.grad(y, x, create_graph=True)
+    autograd.grad(y, x)                          # graph retained by create_graph=True
+    with pytest.raises(RuntimeError, match="freed"):
+        autograd.grad(y, x)
+    assert g.requires_grad
+
+
+def test_grad_with_respect_to_intermediate():
+    x = t64([1.0, 2.0])
+    h = x * 3
+    y = (h * h).sum()
+    gh, gx = autograd.grad(y, (h, x))
+    np.testing.assert_array_equal(gh.numpy(), 2 * h.numpy())
+    np.testing.assert_array_equal(gx.numpy(), 18 * x.numpy())
+
+
+def test_grad_outputs_weight_the_outputs():
+    x = t64([1.0, 2.0, 3.0])
+    (g,) = autograd.grad(x * x, x, grad_outputs=np.array([1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(g.numpy(), [2.0, 0.0, 12.0])
+    with pytest.raises(RuntimeError, match="one-element"):
+        autograd.grad(x * x, x)
+
+
+def _mlp_loss(X, y_onehot, act):
+    def f(W1, b1, W2, b2):
+        h = ops.linear(X, W1, b1)
+        h = h.tanh() if act == "tanh" else h.relu()
+        logits = ops.linear(h, W2, b2)
+        return -(ops.log_softmax(logits) * y_onehot).sum() / X.shape[0]
+    return f
+
+
+def _mlp_params(rng):
+    return (t64(rng.standard_normal((5, 4)) * 0.7), t64(rng.standard_normal(5) * 0.1),
+            t64(rng.standard_normal((3, 5)) * 0.7), t64(rng.standard_normal(3) * 0.1))
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_hvp_of_mlp_loss_equals_dense_hessian_times_v(act):
+    rng = np.random.default_rng(0)
+    X = t64(rng.standard_normal((8, 4)), rg=False)
+    Y = np.eye(3)[rng.integers(0, 3, 8)]
+    f = _mlp_loss(X, Y, act)
+    params = _mlp_params(rng)
+    v = tuple(rng.standard_normal(p.shape) for p in params)
+    value, hv = autograd.hvp(f, params, v)
+    assert value.item() == pytest.approx(f(*params).item(), rel=1e-14)
+    H = autograd.hessian(f, params)
+    sizes = [p.size for p in params]
+    dense = np.block([[H[i][j].numpy().reshape(sizes[i], sizes[j]) for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(dense, dense.T, atol=1e-12)        # a Hessian is symmetric
+    expected = dense @ np.concatenate([vi.ravel() for vi in v])
+    np.testing.assert_allclose(np.concatenate([h.numpy().ravel() for h in hv]), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("act,eps", [("tanh", 1e-5), ("relu", 1e-8)])
+def test_hvp_of_mlp_loss_matches_central_differences_of_gradient(act, eps):
+    """On a ReLU net the difference step must stay below the distance to the nearest kink."""
+    rng = np.random.default_rng(1)
+    X = t64(rng.standard_normal((8, 4)), rg=False)
+    Y = np.eye(3)[rng.integers(0, 3, 8)]
+    f = _mlp_loss(X, Y, act)
+    params = _mlp_params(rng)
+    v = tuple(rng.standard_normal(p.shape) for p in params)
+    assert tg.hvpcheck(f, params, v, eps=eps, atol=1e-6, rtol=1e-4)
+
+
+def test_hvp_of_quadratic_is_matrix_vector_product():
+    A = np.array([[3.0, 1.0], [1.0, 2.0]])
+    x = t64([0.5, -1.0])
+    _, hv = autograd.hvp(lambda x: 0.5 * (x @ (tg.Tensor(A) @ x)), x, np.array([1.0, 2.0]))
+    np.testing.assert_allclose(hv.numpy(), A @ [1.0, 2.0], rtol=1e-14)
+
+
+def test_hvp_of_linear_function_is_zero_and_shape_errors():
+    x = t64([1.0, 2.0])
+    _, hv = autograd.hvp(lambda x: (x * 3).sum(), x, np.ones(2))
+    np.testing.assert_array_equal(hv.numpy(), [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"v\[0\] has shape \(3,\)"):
+        autograd.hvp(lambda x: (x * x).sum(), x, np.ones(3))
+    with pytest.raises(RuntimeError, match="one-element"):
+        autograd.hvp(lambda x: x * x, x, np.ones(2))
+
+
+def test_hessian_shapes_and_values():
+    x = t64(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    H = autograd.hessian(lambda x: (x ** 3).sum(), x)
+    assert H.shape == (2, 2, 2, 2)
+    expected = np.zeros((4, 4))
+    np.fill_diagonal(expected, 6 * x.numpy().ravel())
+    np.testing.assert_allclose(H.numpy().reshape(4, 4), expected)
+    a, b = t64([1.0]), t64([2.0, 3.0])
+    Hab = autograd.hessian(lambda a, b: (a * b).sum() * a.sum(), (a, b))
+    assert Hab[0][1].shape == (1, 2)
+    np.testing.assert_allclose(Hab[0][1].numpy(), [[2.0, 2.0]])    # f = a^2 (b1+b2): d2f/da db_j = 2a
+    np.testing.assert_allclose(Hab[0][0].numpy(), [[10.0]])        # d2f/da2 = 2 (b1 + b2)
+
+
+def test_parameters_to_vector_round_trip():
+    p = [t64(np.arange(6.0).reshape(2, 3)), t64([7.0])]
+    v = autograd.parameters_to_vector(p)
+    np.testing.assert_array_equal(v.numpy(), [0, 1, 2, 3, 4, 5, 7])
+    autograd.vector_to_parameters(v * 2, p)
+    np.testing.assert_array_equal(p[0].numpy(), np.arange(6.0).reshape(2, 3) * 2)
+    assert p[1].item() == 14.0
+    with pytest.raises(ValueError, match="7 parameter elements"):
+        autograd.vector_to_parameters(np.zeros(5), p)

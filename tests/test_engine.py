@@ -1,0 +1,210 @@
+"""The backward engine: accumulation, graph freeing, deep chains, higher order, no_grad, anomalies."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import tinygrad_opt as tg
+from tinygrad_opt import autograd
+
+
+def t64(a, rg=True):
+    return tg.Tensor(np.asarray(a, dtype=np.float64), requires_grad=rg)
+
+
+def test_gradients_accumulate_until_zeroed():
+    x = t64([1.0, 2.0])
+    (x * x).sum().backward()
+    (3 * x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2 + 3, 4 + 3])
+    x.grad = None
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 4])
+
+
+def test_shared_gradient_arrays_are_not_aliased_between_leaves():
+    """Add returns g for both inputs; scaling one leaf's grad must not touch the other's."""
+    x, y = t64([1.0, 2.0]), t64([3.0, 4.0])
+    (x + y).sum().backward()
+    x.grad.data *= 10
+    np.testing.assert_array_equal(y.grad.numpy(), [1, 1])
+
+
+def test_same_input_twice_accumulates():
+    x = t64([3.0])
+    (x * x * x).sum().backward()           # d/dx x^3 = 3x^2
+    np.testing.assert_allclose(x.grad.numpy(), [27.0])
+    y = t64([2.0])
+    (y + y).backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [2.0])
+
+
+def test_diamond_graph():
+    x = t64(0.7)
+    a = x.tanh()
+    b = a * a + a.exp()                     # both branches of a meet again
+    b.backward()
+    th = np.tanh(0.7)
+    np.testing.assert_allclose(x.grad.item(), (2 * th + np.exp(th)) * (1 - th ** 2), rtol=1e-14)
+
+
+def test_second_backward_through_freed_graph_raises():
+    x = t64([1.0, 2.0])
+    y = (x.tanh() * 2).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_second_backward():
+    x = t64([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 8.0])
+
+
+def test_backward_on_non_scalar_needs_grad():
+    x = t64([[1.0, 2.0]])
+    with pytest.raises(RuntimeError, match=r"one-element output.*\(1, 2\)"):
+        (x * 2).backward()
+    (x * 2).backward(np.array([[1.0, 10.0]]))
+    np.testing.assert_array_equal(x.grad.numpy(), [[2.0, 20.0]])
+
+
+def test_backward_grad_of_wrong_shape_is_an_error():
+    x = t64([1.0, 2.0])
+    with pytest.raises(RuntimeError, match=r"shape \(3,\).*\(2,\)"):
+        (x * 2).backward(np.ones(3))
+
+
+def test_backward_without_graph_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        tg.Tensor([1.0]).sum().backward()
+
+
+def test_chain_of_100000_ops_has_no_recursion_error():
+    x = t64(1.0)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    y.backward()
+    assert x.grad.item() == 1.0
+
+
+def test_freed_intermediates_are_garbage_collected():
+    x = t64(np.ones(4))
+    h = x.tanh()
+    ref = weakref.ref(h)
+    loss = (h * 3).sum()
+    del h
+    assert ref() is not None                # the graph keeps h alive ...
+    loss.backward()
+    assert ref() is None                    # ... until backward frees it (no cycles: no gc needed)
+
+
+def test_graph_has_no_reference_cycles():
+    gc.collect()
+    gc.disable()
+    try:
+        x = t64(np.ones(3))
+        loss = ((x * 2).tanh() + x.exp()).sum()
+        ref = weakref.ref(loss._node)
+        del loss
+        assert ref() is None                # freed by reference counting alone
+    finally:
+        gc.enable()
+
+
+def test_no_grad_records_nothing():
+    x = t64([1.0])
+    with tg.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y._node is None
+    with tg.no_grad():
+        with tg.enable_grad():
+            z = x * 2
+    assert z.requires_grad
+
+
+def test_detach_cuts_the_graph_and_shares_data():
+    x = t64([1.0, 2.0])
+    d = (x * 2).detach()
+    assert not d.requires_grad and d.is_leaf
+    y = (x * d).sum()
+    y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])   # d treated as a constant
+
+
+def test_branches_that_need_no_gradient_are_skipped():
+    """Gradients flow only into tensors that require them; constants get none."""
+    x = t64([1.0, 2.0])
+    c = tg.Tensor(np.array([3.0, 4.0]))
+    (x * c).sum().backward()
+    assert c.grad is None
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 4.0])
+
+
+def test_third_derivative_of_tanh_matches_closed_form():
+    """d3/dx3 tanh = -2 sech^2 (1 - 3 tanh^2) = 6 tanh^2 sech^2 - 2 sech^2."""
+    xs = np.array([-1.3, -0.2, 0.0, 0.4, 1.7])
+    x = t64(xs)
+    (g1,) = autograd.grad(x.tanh().sum(), x, create_graph=True)
+    (g2,) = autograd.grad(g1.sum(), x, create_graph=True)
+    (g3,) = autograd.grad(g2.sum(), x)
+    t, s2 = np.tanh(xs), 1 - np.tanh(xs) ** 2
+    np.testing.assert_allclose(g1.numpy(), s2, rtol=1e-13)
+    np.testing.assert_allclose(g2.numpy(), -2 * t * s2, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(g3.numpy(), 6 * t ** 2 * s2 - 2 * s2, rtol=1e-12)
+
+
+def test_fourth_derivative_of_exp_times_x():
+    """d^n/dx^n (x e^x) = (x + n) e^x."""
+    x = t64(0.3)
+    y = x * x.exp()
+    for n in range(1, 5):
+        (y,) = autograd.grad(y, x, create_graph=True)
+        assert y.item() == pytest.approx((0.3 + n) * np.exp(0.3), rel=1e-13)
+
+
+def test_create_graph_backward_leaves_differentiable_grad():
+    x = t64([1.0, 2.0])
+    (x ** 3).sum().backward(create_graph=True)
+    assert x.grad.requires_grad            # 3 x^2, differentiable again
+    (gg,) = autograd.grad(x.grad.sum(), x)
+    np.testing.assert_allclose(gg.numpy(), [6.0, 12.0])
+
+
+def test_float32_parameters_get_float32_gradients():
+    W = tg.Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    x = tg.Tensor(np.ones((4, 3), np.float64))       # float64 data promotes the forward
+    (x @ W.T).sum().backward()
+    assert W.grad.dtype == np.float32
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_detect_anomaly_names_the_op_in_forward_and_backward():
+    x = t64([0.0, 1.0])
+    with tg.detect_anomaly():
+        with pytest.raises(RuntimeError, match="Log produced Inf in its forward"):
+            x.log()
+        y = x.sqrt().sum()                   # forward finite, backward 1/(2 sqrt 0) = inf
+        with pytest.raises(RuntimeError, match="Sqrt produced Inf in its backward"):
+            y.backward()
+    x.log()                                  # off again: no error
+
+
+def test_custom_function_with_wrong_gradient_shape_is_reported():
+    class Bad(tg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.sum()
+
+    x = t64([1.0, 2.0])
+    with pytest.raises(RuntimeError, match=r"Bad.backward returned a gradient of shape \(\)"):
+        Bad.apply(x).sum().backward()

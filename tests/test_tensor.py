@@ -1,0 +1,216 @@
+"""Tensor construction, dtype rules, attributes, operators and the errors that teach."""
+import numpy as np
+import pytest
+
+import tinygrad_opt as tg
+
+
+def test_lists_and_scalars_become_float32_arrays_keep_dtype():
+    assert tg.Tensor([1, 2, 3]).dtype == np.float32
+    assert tg.Tensor(2.5).dtype == np.float32 and tg.Tensor(2.5).shape == ()
+    assert tg.Tensor(np.arange(3)).dtype == np.int64
+    assert tg.Tensor(np.ones(2, np.float64)).dtype == np.float64
+    assert tg.Tensor([1, 2], dtype=np.float64).dtype == np.float64
+    assert tg.Tensor([True, False]).dtype == np.bool_
+
+
+def test_tensor_copies_its_data_and_numpy_is_a_copy():
+    a = np.ones(3)
+    t = tg.Tensor(a)
+    a[0] = 5
+    assert t.numpy()[0] == 1
+    n = t.numpy()
+    n[1] = 7
+    assert t.data[1] == 1
+
+
+def test_requires_grad_on_integer_tensor_is_a_type_error():
+    with pytest.raises(TypeError, match="floating"):
+        tg.Tensor(np.arange(3), requires_grad=True)
+    t = tg.Tensor(np.arange(3))
+    with pytest.raises(TypeError, match="int64"):
+        t.requires_grad = True
+
+
+def test_attributes():
+    t = tg.Tensor(np.zeros((2, 3)), requires_grad=True)
+    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and t.device == "cpu"
+    assert t.grad is None and t.requires_grad and t.is_leaf
+    assert tg.Tensor([[4.0]]).item() == 4.0
+    with pytest.raises(ValueError, match="6 elements"):
+        t.item()
+
+
+def test_python_scalars_never_upcast():
+    x = tg.Tensor(np.ones(3, np.float32), requires_grad=True)
+    for y in (x + 1, 2.5 * x, x / 3.0, x ** 2, 1.0 - x, 2.0 ** x, x.mean(), -x):
+        assert y.dtype == np.float32
+    (x * 2.0).sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_comparisons_return_bool_tensors_without_graph():
+    x = tg.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    m = x > 1.5
+    assert m.dtype == np.bool_ and not m.requires_grad
+    np.testing.assert_array_equal(m.numpy(), [False, True, True])
+    np.testing.assert_array_equal((x == 2.0).numpy(), [False, True, False])
+    twin = tg.Tensor([1.0, 2.0, 3.0])
+    table = {x: "x", twin: "twin"}                  # keyed by identity, not by value
+    assert len(table) == 2 and table[x] == "x"
+
+
+def test_ndarray_on_the_left_defers_to_tensor():
+    x = tg.Tensor([1.0, 2.0], requires_grad=True)
+    y = np.array([3.0, 4.0], np.float32) * x
+    assert isinstance(y, tg.Tensor) and y.requires_grad
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 4.0])
+
+
+def test_broadcasting_error_names_op_and_shapes():
+    a, b = tg.Tensor(np.ones((3, 4))), tg.Tensor(np.ones((5, 3)))
+    with pytest.raises(ValueError, match=r"add: shapes \(3, 4\) and \(5, 3\) cannot be broadcast"):
+        a + b
+    with pytest.raises(ValueError, match=r"mul: shapes"):
+        a * b
+
+
+def test_matmul_error_names_shapes():
+    with pytest.raises(ValueError, match=r"matmul: shapes \(64, 784\) and \(10, 128\) do not align \(784 != 10\)"):
+        tg.zeros(64, 784) @ tg.zeros(10, 128)
+    with pytest.raises(ValueError, match="scalar operands"):
+        tg.zeros(3) @ tg.Tensor(2.0)
+
+
+def test_linear_shape_errors():
+    from tinygrad_opt.ops import linear
+    with pytest.raises(ValueError, match=r"linear: input of shape \(4, 5\) does not match weight of shape \(3, 6\)"):
+        linear(tg.zeros(4, 5), tg.zeros(3, 6))
+    with pytest.raises(ValueError, match="bias"):
+        linear(tg.zeros(4, 6), tg.zeros(3, 6), tg.zeros(4))
+
+
+def test_reshape_transpose_and_index_errors():
+    x = tg.zeros(2, 3)
+    with pytest.raises(ValueError, match="reshape"):
+        x.reshape(4, 2)
+    with pytest.raises(ValueError, match="not a permutation"):
+        x.transpose(0, 0)
+    with pytest.raises(IndexError, match=r"getitem: .*shape \(2, 3\)"):
+        x[5]
+
+
+def test_creation_functions():
+    assert tg.zeros(2, 3).shape == (2, 3) and tg.zeros((2, 3)).numpy().sum() == 0
+    assert tg.ones(4, dtype=np.float64).dtype == np.float64
+    np.testing.assert_array_equal(tg.eye(3).numpy(), np.eye(3))
+    assert tg.arange(5).dtype == np.int64 and tg.arange(0.0, 1.0, 0.25).dtype == np.float32
+    np.testing.assert_array_equal(tg.arange(2, 8, 2).numpy(), [2, 4, 6])
+    assert tg.randn(3, 4, requires_grad=True).requires_grad
+
+
+def test_manual_seed_makes_random_tensors_reproducible():
+    tg.manual_seed(123)
+    a = tg.randn(5).numpy()
+    b = tg.rand(5).numpy()
+    tg.manual_seed(123)
+    np.testing.assert_array_equal(a, tg.randn(5).numpy())
+    np.testing.assert_array_equal(b, tg.rand(5).numpy())
+    assert ((b >= 0) & (b < 1)).all()
+
+
+def test_astype_is_differentiable_and_casts_gradient_back():
+    x = tg.Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
+    y = x.astype(np.float64)
+    assert y.dtype == np.float64
+    (y * y).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
+
+
+def test_getitem_gradients_scatter_and_add_repeats():
+    x = tg.Tensor(np.arange(4.0), requires_grad=True)
+    x[np.array([0, 0, 3])].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 0, 0, 1])
+    y = tg.Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    y[y > 2.5].sum().backward()           # boolean mask indexing
+    np.testing.assert_array_equal(y.grad.numpy(), [[0, 0, 0], [1, 1, 1]])
+
+
+def test_max_splits_gradient_evenly_at_ties():
+    x = tg.Tensor(np.array([1.0, 3.0, 3.0]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0.5, 0.5])
+    y = tg.Tensor(np.array([2.0, 2.0]), requires_grad=True)
+    z = tg.Tensor(np.array([2.0, 1.0]), requires_grad=True)
+    y.maximum(z).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [0.5, 1.0])
+    np.testing.assert_array_equal(z.grad.numpy(), [0.5, 0.0])
+
+
+def test_relu_and_abs_gradient_is_zero_at_the_kink():
+    x = tg.Tensor(np.array([-1.0, 0.0, 2.0]), requires_grad=True)
+    (x.relu() + x.abs()).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [-1.0, 0.0, 2.0])
+
+
+def test_stack_concatenate_where():
+    a, b = tg.Tensor([1.0, 2.0], requires_grad=True), tg.Tensor([3.0, 4.0], requires_grad=True)
+    s = tg.stack([a, b])
+    assert s.shape == (2, 2)
+    c = tg.concatenate([a, b])
+    np.testing.assert_array_equal(c.numpy(), [1, 2, 3, 4])
+    w = tg.where(a > 1.5, a, b)
+    np.testing.assert_array_equal(w.numpy(), [3.0, 2.0])
+    (s.sum() + (w * 10).sum()).backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [1.0, 11.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [11.0, 1.0])
+    with pytest.raises(ValueError, match="same shape"):
+        tg.stack([a, tg.zeros(3)])
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    from tinygrad_opt import backend
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed")
+    except ImportError:
+        pass
+    with pytest.raises(RuntimeError, match="CuPy is not installed"):
+        tg.Tensor([1.0], device="cuda")
+    with pytest.raises(RuntimeError, match="cuda"):
+        tg.zeros(2).to("cuda")
+    assert not backend.cupy_loaded()
+
+
+def test_cpu_use_never_imports_cupy():
+    import subprocess
+    import sys
+    code = ("import sys, tinygrad_opt as tg; x = tg.randn(3, requires_grad=True); (x*x).sum().backward(); "
+            "print('cupy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_device_is_an_error():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        tg.zeros(2, device="tpu")
+
+
+def test_mixing_devices_in_one_op_names_both(device):
+    if device == "cpu":
+        pytest.skip("needs a GPU")
+    a = tg.Tensor([1.0], device="cuda")
+    b = tg.Tensor([1.0])
+    with pytest.raises(RuntimeError, match=r"different devices.*cuda.*cpu"):
+        a + b
+
+
+def test_to_device_round_trip_is_differentiable(device):
+    x = tg.Tensor([1.0, 2.0], requires_grad=True)
+    y = x.to(device)
+    assert y.device == device
+    (y * y).sum().to("cpu").backward() if device == "cpu" else (y * y).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
+    assert x.grad.device == "cpu"
