@@ -215,6 +215,8 @@ def test_fit_argument_errors():
         fit(model, opt, loader, F.cross_entropy, 1, scheduler_interval="batch")
     with pytest.raises(ValueError, match="clip"):
         fit(model, opt, loader, F.cross_entropy, 1, clip=0)
+    with pytest.raises(ValueError, match="no targets"):
+        fit(model, opt, DataLoader(X, batch_size=10), F.cross_entropy, 1)
     with pytest.raises(ValueError, match="no batches"):
         fit(model, opt, DataLoader(X, y, batch_size=50, drop_last=True), F.cross_entropy, 1)
     with pytest.raises(ValueError, match="start_epoch"):

@@ -71,8 +71,9 @@ class DataLoader:
         """This epoch's sample order (an index array on the data's device), or None for 0..n-1."""
         if not self.shuffle:
             return None
-        g = self.generator if self.generator is not None else backend.rng("cpu")
-        return backend.to_device(g.permutation(self.num_samples), self.device)
+        n = self.num_samples
+        perm = backend.permutation(n, "cpu") if self.generator is None else self.generator.permutation(n)
+        return backend.to_device(perm, self.device)
 
     def __iter__(self):
         order = self._order()              # drawn when iteration starts, so state_dict is exact

@@ -275,6 +275,8 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
     if not 0 <= start_epoch <= epochs:
         raise ValueError(f"fit: need 0 <= start_epoch <= epochs, got start_epoch={start_epoch}, "
                          f"epochs={epochs}")
+    if getattr(loader, "y", True) is None:
+        raise ValueError("fit: the loader has no targets; build it as DataLoader(X, y, ...)")
     if len(loader) == 0:
         raise ValueError(f"fit: the loader yields no batches ({loader!r})")
     closure_mode = _needs_closure(optimizer)
