@@ -10,7 +10,7 @@ parameters' total size on the parameters' device. See docs/curvature.md.
 import inspect
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import autograd, backend
 from .engine import enable_grad, no_grad
@@ -63,7 +63,7 @@ class _Probes:
             u = backend.random_uniform((n,), self.dtype, self.device)
         else:
             u = self.rs.random_sample(n)
-        return self.xp.where(u < 0.5, -1.0, 1.0).astype(self.dtype)
+        return (1.0 - 2.0 * (u < 0.5)).astype(self.dtype)
 
 
 # ---------------------------------------------------------------- the operator
