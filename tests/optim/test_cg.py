@@ -156,3 +156,14 @@ def test_errors():
     y = Tensor(np.array([0.5, 0.5]), requires_grad=True)
     with pytest.raises(ValueError, match=r"d\^T H d = -.* <= 0"):
         ConjugateGradient([y], line_search="exact").step(lambda: y[0] ** 2 - 3 * y[1] ** 2)
+
+
+@pytest.mark.parametrize("line_search", ["strong_wolfe", "exact"])
+def test_on_device(device, line_search):
+    x = Tensor(np.array([3.0, -1.0]), requires_grad=True, device=device)
+    closure = lambda: (x[0] - 1) ** 2 + 10 * (x[1] + 2) ** 2 + x[0] * x[1]
+    opt = ConjugateGradient([x], line_search=line_search)
+    for _ in range(2 if line_search == "exact" else 20):
+        opt.step(closure)
+    assert x.device == device
+    np.testing.assert_allclose(x.numpy(), np.linalg.solve([[2, 1], [1, 20]], [2, -40]), atol=1e-8)

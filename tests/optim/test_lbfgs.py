@@ -86,7 +86,7 @@ def test_two_loop_matches_the_dense_bfgs_inverse_update():
     g = rng.standard_normal(n)
     gamma = S[-1] @ Y[-1] / (Y[-1] @ Y[-1])
     Hk = gamma * np.eye(n)
-    for s, y in zip(S, Y):                             # Goodfellow eq. 8.32 / N&W eq. 6.17
+    for s, y in zip(S, Y):                             # N&W eq. 6.17
         rho = 1.0 / (y @ s)
         V = np.eye(n) - rho * np.outer(y, s)
         Hk = V.T @ Hk @ V + rho * np.outer(s, s)
@@ -171,3 +171,13 @@ def test_max_iter_one_still_moves():
     opt = LBFGS([x], max_iter=1)                       # max_eval = 1
     f0 = opt.step(closure)
     assert float(closure().item()) < f0 and opt.state[x]["n_iter"] == 1
+
+
+def test_on_device(device):
+    x = Tensor(np.array([-1.5, 2.0]), requires_grad=True, device=device)
+    closure = lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    opt = LBFGS([x])
+    for _ in range(10):
+        opt.step(closure)
+    assert x.device == device
+    np.testing.assert_allclose(x.numpy(), [1.0, 1.0], atol=1e-6)

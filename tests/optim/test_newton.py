@@ -212,3 +212,14 @@ def test_newton_cg_errors():
         NewtonCG([x], cg_max_iter=0)
     with pytest.raises(TypeError, match="closure must return the loss Tensor"):
         NewtonCG([x]).step(lambda: 3.0)
+
+
+def test_newton_and_newton_cg_on_device(device):
+    for make in (lambda ps: Newton(ps), lambda ps: NewtonCG(ps, cg_tol=1e-3)):
+        x = Tensor(np.array([-1.5, 2.0]), requires_grad=True, device=device)
+        closure = lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        opt = make([x])
+        for _ in range(30):
+            opt.step(closure)
+        assert x.device == device
+        np.testing.assert_allclose(x.numpy(), [1.0, 1.0], atol=1e-6)

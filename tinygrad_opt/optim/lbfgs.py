@@ -19,8 +19,8 @@ class LBFGS(Optimizer):
 
     One step(closure) runs up to max_iter iterations (direction, line search, history update)
     and starts no new one after max_eval closure calls; it stops early when max|g| <=
-    tolerance_grad, or the step max|s| or the change of the loss falls below tolerance_change. It returns the loss
-    before the first iteration.
+    tolerance_grad, or when the step max|s| or the change of the loss falls below
+    tolerance_change. It returns the loss before the first iteration.
     """
 
     def __init__(self, params, lr=1.0, history_size=10, max_iter=20, max_eval=None,
