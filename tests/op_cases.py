@@ -11,6 +11,7 @@ import numpy as np
 
 import tinygrad_opt as tg
 from tinygrad_opt import ops
+from tinygrad_opt.nn import functional as F
 
 
 @dataclass
@@ -47,6 +48,8 @@ def sample(case, rng, dtype=np.float64):
 
 B = [((3, 1, 4), (5, 4)), ((), (2, 3)), ((2, 3), ()), ((4,), (3, 4)), ((2, 3), (2, 3))]
 IDX = np.array([2, 0, 2, 1])
+TARGETS = np.array([0, 2, 1, 2])
+BCE_T = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.5], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
 
 CASES = []
 for sa, sb in B:
@@ -128,4 +131,13 @@ CASES += [
     OpCase("logsumexp", lambda a: ops.logsumexp(a, axis=1), lambda a: np.log(np.exp(a).sum(1)), [(3, 5)]),
     OpCase("astype", lambda a: (a.astype(np.float32) * 2).astype(np.float64), lambda a: a * 2, [(3,)],
            note="float32 round trip: checked with loose tolerance"),
+    # nn.functional composites are gradchecked like any op
+    OpCase("F.softmax", lambda a: F.softmax(a, axis=-1),
+           lambda a: np.exp(a) / np.exp(a).sum(-1, keepdims=True), [(3, 5)]),
+    OpCase("F.cross_entropy", lambda a: F.cross_entropy(a, TARGETS),
+           lambda a: -np.mean((a - np.log(np.exp(a).sum(-1, keepdims=True)))[np.arange(4), TARGETS]),
+           [(4, 3)]),
+    OpCase("F.mse_loss", lambda a, b: F.mse_loss(a, b), lambda a, b: np.mean((a - b) ** 2), [(4, 3), (4, 3)]),
+    OpCase("F.bce_with_logits", lambda a: F.binary_cross_entropy_with_logits(a, BCE_T),
+           lambda a: np.mean(np.log1p(np.exp(-a)) + (1 - BCE_T) * a), [(4, 3)], away_from=[0.0]),
 ]

@@ -62,3 +62,13 @@ def test_piecewise_linear_ops_have_zero_second_derivative(case):
     w = np.random.default_rng(2).standard_normal(case.fn(x).shape)
     H = autograd.hessian(lambda x: (case.fn(x) * w).sum(), x)
     np.testing.assert_array_equal(H.numpy(), 0.0)
+
+
+def test_docs_ops_table_is_current():
+    """docs/ops.md is generated from this table; regenerate it with python docs/gen_ops.py."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "docs", "gen_ops.py"), "--check"])
+    assert r.returncode == 0, "docs/ops.md is out of date: run python docs/gen_ops.py"
