@@ -20,7 +20,8 @@ class ConjugateGradient(Optimizer):
                alpha = -g^T d / d^T H d from one Hessian-vector product: the exact minimizer on a
                quadratic, where CG then ends in at most n steps.
 
-    The first trial step has length lr; later ones alpha_{t-1} g_{t-1}^T d_{t-1} / g_t^T d_t (N&W eq. 3.60).
+    The first trial step has length lr; later ones are alpha_{t-1} g_{t-1}^T d_{t-1} / g_t^T d_t
+    (N&W eq. 3.60).
     """
 
     def __init__(self, params, lr=1.0, beta="polak-ribiere", line_search="strong_wolfe",
@@ -72,8 +73,9 @@ class ConjugateGradient(Optimizer):
         if exact:
             dHd = float(xp.dot(d, hvp(d)))
             if not dHd > 0:
-                raise ValueError(f"ConjugateGradient(line_search='exact'): curvature along d is "
-                                 f"d^T H d = {dHd:.6g} <= 0; use 'strong_wolfe' on non-convex losses")
+                raise ValueError(f"ConjugateGradient(line_search='exact'): curvature along d "
+                                 f"is d^T H d = {dHd:.6g} <= 0; use 'strong_wolfe' on "
+                                 "non-convex losses")
             alpha = -gd / dHd
         else:
             if k == 0 or "alpha" not in state:

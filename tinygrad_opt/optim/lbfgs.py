@@ -9,13 +9,14 @@ LINE_SEARCHES = ("strong_wolfe", "armijo", None)
 class LBFGS(Optimizer):
     """L-BFGS with the two-loop recursion and a strong Wolfe line search.
 
-        textbook (Goodfellow et al. sec. 8.6.3):  d_t = -M_t g_t, M_t ~ H^{-1} the BFGS update
-            built from s_k = theta_{k+1} - theta_k, y_k = g_{k+1} - g_k;  theta <- theta + alpha* d_t
+        textbook (Goodfellow et al. sec. 8.6.3):  d_t = -M_t g_t, M_t ~ H^{-1} the BFGS
+            update built from s_k = theta_{k+1} - theta_k, y_k = g_{k+1} - g_k;
+            theta <- theta + alpha* d_t
         here:  M_t g_t from the last history_size pairs by the two-loop recursion
                (N&W Alg. 7.4), starting from gamma I with gamma = s^T y / y^T y of the newest pair;
                pairs with y^T s <= eps |s| |y| are skipped so M stays positive definite;
-               alpha from strong Wolfe (c1=1e-4, c2=0.9), first trial alpha = lr
-               (lr / max(1, |g|) while there is no history), or alpha = that trial with line_search=None.
+               alpha from strong Wolfe (c1=1e-4, c2=0.9) with first trial lr (lr / max(1, |g|)
+               while there is no history), or that trial itself with line_search=None.
 
     One step(closure) runs up to max_iter iterations (direction, line search, history update)
     and starts no new one after max_eval closure calls; it stops early when max|g| <=

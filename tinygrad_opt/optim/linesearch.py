@@ -151,7 +151,8 @@ class FlatObjective:
     def __init__(self, closure, params, name):
         if closure is None or not callable(closure):
             raise TypeError(f"{name}.step needs a closure that recomputes the loss and returns "
-                            "it (without calling backward), e.g. opt.step(lambda: loss_fn(model(x), y))")
+                            "it (without calling backward), e.g. "
+                            "opt.step(lambda: loss_fn(model(x), y))")
         self.closure, self.params, self.name = closure, params, name
         self.xp = backend.xp_of(params[0].data)
         self.evals = 0

@@ -78,7 +78,8 @@ class NewtonCG(Optimizer):
                |r| <= eta |g| with eta = min(0.5, sqrt|g|) (or cg_tol), after cg_max_iter
                iterations, or at the first p with p^T (H + damping I) p <= 0 (then the last
                iterate, or -g if it is the first); theta <- theta + lr * d,
-               or theta + alpha d with line_search 'armijo' / 'strong_wolfe' (first trial alpha = lr).
+               or theta + alpha d with line_search 'armijo' / 'strong_wolfe'
+               (first trial alpha = lr).
 
     The gradient is built once per step with create_graph=True; each CG iteration costs one
     backward pass of g . p through it (Pearlmutter's trick), never the full Hessian.
