@@ -4,6 +4,8 @@ import pytest
 from tinygrad_opt.optim.newton import Newton, NewtonCG, _truncated_cg
 from tinygrad_opt.tensor import Tensor
 
+from problems import rosenbrock, tiny_mlp
+
 
 def quadratic(n=5, seed=0, dtype=np.float64):
     """x, closure of 0.5 x^T A x - b^T x with SPD A, A, b and the minimizer."""
@@ -15,27 +17,6 @@ def quadratic(n=5, seed=0, dtype=np.float64):
     At, bt = Tensor(A.astype(dtype)), Tensor(b.astype(dtype))
     closure = lambda: 0.5 * (x * (At * x).sum(axis=1)).sum() - (bt * x).sum()
     return x, closure, A, b, np.linalg.solve(A, b)
-
-
-def rosenbrock(start=(-1.5, 2.0)):
-    x = Tensor(np.array(start, dtype=np.float64), requires_grad=True)
-    return x, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
-
-
-def tiny_mlp(seed=0):
-    """Parameters and closure of a 2-4-1 tanh MLP regression in float64."""
-    rng = np.random.default_rng(seed)
-    X = Tensor(rng.standard_normal((16, 2)))
-    y = Tensor(np.sin(X.data[:, :1]) + 0.5 * X.data[:, 1:] ** 2)
-    W1 = Tensor(0.5 * rng.standard_normal((4, 2)), requires_grad=True)
-    b1 = Tensor(np.zeros(4), requires_grad=True)
-    W2 = Tensor(0.5 * rng.standard_normal((1, 4)), requires_grad=True)
-    b2 = Tensor(np.zeros(1), requires_grad=True)
-
-    def closure():
-        h = (X @ W1.T + b1).tanh()
-        return ((h @ W2.T + b2 - y) ** 2).mean()
-    return [W1, b1, W2, b2], closure
 
 
 # ------------------------------------------------------------------ Newton
