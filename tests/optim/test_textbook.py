@@ -109,7 +109,7 @@ def test_lr_change_rescales_pytorch_momentum_by_exactly_this_much():
     y = Tensor(np.zeros(2), requires_grad=True)
     practical = SGD([x], lr=e, momentum=mu)
     book = textbook.Momentum([y], lr=e, alpha=mu)
-    schedules = [StepLR(practical, step_size=k, gamma=gamma), StepLR(book, step_size=k, gamma=gamma)]
+    schedules = [StepLR(opt, step_size=k, gamma=gamma) for opt in (practical, book)]
     for t in range(k + n):
         for opt, p, sched in zip((practical, book), (x, y), schedules):
             opt.zero_grad()
@@ -131,8 +131,10 @@ def test_rmsprop_eps_placement_at_step_one_by_hand():
     # f = 0.05 x^2 at x = 1: g = 0.1; rho = 0.99, lr = 0.01, eps = delta = 1e-6.
     # r_1 = (1 - rho) g^2 = 1e-4.
     # PyTorch (eps outside): step = lr g / (sqrt(r_1) + eps) = 1e-3 / (0.01 + 1e-6) = 0.1/1.0001
-    # book (delta inside):   step = lr g / sqrt(delta + r_1) = 1e-3 / (0.01 sqrt(1.01)) = 0.1/sqrt(1.01)
-    # difference = 0.1 (1/1.0001 - 1/sqrt(1.01)) = 4.8628197890e-4: the book's step is 0.49% shorter,
+    # book (delta inside):   step = lr g / sqrt(delta + r_1) = 1e-3 / (0.01 sqrt(1.01))
+    #                                                        = 0.1/sqrt(1.01)
+    # difference = 0.1 (1/1.0001 - 1/sqrt(1.01)) = 4.8628197890e-4: the book's step is 0.49%
+    # shorter,
     # because delta = 1e-6 is 1% of r_1 but only 0.01% of sqrt(r_1).
     def one_step(opt, x):
         opt.zero_grad()

@@ -9,14 +9,15 @@ class Adam(Optimizer):
     """Adam with optional L2 weight decay and AMSGrad (PyTorch's rule; Kingma & Ba, 2015).
 
         implemented (PyTorch)                          textbook (Alg. 8.7)
-        +-------------------------------------------+  +----------------------------------+
-        | g <- g + wd * theta                       |  | t <- t + 1                       |
-        | m <- b1*m + (1-b1)*g                      |  | s <- rho1*s + (1-rho1)*g         |
-        | v <- b2*v + (1-b2)*g*g                    |  | r <- rho2*r + (1-rho2)*g*g       |
-        | vmax <- max(vmax, v)          (amsgrad)   |  | s^ <- s/(1 - rho1^t)             |
-        | theta <- theta - lr/(1-b1^t) * m /        |  | r^ <- r/(1 - rho2^t)             |
-        |          (sqrt(v)/sqrt(1-b2^t) + eps)     |  | theta <- theta-eps*s^/(sqrt(r^)+delta)|
-        +-------------------------------------------+  +----------------------------------+
+        +-------------------------------------------+  +-------------------------------+
+        | g <- g + wd * theta                       |  | t <- t + 1                    |
+        | m <- b1*m + (1-b1)*g                      |  | s <- rho1*s + (1-rho1)*g      |
+        | v <- b2*v + (1-b2)*g*g                    |  | r <- rho2*r + (1-rho2)*g*g    |
+        | vmax <- max(vmax, v)   (amsgrad: v=vmax)  |  | s^ <- s/(1 - rho1^t)          |
+        | theta <- theta - lr/(1-b1^t) * m /        |  | r^ <- r/(1 - rho2^t)          |
+        |          (sqrt(v)/sqrt(1-b2^t) + eps)     |  | theta <- theta                |
+        |                                           |  |    - eps*s^/(sqrt(r^) + delta)|
+        +-------------------------------------------+  +-------------------------------+
 
     The same update: lr/(1-b1^t) * m is eps*s^ and sqrt(v)/sqrt(1-b2^t) is sqrt(r^); eps (the
     book's delta) is added after the corrected root in both. AMSGrad (Reddi et al., 2018)

@@ -7,14 +7,14 @@ class RMSprop(Optimizer):
     """RMSProp with optional centering and momentum (PyTorch's rule; Hinton's lecture 6e).
 
         implemented (PyTorch)                         textbook (Alg. 8.5, 8.6)
-        +------------------------------------------+  +-----------------------------------+
-        | g <- g + wd * theta                      |  | r <- rho*r + (1-rho)*g*g          |
-        | square_avg <- a*square_avg + (1-a)*g*g   |  | 8.5: dtheta <- -eps/sqrt(delta+r)*g|
-        | grad_avg <- a*grad_avg + (1-a)*g  (cent.)|  | 8.6: g at theta + alpha*v,        |
-        | d <- sqrt(square_avg - grad_avg^2) + eps |  |      v <- alpha*v - eps/sqrt(r)*g |
-        | buf <- mu*buf + g/d       (mu > 0)       |  |      theta <- theta + v           |
-        | theta <- theta - lr*buf   (or lr*g/d)    |  |                                   |
-        +------------------------------------------+  +-----------------------------------+
+        +------------------------------------------+  +-------------------------------------+
+        | g <- g + wd * theta                      |  | r <- rho*r + (1-rho)*g*g            |
+        | square_avg <- a*square_avg + (1-a)*g*g   |  | 8.5: theta <- theta                 |
+        | grad_avg <- a*grad_avg + (1-a)*g (cent.) |  |         - eps/sqrt(delta + r) * g   |
+        | d <- sqrt(square_avg - grad_avg^2) + eps |  | 8.6: g at theta + alpha*v, then     |
+        | buf <- mu*buf + g/d       (mu > 0)       |  |      v <- alpha*v - eps/sqrt(r) * g |
+        | theta <- theta - lr*buf   (or lr*g/d)    |  |      theta <- theta + v             |
+        +------------------------------------------+  +-------------------------------------+
 
     Alpha here is the book's rho. PyTorch adds eps outside the square root, the book adds delta
     inside, so the steps differ most when r is small: at step 1, |g|/(sqrt(1-a)|g| + eps)

@@ -86,9 +86,11 @@ class Nesterov(_Textbook):
         pairs = [(p, group) for group in self.param_groups for p in group["params"]]
         thetas = []
         for p, group in pairs:
-            v = self.state[p].setdefault("v", backend.xp_of(p.data).zeros_like(p.data))
+            state = self.state[p]
+            if "v" not in state:
+                state["v"] = backend.xp_of(p.data).zeros_like(p.data)
             thetas.append(p.data.copy())
-            p.data += group["alpha"] * v                  # interim point theta~
+            p.data += group["alpha"] * state["v"]         # interim point theta~
         loss, grads = self._loss_and_grads(closure)
         for (p, group), theta, g in zip(pairs, thetas, grads):
             v = self.state[p]["v"]
@@ -164,7 +166,7 @@ class RMSPropNesterov(_Textbook):
 
 
 class Adam(_Textbook):
-    """Algorithm 8.7, Adam (defaults as printed: eps = 0.001, rho1 = 0.9, rho2 = 0.999, delta = 1e-8):
+    """Algorithm 8.7, Adam (defaults as printed: eps = 1e-3, rho1 = 0.9, rho2 = 0.999, delta = 1e-8).
 
         t <- t + 1;  s <- rho1*s + (1-rho1)*g;  r <- rho2*r + (1-rho2)*g*g
         s^ <- s/(1 - rho1^t);  r^ <- r/(1 - rho2^t);  theta <- theta - eps * s^/(sqrt(r^) + delta)
@@ -245,8 +247,9 @@ def _flat_tensors(tensors):
 class NonlinearCG(_Textbook):
     """Algorithm 8.9, nonlinear conjugate gradients:
 
-        g_t <- grad J(theta);  beta_t <- (g_t - g_{t-1}).g_t / (g_{t-1}.g_{t-1})   (Polak-Ribiere)
-                                  or    g_t.g_t / (g_{t-1}.g_{t-1})                 (Fletcher-Reeves)
+        g_t <- grad J(theta)
+        beta_t <- (g_t - g_{t-1}).g_t / (g_{t-1}.g_{t-1})      (Polak-Ribiere)
+               or g_t.g_t / (g_{t-1}.g_{t-1})                  (Fletcher-Reeves)
         rho_t <- -g_t + beta_t rho_{t-1};  eps* <- argmin_eps J(theta + eps rho_t)
         theta <- theta + eps* rho_t
 
