@@ -16,10 +16,18 @@ Tensors under create_graph=True, where the backward records its own graph and ca
 differentiated again.
 """
 import gc
+import itertools
 from contextlib import contextmanager
+from heapq import heappop, heappush
 
 from . import backend
 
+_np = backend.np
+_ndarray = backend.ndarray
+_new = object.__new__
+# Nodes are numbered in creation order. A node's inputs always exist before it does, so
+# visiting nodes from the highest number down is a topological order of any graph.
+_next_seq = itertools.count().__next__
 _grad_enabled = True
 _anomaly = False
 
@@ -106,45 +114,51 @@ class Function:
     arrays), and only Tensors receive gradients.
     """
 
-    # Set by apply: parents, needs_input_grad, out_data, xp.
+    # Set by apply: seq, parents, in_data, needs_input_grad, out_data, xp.
     def __repr__(self):
         return f"<{type(self).__name__} node>"
 
     @classmethod
     def apply(cls, *args, **params):
-        ctx = object.__new__(cls)
+        # The hot path of every op: kept to plain loops and local names on purpose.
+        ctx = _new(cls)
         arrays = []
+        need = []
         record = False
         xp = None
         for a in args:
             if type(a) is Tensor:
                 d = a.data
-                if a._requires_grad:
-                    record = True
-                if xp is None:
-                    xp = backend.xp_of(d)
-                elif backend.xp_of(d) is not xp:
-                    _device_error(cls, args)
                 arrays.append(d)
+                r = a._requires_grad
+                need.append(r)
+                if r:
+                    record = True
+                m = _np if type(d) is _ndarray else backend.xp_of(d)
+                if m is not xp:
+                    if xp is not None:
+                        _device_error(cls, args)
+                    xp = m
             else:
                 arrays.append(a)
-        if xp is None:
-            xp = backend.np
-        ctx.xp = xp
+                need.append(False)
+        ctx.xp = _np if xp is None else xp
         try:
-            out = cls.forward(ctx, *arrays, **params)
+            out = cls.forward(ctx, *arrays, **params) if params else cls.forward(ctx, *arrays)
         except ValueError as e:
             raise ValueError(_op_error(cls, args, e)) from None
-        if type(out) is not xp.ndarray and not backend.is_array(out):
-            out = xp.asarray(out)              # NumPy turns 0-d results into scalars
+        if type(out) is not _ndarray and not backend.is_array(out):
+            out = ctx.xp.asarray(out)          # NumPy turns 0-d results into scalars
         if _anomaly:
             _check_finite(cls.__name__, out, "forward output")
-        t = Tensor.__new__(Tensor)
+        t = _new(Tensor)
         t.data = out
         t.grad = None
         if record and _grad_enabled:
+            ctx.seq = _next_seq()
             ctx.parents = args
-            ctx.needs_input_grad = tuple(type(a) is Tensor and a._requires_grad for a in args)
+            ctx.in_data = arrays
+            ctx.needs_input_grad = tuple(need)
             ctx.out_data = out
             t._requires_grad = True
             t._node = ctx
@@ -213,29 +227,6 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
 
 
 def _backward(roots, root_grads, inputs, create_graph, retain_graph):
-    # 1. Count, for each node, how many edges from other reached nodes point into it.
-    deps = {}
-    stack = []
-    for r in roots:
-        n = r._node
-        if n is not None and n not in deps:
-            deps[n] = 0
-            stack.append(n)
-    while stack:
-        n = stack.pop()
-        parents = n.parents
-        if parents is None:
-            raise _freed_error(n)
-        for p in parents:
-            if type(p) is Tensor and p._requires_grad:
-                pn = p._node
-                if pn is not None:
-                    if pn in deps:
-                        deps[pn] += 1
-                    else:
-                        deps[pn] = 1
-                        stack.append(pn)
-
     # Gradients wanted for non-leaf inputs are read off their node once it is complete.
     wanted = None
     if inputs is not None:
@@ -245,23 +236,32 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
                 wanted.setdefault(t._node, []).append(i)
     results = [None] * len(inputs) if inputs is not None else None
 
-    # 2. Seed the roots. pending maps node -> [grad, owned]; leaves maps leaf -> [grad, owned].
+    # 1. Seed the roots. pending maps a node's seq -> [grad, owned, node]; leaves maps
+    # leaf -> [grad, owned]. `owned` marks a buffer this pass allocated and no one else holds:
+    # only such a buffer may take later contributions in place (a backward may return g
+    # itself, a view of it, or one array for two inputs, as Add does).
     pending = {}
     leaves = {}
+    heap = []                       # -seq of every pending node: the next to run is on top
     for r, g in zip(roots, root_grads):
-        if r._node is None:
-            _accumulate(leaves, r, g, False, create_graph)
+        n = r._node
+        if n is None:
+            _accumulate(leaves, r, g, create_graph)
         else:
-            _accumulate(pending, r._node, g, False, create_graph)
+            if n.parents is None:
+                raise _freed_error(n)
+            e = pending.get(n.seq)
+            if e is None:
+                pending[n.seq] = [g, False, n]
+                heappush(heap, -n.seq)
+            else:
+                _add_into(e, g, create_graph)
 
-    ready = [n for n in pending if deps.get(n, 0) == 0]
-    # 3. Pop nodes whose consumers are all done; run their backward.
-    while ready:
-        n = ready.pop()
-        entry = pending.pop(n, None)
-        if entry is None:
-            continue
-        g = entry[0]
+    # 2. Run the pending node created last: every node that consumes its output was created
+    # after it, so its gradient is complete. The loop body is the engine's hot path, so the
+    # common case is written out inline.
+    while heap:
+        g, _, n = pending.pop(-heappop(heap))
         if wanted is not None and n in wanted:
             for i in wanted[n]:
                 results[i] = g
@@ -270,41 +270,64 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
             raise _freed_error(n)
         if create_graph:
             n.inputs = parents
-            out = Tensor.__new__(Tensor)
+            out = _new(Tensor)
             out.data, out.grad, out._requires_grad, out._node = n.out_data, None, True, n
             n.out = out
         else:
-            n.inputs = tuple(p.data if type(p) is Tensor else p for p in parents)
+            n.inputs = n.in_data
             n.out = n.out_data
         grads = n.backward(n, g)
         if type(grads) is not tuple:
             grads = (grads,)
-        if len(grads) != len(parents):
-            raise RuntimeError(f"{type(n).__name__}.backward returned {len(grads)} gradients "
+        k = len(grads)
+        if k != len(parents):
+            raise RuntimeError(f"{type(n).__name__}.backward returned {k} gradients "
                                f"for {len(parents)} inputs")
-        n.inputs = n.out = None
-        shared = len(grads) > 1 and len({id(x) for x in grads if x is not None}) < \
-            sum(x is not None for x in grads)
+        if k == 1:
+            shared = False
+        elif k == 2:
+            shared = grads[0] is grads[1]
+        else:
+            shared = len({id(x) for x in grads if x is not None}) < \
+                sum(x is not None for x in grads)
         for p, gx in zip(parents, grads):
             if gx is None or type(p) is not Tensor or not p._requires_grad:
                 continue
-            gx = _conform(n, p, gx, create_graph)
-            # In-place accumulation is safe only into a fresh array no one else holds.
-            owned = not (create_graph or shared or gx is g or getattr(gx, "base", None) is not None)
+            if create_graph:
+                gx = _conform(n, p, gx, True)
+                owned = False
+            else:
+                pd = p.data
+                if type(gx) is not type(pd) or gx.shape != pd.shape or gx.dtype != pd.dtype \
+                        or _anomaly:
+                    gx = _conform(n, p, gx, False)
+                # In-place accumulation is safe only into a fresh array no one else holds.
+                owned = not (shared or gx is g or gx.base is not None)
             pn = p._node
             if pn is None:
-                _accumulate(leaves, p, gx, owned, create_graph)
+                e = leaves.get(p)
+                if e is None:
+                    leaves[p] = [gx, owned]
+                else:
+                    _add_into(e, gx, create_graph)
             else:
-                _accumulate(pending, pn, gx, owned, create_graph)
-                deps[pn] -= 1
-                if deps[pn] == 0:
-                    ready.append(pn)
+                s = pn.seq
+                e = pending.get(s)
+                if e is None:
+                    if pn.parents is None:
+                        raise _freed_error(pn)
+                    pending[s] = [gx, owned, pn]
+                    heappush(heap, -s)
+                else:
+                    _add_into(e, gx, create_graph)
         if not retain_graph:      # free saved arrays now; a later pass through n raises
             d = n.__dict__
             d.clear()
             d["parents"] = None
+        elif create_graph:
+            n.inputs = n.out = None     # the output Tensor points back at n: no cycles kept
 
-    # 4. Deliver leaf gradients.
+    # 3. Deliver leaf gradients.
     if inputs is not None:
         for i, t in enumerate(inputs):
             if t._node is None and t in leaves:
@@ -337,11 +360,17 @@ def _conform(node, p, gx, create_graph):
     return gx
 
 
-def _accumulate(table, key, g, owned, create_graph):
+def _accumulate(table, key, g, create_graph):
     entry = table.get(key)
     if entry is None:
-        table[key] = [g, owned]
-    elif create_graph:
+        table[key] = [g, False]
+    else:
+        _add_into(entry, g, create_graph)
+
+
+def _add_into(entry, g, create_graph):
+    """entry[0] += g, in place only when entry[0] is a buffer the pass owns."""
+    if create_graph:
         entry[0] = entry[0] + g
     elif entry[1]:
         entry[0] += g
