@@ -4,7 +4,7 @@ A Function instance is both the op's context and its node in the graph::
 
         x ─┐                       y = Mul.apply(x, w)
            ├─> [Mul ctx] ─> y      ctx.parents = (x, w)   the input Tensors (or constants)
-        w ─┘                       ctx.out_data            the output array
+        w ─┘                       ctx.inputs, ctx.out     their arrays and the output array
                                    y._node = ctx           leaves have _node None
 
 The node keeps its inputs alive, never its output Tensor, so the graph has no reference
@@ -114,7 +114,7 @@ class Function:
     arrays), and only Tensors receive gradients.
     """
 
-    # Set by apply: seq, parents, in_data, needs_input_grad, out_data, xp.
+    # Set by apply: seq, parents, needs_input_grad, inputs and out (the arrays), xp.
     def __repr__(self):
         return f"<{type(self).__name__} node>"
 
@@ -157,9 +157,9 @@ class Function:
         if record and _grad_enabled:
             ctx.seq = _next_seq()
             ctx.parents = args
-            ctx.in_data = arrays
             ctx.needs_input_grad = tuple(need)
-            ctx.out_data = out
+            ctx.inputs = arrays         # the arrays backward reads on the fast path
+            ctx.out = out
             t._requires_grad = True
             t._node = ctx
         else:
@@ -268,15 +268,17 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
         parents = n.parents
         if parents is None:
             raise _freed_error(n)
-        if create_graph:
-            n.inputs = parents
+        if create_graph:          # bind Tensors, so the backward records its own graph
+            in_data, out_data = n.inputs, n.out
             out = _new(Tensor)
-            out.data, out.grad, out._requires_grad, out._node = n.out_data, None, True, n
-            n.out = out
+            out.data, out.grad, out._requires_grad, out._node = out_data, None, True, n
+            n.inputs, n.out = parents, out
+            try:
+                grads = n.backward(n, g)
+            finally:              # the output Tensor points back at n: keep no cycle
+                n.inputs, n.out = in_data, out_data
         else:
-            n.inputs = n.in_data
-            n.out = n.out_data
-        grads = n.backward(n, g)
+            grads = n.backward(n, g)
         if type(grads) is not tuple:
             grads = (grads,)
         k = len(grads)
@@ -298,8 +300,8 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
                 owned = False
             else:
                 pd = p.data
-                if type(gx) is not type(pd) or gx.shape != pd.shape or gx.dtype != pd.dtype \
-                        or _anomaly:
+                if type(gx) is not type(pd) or gx.shape != pd.shape or _anomaly or \
+                        (gx.dtype is not pd.dtype and gx.dtype != pd.dtype):
                     gx = _conform(n, p, gx, False)
                 # In-place accumulation is safe only into a fresh array no one else holds.
                 owned = not (shared or gx is g or gx.base is not None)
@@ -324,8 +326,6 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
             d = n.__dict__
             d.clear()
             d["parents"] = None
-        elif create_graph:
-            n.inputs = n.out = None     # the output Tensor points back at n: no cycles kept
 
     # 3. Deliver leaf gradients.
     if inputs is not None:

@@ -27,6 +27,8 @@ def _sum_to_array(x, shape):
 
 def sum_to(x, shape):
     """Sum x over its broadcast axes so it has `shape` (undoes broadcasting)."""
+    if x.shape == shape:          # the common case, checked before any conversion
+        return x
     shape = tuple(shape)
     if x.shape == shape:
         return x
@@ -262,7 +264,7 @@ class Maximum(Function):
     @staticmethod
     def kink_distance(ctx):
         a, b = (p.data if _is_t(p) else p for p in ctx.parents)
-        return float(backend.xp_of(ctx.out_data).abs(a - b).min())
+        return float(backend.xp_of(a if backend.is_array(a) else b).abs(a - b).min())
 
 
 class Minimum(Function):
