@@ -1,4 +1,4 @@
-"""Command line: `tinygrad-opt train | compare | landscape | curvature` (also `python -m tinygrad_opt`).
+"""Command line: tinygrad-opt train | compare | landscape | curvature (or python -m tinygrad_opt).
 
 Each subcommand runs with no flags on the embedded digits set in well under a minute and writes
 its files into --out (default ./out). `--quick` shrinks every size for tests. Optional
@@ -8,6 +8,7 @@ checked before any work starts; a missing one ends the run with one line naming 
 import argparse
 import csv
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -244,13 +245,9 @@ class Progress(Callback):
 def progress_mode(choice):
     if choice != "auto":
         return choice
-    if not sys.stdout.isatty():
-        return "lines"
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        return "lines"
-    return "bar"
+    if sys.stdout.isatty() and importlib.util.find_spec("tqdm") is not None:
+        return "bar"
+    return "lines"
 
 
 def format_table(headers, rows):
@@ -282,7 +279,7 @@ def cmd_train(args):
     """Train one MLP with one optimizer; print per-epoch lines and a final table."""
     from . import serialization
     from .nn import functional as F
-    from .train import TrainingDiverged, checkpoint_state, fit, History, restore_state
+    from .train import History, TrainingDiverged, fit, restore_state
 
     state = None
     if args.resume:
@@ -781,12 +778,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _wrap(text):
-    """Fill each paragraph of `text` to 88 columns, leaving indented lines as they are."""
-    out = []
-    for para in text.split("\n\n"):
-        indented = any(line.startswith(" ") for line in para.splitlines())
-        out.append(para if indented else textwrap.fill(para, 88))
-    return "\n\n".join(out)
+    """Fill each paragraph of `text` to the help width; a trailing heading line stays."""
+    width = min(100, _terminal_width()) - 2
+    paras = text.rstrip("\n").split("\n\n")
+    tail = "\n" if text.endswith("\n") else ""
+    return "\n\n".join(textwrap.fill(p, width) if "\n" in p.strip() or len(p) > width else p
+                       for p in paras) + tail
 
 
 def _terminal_width():
@@ -824,6 +821,38 @@ examples:
 
 exit status: 0 on success, 1 if training diverged, 2 on a usage error or a
 missing optional package (install them with: pip install 'tinygrad_opt[examples]')."""
+
+
+TRAIN_TEXT = """\
+Train an MLP classifier with one optimizer, print one line per epoch and a final table, and
+write train_history.csv into --out.
+
+optimizers:
+"""
+
+COMPARE_TEXT = """\
+Train the same MLP from the same initial weights on the same batches with each optimizer.
+Prints a table (final training loss, best validation accuracy, epochs to --target, wall
+time) and writes compare.png (loss and accuracy curves) and compare.csv into --out.
+
+optimizers (NAME or NAME:LR):
+"""
+
+LANDSCAPE_TEXT = """\
+Run optimizers from the same start on 2-D test functions and draw their paths over the
+contour lines, one colour per optimizer, in one grid (landscape.png in --out); prints where
+each one ended.
+
+functions:
+"""
+
+CURVATURE_TEXT = """\
+Train an MLP and, before training and after every epoch, measure the Hessian of the loss on
+a fixed set of training samples from Hessian-vector products only: the --k largest
+eigenvalues and lambda_min (Lanczos), the condition number lambda_max / lambda_min (inf
+while the Hessian is indefinite), the spread lambda_max / |lambda_min|, the curvature along
+the gradient g^T H g / g^T g, and lr * lambda_max (gradient descent is stable only below 2).
+Prints a table and writes curvature.png and curvature.csv into --out."""
 
 
 def _optimizer_help(names):
@@ -910,10 +939,7 @@ def build_parser():
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,
-        description=_wrap("Train an MLP classifier with one optimizer, print one line per epoch "
-                          "and a final table, and write train_history.csv into --out.\n\n"
-                          "optimizers:\n"
-                          + _optimizer_help(TRAIN_OPTIMIZERS)),
+        description=_wrap(TRAIN_TEXT) + _optimizer_help(TRAIN_OPTIMIZERS),
         epilog="examples:\n  tinygrad-opt train\n"
                "  tinygrad-opt train --optimizer momentum --lr 0.1 --schedule step --clip 5\n"
                "  tinygrad-opt train --optimizer lbfgs --epochs 10 --dtype float64\n"
@@ -937,11 +963,7 @@ def build_parser():
     default_opts = "sgd,momentum,nesterov,adagrad,rmsprop,adam"
     p = sub.add_parser(
         "compare", formatter_class=_Formatter,
-        description=_wrap("Train the same MLP from the same initial weights on the same batches with "
-                    "each optimizer. Prints a table (final training loss, best validation "
-                    "accuracy, epochs to --target, wall time) and writes compare.png (loss and "
-                    "accuracy curves) and compare.csv into --out.\n\noptimizers (name[:lr]):\n"
-                          + _optimizer_help(TRAIN_OPTIMIZERS)),
+        description=_wrap(COMPARE_TEXT) + _optimizer_help(TRAIN_OPTIMIZERS),
         epilog="examples:\n  tinygrad-opt compare\n"
                "  tinygrad-opt compare --optimizers sgd:0.3,adam:0.001,adam:0.01\n"
                "  tinygrad-opt compare --optimizers momentum,adam,lbfgs,newtoncg --dtype float64\n"
@@ -962,12 +984,10 @@ def build_parser():
     default_land = "sgd,momentum,nesterov,adagrad,rmsprop,adam,newton"
     p = sub.add_parser(
         "landscape", formatter_class=_Formatter,
-        description=_wrap("Run optimizers from the same start on 2-D test functions and draw their "
-                    "paths over the contour lines, one colour per optimizer, in one grid "
-                    "(landscape.png in --out); prints where each one ended.\n\nfunctions:\n"
-                    + "\n".join(f"  {n:<11} {q.title}\n  {'':<11} start {q.start}, "
-                                f"{q.steps} steps" for n, q in PROBLEMS.items())
-                    + "\n\nEach function has a tuned lr per optimizer; NAME:LR overrides it."),
+        description=_wrap(LANDSCAPE_TEXT) + "\n".join(
+            f"  {n:<11} {q.title}\n  {'':<11} start {q.start}, {q.steps} steps"
+            for n, q in PROBLEMS.items())
+        + "\n\nEach function has a tuned lr per optimizer; NAME:LR overrides it.",
         epilog="examples:\n  tinygrad-opt landscape\n"
                "  tinygrad-opt landscape --functions saddle --optimizers sgd,adam,newton "
                "--steps 300\n"
@@ -984,13 +1004,7 @@ def build_parser():
 
     p = sub.add_parser(
         "curvature", formatter_class=_Formatter,
-        description=_wrap("Train an MLP and, before training and after every epoch, measure the "
-                    "Hessian of the loss on a fixed set of training samples from Hessian-vector "
-                    "products only: the --k largest eigenvalues and lambda_min (Lanczos), the "
-                    "condition number lambda_max/lambda_min (inf when the Hessian is "
-                    "indefinite), the curvature along the gradient g^T H g / g^T g and "
-                    "lr * lambda_max (gradient descent is stable only below 2). Prints a table "
-                    "and writes curvature.png and curvature.csv into --out."),
+        description=_wrap(CURVATURE_TEXT),
         epilog="examples:\n  tinygrad-opt curvature\n"
                "  tinygrad-opt curvature --optimizer sgd --lr 0.5 --epochs 20   "
                "# watch lambda_max settle near 2/lr\n"
