@@ -245,9 +245,11 @@ class Progress(Callback):
 def progress_mode(choice):
     if choice != "auto":
         return choice
-    if sys.stdout.isatty() and importlib.util.find_spec("tqdm") is not None:
-        return "bar"
-    return "lines"
+    try:
+        has_tqdm = importlib.util.find_spec("tqdm") is not None
+    except (ImportError, ValueError):
+        has_tqdm = False
+    return "bar" if has_tqdm and sys.stdout.isatty() else "lines"
 
 
 def format_table(headers, rows):
@@ -595,9 +597,12 @@ def plot_landscape(functions, names, paths, path, resolution):
     handles.append(legend_ax.plot([], [], "X", color="w", mec="k", ms=10, label="saddle point")[0])
     legend_ax.legend(handles=handles, loc="center", fontsize=12, frameon=False,
                      title="optimizer", title_fontsize=12)
+    legend_ax.text(0.5, 0.0, "same start for all; lr tuned per function and optimizer",
+                   ha="center", va="bottom", fontsize=9, color="0.3",
+                   transform=legend_ax.transAxes)
     for ax in axes[len(functions) + 1:]:
         ax.axis("off")
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
 
 
 # ---------------------------------------------------------------- curvature
