@@ -171,6 +171,7 @@ def test_help_reads_like_a_manual(capsys):
     ["compare", "--optimizers", "sgd,nope"],
     ["landscape", "--functions", "himmelblau"],
     ["train", "--epochs", "2", "--warmup", "2"],
+    ["train", "--optimizer", "lbfgs", "--weight-decay", "0.1"],
     [],
 ])
 def test_bad_flags_exit_2(argv, capsys):

@@ -1042,6 +1042,10 @@ def parse_args(argv=None):
             setattr(args, key, value)
     if getattr(args, "warmup", 0) and args.warmup >= args.epochs:
         parser.error(f"--warmup {args.warmup} must be shorter than --epochs {args.epochs}")
+    names = [args.optimizer] if hasattr(args, "optimizer") else [n for n, _ in args.optimizers]
+    second = [n for n in names if OPTIMIZERS[n][1]]
+    if getattr(args, "weight_decay", 0) and second:
+        parser.error(f"--weight-decay applies to first-order optimizers only, not {second[0]}")
     if getattr(args, "data", None) == "mnist" and not args.data_dir:
         parser.error("--data mnist needs --data-dir DIR (the folder with the MNIST files)")
     del args.sizes
