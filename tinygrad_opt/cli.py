@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import math
 import os
+import shutil
 import sys
 import textwrap
 import time
@@ -779,12 +780,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the line breaks of descriptions and epilogs; paragraphs are wrapped by _wrap."""
 
     def __init__(self, prog):
-        super().__init__(prog, max_help_position=30, width=min(100, _terminal_width()))
+        super().__init__(prog, max_help_position=30, width=_terminal_width())
 
 
 def _wrap(text):
     """Fill each paragraph of `text` to the help width; a trailing heading line stays."""
-    width = min(100, _terminal_width()) - 2
+    width = _terminal_width() - 2
     paras = text.rstrip("\n").split("\n\n")
     tail = "\n" if text.endswith("\n") else ""
     return "\n\n".join(textwrap.fill(p, width) if "\n" in p.strip() or len(p) > width else p
@@ -792,10 +793,8 @@ def _wrap(text):
 
 
 def _terminal_width():
-    try:
-        return os.get_terminal_size().columns
-    except OSError:
-        return 100
+    """Columns for help text: the terminal's, between 60 and 100."""
+    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 DESCRIPTION = """\
