@@ -92,6 +92,13 @@ def log(x):
     return math.log(x)
 
 
+def sigmoid(x):
+    """1 / (1 + e^-x) for arrays or Tensors."""
+    if _is_t(x):
+        return x.sigmoid()
+    return Sigmoid.forward(_Ctx(backend.xp_of(x), None), x)
+
+
 def cast(x, dtype):
     """x as `dtype` (differentiable for Tensors)."""
     if _is_t(x):
@@ -846,6 +853,26 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         return g - exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
+
+
+class Softplus(Function):
+    """y = log(1 + e^x), computed as logaddexp(0, x) so it never overflows; dy/dx = sigmoid(x).
+
+    One smooth op rather than max(x, 0) + log(1 + e^-|x|): that composite has two kinks at
+    0 whose one-sided conventions give a wrong gradient and curvature exactly there.
+    """
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.logaddexp(0, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * sigmoid(ctx.inputs[0])
+
+
+def softplus(x):
+    """log(1 + e^x), stable for large |x|, smooth everywhere."""
+    return Softplus.apply(x)
 
 
 def log_softmax(x, axis=-1):

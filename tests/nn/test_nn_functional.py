@@ -272,3 +272,18 @@ def test_losses_on_device(device):
     tg.manual_seed(0)
     d = F.dropout(Tensor(np.ones((100, 100)), device=device), 0.5)
     assert d.device == device and 0.4 < (d.numpy() == 0).mean() < 0.6
+
+
+def test_bce_with_logits_gradient_and_curvature_are_right_at_zero_logit():
+    """At x = 0: d/dx = sigmoid(0) - y = 0.5 - y and d2/dx2 = sigmoid'(0) = 1/4 (logistic
+    regression started from zero weights sits exactly there)."""
+    y = np.array([0.0, 1.0, 0.25])
+    x = Tensor(np.zeros(3), requires_grad=True)
+    loss = F.binary_cross_entropy_with_logits(x, y, reduction="sum")
+    (g,) = tg.autograd.grad(loss, x, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), 0.5 - y, rtol=1e-15)
+    H = tg.autograd.hessian(lambda x: F.binary_cross_entropy_with_logits(x, y, reduction="sum"), x)
+    np.testing.assert_allclose(H.numpy(), np.eye(3) * 0.25, rtol=1e-15)
+    big = Tensor(np.array([-800.0, 800.0]), requires_grad=True)
+    out = F.binary_cross_entropy_with_logits(big, np.array([1.0, 0.0]), reduction="none")
+    np.testing.assert_allclose(out.numpy(), [800.0, 800.0])

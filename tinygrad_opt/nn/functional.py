@@ -148,19 +148,14 @@ def mse_loss(pred, target, reduction="mean"):
     return _reduce(d * d, reduction)
 
 
-def _softplus_neg(x):
-    """log(1 + exp(-x)) = max(-x, 0) + log(1 + exp(-|x|)); never overflows."""
-    return (-x).relu() + (1 + (-x.abs()).exp()).log()
-
-
 def binary_cross_entropy_with_logits(logits, targets, weight=None, pos_weight=None,
                                      reduction="mean"):
     """Sigmoid + binary cross-entropy in one stable formula (PyTorch semantics).
 
     loss = -[pos_weight * y * log s(x) + (1 - y) * log(1 - s(x))] * weight. With
     -log s(x) = softplus(-x) and -log(1 - s(x)) = x + softplus(-x) this is
-    (1 - y) * x + (1 + (pos_weight - 1) * y) * softplus(-x); for pos_weight = 1 it is
-    max(x, 0) - x * y + log(1 + exp(-|x|)).
+    (1 - y) * x + (1 + (pos_weight - 1) * y) * softplus(-x), with softplus one smooth op
+    (logaddexp), so the gradient sigmoid(x) - y and the curvature are right at x = 0 too.
     """
     fn = "binary_cross_entropy_with_logits"
     _check_reduction(fn, reduction)
@@ -169,11 +164,12 @@ def binary_cross_entropy_with_logits(logits, targets, weight=None, pos_weight=No
         raise ValueError(f"{fn}: targets shape {tuple(targets.shape)} must equal logits shape "
                          f"{tuple(logits.shape)}")
     x, y = logits, targets
+    sp = ops.softplus(-x)
     if pos_weight is None:
-        loss = x.relu() - x * y + (1 + (-x.abs()).exp()).log()
+        loss = (1 - y) * x + sp
     else:
         pw = _as_tensor(pos_weight, like=logits)
-        loss = (1 - y) * x + (1 + (pw - 1) * y) * _softplus_neg(x)
+        loss = (1 - y) * x + (1 + (pw - 1) * y) * sp
     if weight is not None:
         loss = loss * _as_tensor(weight, like=logits)
     return _reduce(loss, reduction)
