@@ -1,0 +1,145 @@
+"""On the GPU a training step and an hvp stay on the device: no copy to the host on the way.
+
+Every door to the host is shut while the step runs: the project's own (backend.to_numpy,
+Tensor.numpy/item/tolist and the number conversions) raise, and CuPy's synchronization
+detector, where this CuPy still has it, raises on any device-to-host copy (ndarray.get,
+cupy.asnumpy, int(array), ...). Skipped without CuPy and a GPU.
+"""
+import contextlib
+
+import numpy as np
+import pytest
+
+import tinygrad_opt as tg
+from tinygrad_opt import autograd, backend, ops
+from tinygrad_opt.tensor import Tensor
+
+
+
+def _cuda_available():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+CUDA = _cuda_available()
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")]
+
+SIZES = (1024, 1024, 1024, 10)
+BATCH = 512
+
+
+class HostTransfer(AssertionError):
+    pass
+
+
+def _refuse(what):
+    def refuse(*args, **kwargs):
+        raise HostTransfer(f"{what} was called during a step that must stay on the GPU")
+    return refuse
+
+
+@contextlib.contextmanager
+def no_host_transfers(monkeypatch):
+    """Make every way to the host raise inside the block."""
+    import cupy
+    with monkeypatch.context() as m:
+        m.setattr(backend, "to_numpy", _refuse("backend.to_numpy"))
+        m.setattr(cupy, "asnumpy", _refuse("cupy.asnumpy"))
+        for name in ("numpy", "item", "tolist", "__float__", "__int__", "__index__", "__bool__"):
+            m.setattr(Tensor, name, _refuse(f"Tensor.{name}"))
+        guard = contextlib.nullcontext()
+        try:
+            import cupyx
+            if hasattr(cupyx, "allow_synchronize"):
+                guard = cupyx.allow_synchronize(False)
+        except ImportError:
+            pass
+        with guard:
+            yield
+
+
+def _params(device, dtype):
+    rng = np.random.default_rng(0)
+    params = []
+    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
+        b = 1 / np.sqrt(fan_in)
+        params.append(Tensor(rng.uniform(-b, b, (fan_out, fan_in)).astype(dtype),
+                             requires_grad=True, device=device))
+        params.append(Tensor(rng.uniform(-b, b, fan_out).astype(dtype),
+                             requires_grad=True, device=device))
+    return params
+
+
+def _batch(device, dtype):
+    import cupy
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((BATCH, SIZES[0])).astype(dtype), device=device)
+    y = rng.integers(0, SIZES[-1], BATCH)
+    onehot = np.zeros((BATCH, SIZES[-1]), dtype=dtype)
+    onehot[np.arange(BATCH), y] = 1.0 / BATCH
+    return x, cupy.asarray(y), Tensor._wrap(cupy.asarray(onehot))
+
+
+def _mlp_loss(params, x, onehot):
+    h = x
+    for i in range(0, len(params), 2):
+        h = ops.linear(h, params[i], params[i + 1])
+        if i + 2 < len(params):
+            h = h.relu()
+    return -(ops.log_softmax(h) * onehot).sum()
+
+
+def test_core_sgd_step_stays_on_device(monkeypatch):
+    params = _params("cuda", np.float32)
+    x, _, onehot = _batch("cuda", np.float32)
+    with no_host_transfers(monkeypatch):
+        for p in params:
+            p.grad = None
+        loss = _mlp_loss(params, x, onehot)
+        loss.backward()
+        with tg.no_grad():
+            for p in params:
+                p.data -= 0.01 * p.grad.data
+    assert loss.device == "cuda"
+    assert all(p.grad.device == "cuda" for p in params)
+
+
+def test_nn_optim_sgd_step_stays_on_device(monkeypatch):
+    from tinygrad_opt import nn, optim
+    from tinygrad_opt.nn import functional as F
+    model = nn.Sequential(nn.Linear(SIZES[0], SIZES[1], device="cuda"), nn.ReLU(),
+                          nn.Linear(SIZES[1], SIZES[2], device="cuda"), nn.ReLU(),
+                          nn.Linear(SIZES[2], SIZES[3], device="cuda"))
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    x, y, _ = _batch("cuda", np.float32)
+    with no_host_transfers(monkeypatch):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.device == "cuda"
+
+
+def test_hvp_stays_on_device(monkeypatch):
+    import cupy
+    params = _params("cuda", np.float64)
+    x, _, onehot = _batch("cuda", np.float64)
+    rng = np.random.default_rng(2)
+    vs = [cupy.asarray(rng.standard_normal(p.shape)) for p in params]
+    f = lambda *ps: _mlp_loss(ps, x, onehot)                                  # noqa: E731
+    with no_host_transfers(monkeypatch):
+        value, hv = autograd.hvp(f, tuple(params), vs)
+        g = autograd.grad(f(*params), params, create_graph=True)
+        dot = None
+        for gi, vi in zip(g, vs):
+            term = (gi * vi).sum()
+            dot = term if dot is None else dot + term
+        hv2 = autograd.grad(dot, params, retain_graph=True)
+    assert value.device == "cuda"
+    for a, b in zip(hv, hv2):
+        assert a.device == "cuda"
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-12)
