@@ -19,10 +19,14 @@ def _is_t(x):
 
 def _sum_to_array(x, shape):
     lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
-    y = x.sum(axis=axes, keepdims=True) if axes else x
-    return y.reshape(shape) if lead else y
+    kept = tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
+    if kept:
+        x = x.sum(axis=kept, keepdims=True)
+    if lead:
+        # summing the leading axes away (not keepdims + reshape) returns a fresh array,
+        # which the engine can then own instead of copying a view
+        x = x.sum(axis=tuple(range(lead)))
+    return x
 
 
 def sum_to(x, shape):
@@ -821,14 +825,20 @@ class Linear(Function):
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
 
 
+def _shape_of(x):
+    return x.data.shape if _is_t(x) else x.shape
+
+
 def linear(x, W, b=None):
     """x @ W.T + b with W of shape (out_features, in_features), as nn.Linear computes it."""
-    if W.ndim != 2:
+    # shapes read once off the arrays: this check runs on every layer call
+    ws, xs = _shape_of(W), _shape_of(x)
+    if len(ws) != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {W.shape}")
-    if x.ndim == 0 or x.shape[-1] != W.shape[1]:
+    if not xs or xs[-1] != ws[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                          f"(expected last input dim {W.shape[1]})")
-    if b is not None and tuple(b.shape) != (W.shape[0],):
+    if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
     return Linear.apply(x, W, b)

@@ -54,7 +54,7 @@ class Tensor:
 
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return self.data.shape          # a tuple already, for NumPy and CuPy alike
 
     @property
     def ndim(self):
