@@ -14,17 +14,8 @@ import tinygrad_opt as tg
 from tinygrad_opt import autograd, backend, ops
 from tinygrad_opt.tensor import Tensor
 
+from conftest import CUDA
 
-
-def _cuda_available():
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-CUDA = _cuda_available()
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")]
 
