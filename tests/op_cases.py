@@ -46,9 +46,15 @@ def sample(case, rng, dtype=np.float64):
     return arrays
 
 
+def _ref_log_softmax(a):
+    s = a - a.max(-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(-1, keepdims=True))
+
+
 B = [((3, 1, 4), (5, 4)), ((), (2, 3)), ((2, 3), ()), ((4,), (3, 4)), ((2, 3), (2, 3))]
 IDX = np.array([2, 0, 2, 1])
 TARGETS = np.array([0, 2, 1, 2])
+CE_W = np.array([0.5, 2.0, 1.5])
 BCE_T = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.5], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
 
 CASES = []
@@ -129,6 +135,11 @@ CASES += [
            [(3, 5)]),
     OpCase("log_softmax_axis0", lambda a: ops.log_softmax(a, axis=0),
            lambda a: a - np.log(np.exp(a).sum(0, keepdims=True)), [(3, 5)]),
+    OpCase("softmax_cross_entropy", lambda a, t: ops.softmax_cross_entropy(a, t, denom=4.0),
+           lambda a, t: -(t * _ref_log_softmax(a)).sum() / 4.0, [(4, 3), (4, 3)],
+           note="T (target weights) differentiable too"),
+    OpCase("softmax_cross_entropy_rows", lambda a, t: ops.softmax_cross_entropy(a, t, rows=True),
+           lambda a, t: -(t * _ref_log_softmax(a)).sum(-1), [(4, 3), (4, 3)]),
     OpCase("logsumexp", lambda a: ops.logsumexp(a, axis=1), lambda a: np.log(np.exp(a).sum(1)), [(3, 5)]),
     OpCase("astype", lambda a: (a.astype(np.float32) * 2).astype(np.float64), lambda a: a * 2, [(3,)],
            note="float32 round trip: checked with loose tolerance"),
@@ -138,6 +149,10 @@ CASES += [
     OpCase("F.cross_entropy", lambda a: F.cross_entropy(a, TARGETS),
            lambda a: -np.mean((a - np.log(np.exp(a).sum(-1, keepdims=True)))[np.arange(4), TARGETS]),
            [(4, 3)]),
+    OpCase("F.cross_entropy_weighted",
+           lambda a: F.cross_entropy(a, TARGETS, weight=CE_W, label_smoothing=0.1),
+           lambda a: -((0.9 * np.eye(3)[TARGETS] + 0.1 / 3) * CE_W * _ref_log_softmax(a)).sum()
+           / CE_W[TARGETS].sum(), [(4, 3)], note="class weights and label smoothing"),
     OpCase("F.mse_loss", lambda a, b: F.mse_loss(a, b), lambda a, b: np.mean((a - b) ** 2), [(4, 3), (4, 3)]),
     OpCase("F.bce_with_logits", lambda a: F.binary_cross_entropy_with_logits(a, BCE_T),
            lambda a: np.mean(np.log1p(np.exp(-a)) + (1 - BCE_T) * a), [(4, 3)]),

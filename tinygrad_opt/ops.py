@@ -890,6 +890,68 @@ def log_softmax(x, axis=-1):
     return LogSoftmax.apply(x, axis=axis)
 
 
+class SoftmaxCrossEntropy(Function):
+    """y = -sum(T * log_softmax(x)) / denom over the last axis (and the rows, unless rows=True);
+    dx = (softmax(x) * rowsum(T) - T) * g / denom, dT = -log_softmax(x) * g / denom.
+
+    Cross-entropy against a target-weight matrix T of x's shape (one-hot, label-smoothed or
+    class-weighted rows) in one node instead of log_softmax, mul, sum and neg; the forward
+    keeps softmax and log_softmax for the backward. Under create_graph the backward rebuilds
+    them from x with ops, so it is twice differentiable. `row_sums` may give rowsum(T) when
+    the caller knows it for a constant T (1 for one-hot and label-smoothed rows).
+    """
+    @staticmethod
+    def forward(ctx, x, T, denom=1.0, rows=False, row_sums=None):
+        if T.shape != x.shape:
+            raise ValueError("the target weights T must have the shape of x")
+        xp = ctx.xp
+        logp = x - x.max(axis=-1, keepdims=True)
+        p = xp.exp(logp)
+        z = p.sum(axis=-1, keepdims=True)
+        logp -= xp.log(z)
+        xp.exp(logp, out=p)     # softmax as exp(log_softmax), exactly as the graph backward has it
+        ctx.p, ctx.logp, ctx.denom, ctx.rows, ctx.row_sums = p, logp, denom, rows, row_sums
+        if rows:
+            return (T * logp).sum(axis=-1) * (-1.0 / denom)
+        return (T * logp).sum() * (-1.0 / denom)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, T = ctx.inputs
+        nx, nT = ctx.needs_input_grad
+        if ctx.denom != 1:
+            g = g * (1.0 / ctx.denom)
+        if ctx.rows:
+            g = reshape_(g, g.shape + (1,))
+        if _is_t(x):            # create_graph: softmax and log_softmax as ops of x
+            logp = log_softmax(x, axis=-1)
+            p = exp(logp)
+        else:
+            logp, p = ctx.logp, ctx.p
+        gx = gT = None
+        if nx:
+            r = ctx.row_sums
+            if r is None:
+                r = T.sum(axis=-1, keepdims=True)
+            gx = ((p - T) if _is_one(r) else (p * r - T)) * g
+        if nT:
+            gT = logp * -g
+        return gx, gT
+
+
+def _is_one(r):
+    return type(r) in (int, float) and r == 1
+
+
+def softmax_cross_entropy(x, T, denom=1.0, rows=False, row_sums=None):
+    """-sum(T * log_softmax(x, axis=-1)) / denom: the whole sum, or one value per row if rows=True.
+
+    T holds the target weights per class (x's shape); F.cross_entropy builds it from class
+    indices, class weights and label smoothing.
+    """
+    return SoftmaxCrossEntropy.apply(x, T, denom=denom, rows=rows, row_sums=row_sums)
+
+
 # ======================================================================= comparisons
 def compare(a, b, name):
     """Elementwise comparison as a bool Tensor (not differentiable)."""

@@ -248,7 +248,8 @@ def _needs_closure(optimizer):
 def _diverged(epoch, step, value):
     return TrainingDiverged(
         f"training diverged at epoch {epoch}, step {step}: the loss is {value}; "
-        "lower the learning rate, clip gradients (clip=...) or check the data for NaN/Inf")
+        "lower the learning rate, clip gradients (clip=...) or check the data for NaN/Inf "
+        "(on the GPU, class targets out of range also give a NaN cross-entropy)")
 
 
 def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,

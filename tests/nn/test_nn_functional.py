@@ -161,6 +161,21 @@ def test_cross_entropy_target_errors(targets, exc, match):
         F.cross_entropy(Tensor(np.zeros((3, 4))), targets)
 
 
+def test_cross_entropy_out_of_range_target_per_device(device):
+    """CPU: a ValueError at the call. GPU: no host round trip, so the loss and gradient are NaN."""
+    x = Tensor(np.zeros((3, 4)), device=device, requires_grad=True)
+    y = Tensor(np.array([0, 4, 2]), device=device)
+    if device == "cpu":
+        with pytest.raises(ValueError, match=r"cross_entropy: targets must be class indices"):
+            F.cross_entropy(x, y)
+        return
+    loss = F.cross_entropy(x, y)
+    loss.backward()
+    assert np.isnan(loss.item()) and np.isnan(x.grad.numpy()).all()
+    ok = F.cross_entropy(x, Tensor(np.array([0, 3, 2]), device=device))
+    assert ok.item() == pytest.approx(np.log(4), rel=1e-12)
+
+
 def test_cross_entropy_other_errors():
     with pytest.raises(ValueError, match=r"cross_entropy: logits must have shape \(N, C\)"):
         F.cross_entropy(Tensor(np.zeros(4)), np.array([1]))

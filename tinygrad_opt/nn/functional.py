@@ -78,9 +78,15 @@ def dropout(x, p=0.5, training=True):
 
 # ---------------------------------------------------------------- losses
 def _class_targets(targets, n, c, xp, fn):
-    """Validated integer class indices as an array on the logits' device."""
+    """Integer class indices as an array on the logits' device, and a device flag for bad ones.
+
+    On the CPU an index outside [0, C) raises ValueError here. On the GPU that check would
+    copy to the host and wait for the device on every call, so it stays on the device: the
+    second value is a 0-d bool array, True when some index is out of range (None on the CPU).
+    """
     t = targets.data if isinstance(targets, Tensor) else targets
-    t = t if backend.is_array(t) else backend.np.asarray(t)
+    if not backend.is_array(t):
+        t = backend.np.asarray(t)
     t = backend.to_device(t, "cpu" if xp is backend.np else "cuda")
     if t.dtype.kind not in "iu":
         raise TypeError(f"{fn}: targets must be integer class indices, got dtype {t.dtype}; "
@@ -88,10 +94,14 @@ def _class_targets(targets, n, c, xp, fn):
     if t.shape != (n,):
         raise ValueError(f"{fn}: targets must have shape ({n},) to match logits of shape "
                          f"({n}, {c}), got targets of shape {tuple(t.shape)}")
-    if n and (int(t.min()) < 0 or int(t.max()) >= c):
-        raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
-                         f"[{int(t.min())}, {int(t.max())}]")
-    return t
+    if xp is not backend.np:
+        return t, ((t < 0) | (t >= c)).any()
+    if n:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= c:
+            raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
+                             f"[{lo}, {hi}]")
+    return t, None
 
 
 def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="mean"):
@@ -100,6 +110,10 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
     With class weights w the mean is the weighted mean sum_n w[y_n] l_n / sum_n w[y_n]. With
     label smoothing e the target is (1 - e) one_hot(y) + e / C; under weights the smoothed part of
     row n is weighted by w[c] per class, and the mean still divides by sum_n w[y_n], as in PyTorch.
+
+    A target outside [0, C) raises ValueError on the CPU. On the GPU the check stays on the
+    device (a host check would stall every step), so such a target makes the loss and its
+    gradients NaN instead; `train.fit` then stops with TrainingDiverged.
     """
     fn = "cross_entropy"
     _check_reduction(fn, reduction)
@@ -110,30 +124,37 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n, c = logits.shape
+    dtype = logits.dtype
     xp = backend.xp_of(logits.data)
-    y = _class_targets(targets, n, c, xp, fn)
+    y, bad = _class_targets(targets, n, c, xp, fn)
     rows = xp.arange(n)
-    # Target matrix T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
+    # Target weights T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
     # much faster than gathering log-probabilities and scattering their gradient back.
     if weight is None:
-        t = xp.full((n, c), label_smoothing / c, dtype=logits.dtype)
-        t[rows, y] += 1.0 - label_smoothing
-        denom = n
+        if label_smoothing:
+            t = xp.full((n, c), label_smoothing / c, dtype=dtype)
+            t[rows, y] += 1.0 - label_smoothing
+        else:
+            t = xp.zeros((n, c), dtype=dtype)
+            t[rows, y] = 1.0
+        row_sums = 1                # each row of T sums to 1
+        denom = n if reduction == "mean" else 1
     else:
         w = weight.data if isinstance(weight, Tensor) else weight
-        w = backend.as_array(w, dtype=logits.dtype, device=logits.device)
+        w = backend.as_array(w, dtype=dtype, device=logits.device, copy=False)
         if w.shape != (c,):
             raise ValueError(f"{fn}: weight must have shape ({c},) for logits of shape "
                              f"({n}, {c}), got {tuple(w.shape)}")
+        wy = w[y]
         t = xp.broadcast_to(w * (label_smoothing / c), (n, c)).copy()
-        t[rows, y] += (1.0 - label_smoothing) * w[y]
-        denom = float(w[y].sum())
-    logp = ops.log_softmax(logits, axis=-1)
-    if reduction == "mean":
-        # dividing the constant T instead of the loss saves one op on the graph
-        return -(logp * Tensor._wrap(t / denom)).sum()
-    loss = -(logp * Tensor._wrap(t)).sum(axis=1)
-    return loss.sum() if reduction == "sum" else loss
+        t[rows, y] += (1.0 - label_smoothing) * wy
+        if reduction == "mean":
+            t /= wy.sum()           # an array division: no copy of the sum to the host
+        row_sums, denom = None, 1
+    if bad is not None:             # out-of-range targets on the GPU: NaN, without a sync
+        t += xp.where(bad, float("nan"), 0.0)
+    return ops.softmax_cross_entropy(logits, t, denom=denom, rows=reduction == "none",
+                                     row_sums=row_sums)
 
 
 def mse_loss(pred, target, reduction="mean"):
