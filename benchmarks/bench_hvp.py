@@ -7,8 +7,10 @@ MLP 784-128-64-10, ReLU, softmax cross-entropy, batch 64, float64; the parameter
 are the six weight and bias arrays. Rows (each timed against one gradient, forward
 included, of the same framework in the same run):
   fresh:  autograd.hvp(f, params, v): forward, grad with create_graph, grad of g.v;
-  reused: g = grad(f, params, create_graph=True) once, then per product
-          grad(sum_i <g_i, v_i>, params, retain_graph=True), as NewtonCG and Lanczos do.
+  reused: g = grad(f, params, create_graph=True) once, then per product the gradient
+          of sum_i <g_i, v_i> as grad(g, params, grad_outputs=v, retain_graph=True) (each
+          g_i seeded with v_i, no dot product recorded), as NewtonCG and Lanczos do; the
+          same call in PyTorch.
 The NumPy floor is the hand-written R-op (forward-over-reverse, Pearlmutter 1994): one
 forward, one tangent forward, one backward and its tangent, against its own hand-written
 gradient; "reused" there is the tangent passes alone with the forward state kept.
@@ -155,11 +157,7 @@ def ours_candidates(params, vs, x, y):
         return autograd.hvp(f, ps, vs)[1]
 
     def hvp_reused():
-        dot = None
-        for g, v in zip(g_kept, vs):
-            term = (g * v).sum()
-            dot = term if dot is None else dot + term
-        return autograd.grad(dot, ps, retain_graph=True)
+        return autograd.grad(g_kept, ps, grad_outputs=vs, retain_graph=True)
     return grad, hvp_fresh, hvp_reused
 
 
@@ -185,11 +183,10 @@ def torch_candidates(torch, params, vs, x, y):
 
     def hvp_fresh():
         g = torch.autograd.grad(f(), ps, create_graph=True)
-        return torch.autograd.grad(sum((gi * vi).sum() for gi, vi in zip(g, tv)), ps)
+        return torch.autograd.grad(g, ps, grad_outputs=tv)
 
     def hvp_reused():
-        return torch.autograd.grad(sum((gi * vi).sum() for gi, vi in zip(g_kept, tv)), ps,
-                                   retain_graph=True)
+        return torch.autograd.grad(g_kept, ps, grad_outputs=tv, retain_graph=True)
     return grad, hvp_fresh, hvp_reused
 
 

@@ -93,7 +93,9 @@ def _scalar_output(out, where_):
 def hvp(func, inputs, v):
     """(func(inputs), H v): the Hessian of scalar func at inputs times v, by double backward.
 
-    Two passes: g = grad(f, x, create_graph=True), then grad(sum_i <g_i, v_i>, x).
+    Two passes: g = grad(f, x, create_graph=True), then the gradient of sum_i <g_i, v_i>,
+    taken as grad(g, x, grad_outputs=v): seeding each g_i with v_i is the same vector-Jacobian
+    product without recording the dot product and back-propagating through it.
     inputs and v are a Tensor or matching tuples (v may hold arrays); the product has
     the structure of inputs.
     """
@@ -110,16 +112,15 @@ def hvp(func, inputs, v):
     with engine.enable_grad():
         out = _scalar_output(func(*xs), "hvp")
         gs = grad(out, xs, create_graph=True, allow_unused=True)
-        dot = None
-        for g, va in zip(gs, varrays):
-            if g is not None and g.requires_grad:
-                term = (g * va).sum()
-                dot = term if dot is None else dot + term
-    if dot is None:
+    used = [(g, va) for g, va in zip(gs, varrays) if g is not None and g.requires_grad]
+    if not used:
         hv = (None,) * len(xs)
     else:
-        hv = grad(dot, xs, allow_unused=True)
-    hv = tuple(h if h is not None else Tensor._wrap(backend.xp_of(x.data).zeros_like(x.data))
+        hv = grad(tuple(g for g, _ in used), xs, grad_outputs=tuple(va for _, va in used),
+                  allow_unused=True)
+    # a product may come back as v itself (where H acts as the identity): never alias v
+    hv = tuple(Tensor._wrap(backend.xp_of(x.data).zeros_like(x.data)) if h is None else
+               Tensor._wrap(h.data.copy()) if any(h.data is va for va in varrays) else h
                for h, x in zip(hv, xs))
     return out.detach(), (hv[0] if single else hv)
 

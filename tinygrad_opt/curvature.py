@@ -115,17 +115,16 @@ class HVPOperator:
         if v.shape != (self.n,):
             raise ValueError(f"HVPOperator: vector of shape {v.shape}, expected ({self.n},)")
         self.n_products += 1
-        with enable_grad():
-            dot = None
-            for g, vi in zip(self._grads, unflatten(v, self.params)):
-                # a gradient that does not depend on the parameters has zero Hessian rows
-                if g is None or not g.requires_grad:
-                    continue
-                term = (g * Tensor._wrap(vi.astype(g.dtype, copy=False))).sum()
-                dot = term if dot is None else dot + term
-            if dot is None:
-                return self.xp.zeros(self.n, dtype=self.dtype)
-            hv = autograd.grad(dot, self.params, retain_graph=True, allow_unused=True)
+        # The gradient of g . v: each g_i seeded with v_i (no dot product recorded).
+        # A gradient that does not depend on the parameters has zero Hessian rows.
+        used = [(g, vi.astype(g.dtype, copy=False))
+                for g, vi in zip(self._grads, unflatten(v, self.params))
+                if g is not None and g.requires_grad]
+        if not used:
+            return self.xp.zeros(self.n, dtype=self.dtype)
+        hv = autograd.grad(tuple(g for g, _ in used), self.params,
+                           grad_outputs=tuple(vi for _, vi in used), retain_graph=True,
+                           allow_unused=True)
         return self._flat([None if h is None else h.data for h in hv])
 
     __call__ = matvec

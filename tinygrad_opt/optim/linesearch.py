@@ -208,7 +208,8 @@ class FlatObjective:
         """(loss, flat gradient, hvp) where hvp(v) = H v reuses one differentiable gradient.
 
         The gradient graph is built once (create_graph=True); each product is then one
-        backward pass of g . v through it (retain_graph=True), with no new forward pass.
+        backward pass of g . v through it (retain_graph=True), with no new forward pass:
+        g seeded with v, which is the gradient of g . v without recording the dot product.
         """
         xp = self.xp
         loss = self.loss()
@@ -223,9 +224,8 @@ class FlatObjective:
         def hvp(v):
             if not gflat.requires_grad:         # the loss is linear in the parameters: H = 0
                 return xp.zeros_like(g)
-            with engine.enable_grad():
-                gv = (gflat * Tensor._wrap(v)).sum()
-                return flat(autograd.grad(gv, params, retain_graph=True, allow_unused=True))
+            return flat(autograd.grad(gflat, params, grad_outputs=v,
+                                      retain_graph=True, allow_unused=True))
         return float(loss.item()), g, hvp
 
 
