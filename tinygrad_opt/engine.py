@@ -114,7 +114,10 @@ class Function:
     arrays), and only Tensors receive gradients.
     """
 
-    # Set by apply: seq, parents, needs_input_grad, inputs and out (the arrays), xp.
+    # Set by apply: seq, parents, needs_input_grad, inputs and out (the arrays), xp. Slots
+    # make these cheap to set on every call; what an op saves itself goes to its __dict__.
+    __slots__ = ("xp", "seq", "parents", "needs_input_grad", "inputs", "out", "__dict__")
+
     def __repr__(self):
         return f"<{type(self).__name__} node>"
 
@@ -323,9 +326,10 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
                 else:
                     _add_into(e, gx, create_graph)
         if not retain_graph:      # free saved arrays now; a later pass through n raises
+            n.parents = n.inputs = n.out = None
             d = n.__dict__
-            d.clear()
-            d["parents"] = None
+            if d:
+                d.clear()
 
     # 3. Deliver leaf gradients.
     if inputs is not None:
