@@ -85,7 +85,6 @@ class NumpyRop:
 
     def hvp(self, ps, vs, state=None):
         """H v by the R-op; state = (acts, p) from a kept forward pass, or None to run one."""
-        xp = self.xp
         acts, p = state if state is not None else self.forward(ps)[1:]
         L = len(ps) // 2
         # tangent forward: R(a_i) = (R(a_{i-1}) W^T + a_{i-1} V^T + v_b) * [a_i > 0]

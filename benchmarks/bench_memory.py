@@ -19,8 +19,6 @@ if __name__ == "__main__":
 import gc  # noqa: E402
 import tracemalloc  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 import tinygrad_opt as tg  # noqa: E402
 
 from bench_mlp import LARGE, NumpyMLP, OursMLP, init_params, make_batch  # noqa: E402
