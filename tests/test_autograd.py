@@ -145,3 +145,71 @@ def test_parameters_to_vector_round_trip():
     assert p[1].item() == 14.0
     with pytest.raises(ValueError, match="7 parameter elements"):
         autograd.vector_to_parameters(np.zeros(5), p)
+
+
+def test_grad_results_are_writable_arrays_of_their_own():
+    """A gradient that is a view of another array (sum's broadcast ones) comes back copied."""
+    x = t64([1.0, 2.0])
+    (g,) = autograd.grad(x.sum(), x)
+    g.data += 1                                  # would fail on a read-only broadcast view
+    np.testing.assert_array_equal(g.numpy(), [2.0, 2.0])
+    y = t64([1.0, 2.0])
+    ga, gb = autograd.grad((x + y).sum(), (x, y))
+    ga.data *= 10
+    np.testing.assert_array_equal(gb.numpy(), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_hvp_dot_mode_agrees_with_forming_the_gradient(act, monkeypatch):
+    """hvp's first pass takes <g_i, v_i> from Linear.vjp_dot without forming g_i; removing
+    that shortcut (so every g_i is formed and dotted) must give the same product."""
+    rng = np.random.default_rng(3)
+    X = t64(rng.standard_normal((8, 4)), rg=False)
+    Y = np.eye(3)[rng.integers(0, 3, 8)]
+    f = _mlp_loss(X, Y, act)
+    params = _mlp_params(rng)
+    v = tuple(rng.standard_normal(p.shape) for p in params)
+    _, fast = autograd.hvp(f, params, v)
+    monkeypatch.delattr(ops.Linear, "vjp_dot")
+    _, plain = autograd.hvp(f, params, v)
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_hvp_dot_mode_for_matmul_leaves_and_leaf_roots():
+    """x @ W and a loss that is a parameter itself, both through hvp, against the dense Hessian."""
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((3, 4))
+    W = t64(rng.standard_normal((4, 2)))
+    a = t64(0.7)
+
+    def f(W, a):
+        return ((tg.Tensor(A) @ W).tanh() ** 2).sum() * a + a + (W @ W.T).sum()
+
+    v = (rng.standard_normal((4, 2)), np.array(0.3))
+    _, (hW, ha) = autograd.hvp(f, (W, a), v)
+    H = autograd.hessian(f, (W, a))
+    dense = np.block([[H[0][0].numpy().reshape(8, 8), H[0][1].numpy().reshape(8, 1)],
+                      [H[1][0].numpy().reshape(1, 8), H[1][1].numpy().reshape(1, 1)]])
+    expected = dense @ np.concatenate([v[0].ravel(), [0.3]])
+    np.testing.assert_allclose(np.concatenate([hW.numpy().ravel(), [ha.item()]]), expected,
+                               rtol=1e-10, atol=1e-12)
+    value, h = autograd.hvp(lambda a: a, a, 1.0)      # the loss is the parameter itself
+    assert value.item() == 0.7 and h.item() == 0.0
+
+
+def test_hvp_dot_mode_with_every_linear_input_a_leaf():
+    rng = np.random.default_rng(5)
+    x, W, b = t64(rng.standard_normal((3, 4))), t64(rng.standard_normal((2, 4))), t64(rng.standard_normal(2))
+
+    def f(x, W, b):
+        return (ops.linear(x, W, b).tanh() ** 2).sum()
+
+    v = tuple(rng.standard_normal(p.shape) for p in (x, W, b))
+    _, hv = autograd.hvp(f, (x, W, b), v)
+    H = autograd.hessian(f, (x, W, b))
+    sizes = [12, 8, 2]
+    dense = np.block([[H[i][j].numpy().reshape(sizes[i], sizes[j]) for j in range(3)] for i in range(3)])
+    expected = dense @ np.concatenate([vi.ravel() for vi in v])
+    np.testing.assert_allclose(np.concatenate([h.numpy().ravel() for h in hv]), expected,
+                               rtol=1e-10, atol=1e-12)

@@ -93,34 +93,36 @@ def _scalar_output(out, where_):
 def hvp(func, inputs, v):
     """(func(inputs), H v): the Hessian of scalar func at inputs times v, by double backward.
 
-    Two passes: g = grad(f, x, create_graph=True), then the gradient of sum_i <g_i, v_i>,
-    taken as grad(g, x, grad_outputs=v): seeding each g_i with v_i is the same vector-Jacobian
-    product without recording the dot product and back-propagating through it.
-    inputs and v are a Tensor or matching tuples (v may hold arrays); the product has
-    the structure of inputs.
+    H v is the gradient of the scalar s = sum_i <g_i, v_i>, g = grad(f, x). The first
+    backward builds s directly with create_graph=True (engine dot mode): an op that knows
+    <g_i, v_i> without forming g_i says so (Linear: <G^T x, V> = <G, x V^T>), which saves the
+    product with the batch that g_i would cost and the second pass would never read. The
+    second backward is grad(s, x). inputs and v are a Tensor or matching tuples (v may hold
+    arrays); the product has the structure of inputs.
     """
     xs, single = _leaves(inputs)
     vs = (v,) if single else tuple(v)
     if len(vs) != len(xs):
         raise ValueError(f"hvp: {len(vs)} vectors for {len(xs)} inputs")
-    varrays = []
+    dots = {}
     for i, (x, vi) in enumerate(zip(xs, vs)):
         va = vi.data if isinstance(vi, Tensor) else backend.as_array(vi, dtype=x.dtype, device=x.device, copy=False)
         if tuple(va.shape) != x.shape:
             raise ValueError(f"hvp: v[{i}] has shape {tuple(va.shape)} but inputs[{i}] has shape {x.shape}")
-        varrays.append(va)
+        dots[x] = va
     with engine.enable_grad():
         out = _scalar_output(func(*xs), "hvp")
-        gs = grad(out, xs, create_graph=True, allow_unused=True)
-    used = [(g, va) for g, va in zip(gs, varrays) if g is not None and g.requires_grad]
-    if not used:
+        if not out.requires_grad:
+            s = None
+        else:
+            seed = Tensor._wrap(backend.xp_of(out.data).ones_like(out.data))
+            s = engine.run_backward((out,), (seed,), inputs=xs, create_graph=True,
+                                    retain_graph=True, dots=dots)
+    if s is None or not s.requires_grad:
         hv = (None,) * len(xs)
     else:
-        hv = grad(tuple(g for g, _ in used), xs, grad_outputs=tuple(va for _, va in used),
-                  allow_unused=True)
-    # a product may come back as v itself (where H acts as the identity): never alias v
-    hv = tuple(Tensor._wrap(backend.xp_of(x.data).zeros_like(x.data)) if h is None else
-               Tensor._wrap(h.data.copy()) if any(h.data is va for va in varrays) else h
+        hv = grad(s, xs, allow_unused=True)
+    hv = tuple(Tensor._wrap(backend.xp_of(x.data).zeros_like(x.data)) if h is None else h
                for h, x in zip(hv, xs))
     return out.detach(), (hv[0] if single else hv)
 

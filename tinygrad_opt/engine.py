@@ -209,27 +209,32 @@ def _freed_error(node):
 
 
 def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_graph=False,
-                 allow_unused=False):
+                 allow_unused=False, dots=None):
     """Propagate root_grads from roots back through the graph.
 
     inputs=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
     inputs given: return their gradients as a list (None where unreached), touching no .grad.
     Raw arrays flow on the fast path; Tensors (and a recorded graph) under create_graph.
+    dots={leaf: v} (create_graph only): instead of the leaves' gradients g, return the
+    differentiable scalar sum <g, v> over them, without forming g where an op knows how
+    (Function.vjp_dot); autograd.hvp differentiates it once more.
     """
     gc_was_enabled = gc.isenabled()
     gc.disable()      # the graph holds no cycles; pausing the collector saves its scans
     try:
         if create_graph:
             with _GradMode(True):
-                return _backward(roots, root_grads, inputs, True, retain_graph)
+                return _backward(roots, root_grads, inputs, True, retain_graph, dots)
+        if dots is not None:
+            raise ValueError("run_backward: dots needs create_graph=True")
         with _GradMode(False):
-            return _backward(roots, root_grads, inputs, False, retain_graph)
+            return _backward(roots, root_grads, inputs, False, retain_graph, None)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _backward(roots, root_grads, inputs, create_graph, retain_graph):
+def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
     # Gradients wanted for non-leaf inputs are read off their node once it is complete.
     wanted = None
     if inputs is not None:
@@ -246,10 +251,14 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
     pending = {}
     leaves = {}
     heap = []                       # -seq of every pending node: the next to run is on top
+    terms = []                      # dot mode: the <g, v> contributions, as scalar Tensors
     for r, g in zip(roots, root_grads):
         n = r._node
         if n is None:
-            _accumulate(leaves, r, g, create_graph)
+            if dots is not None and r in dots:
+                terms.append((g * dots[r]).sum())
+            else:
+                _accumulate(leaves, r, g, create_graph)
         else:
             if n.parents is None:
                 raise _freed_error(n)
@@ -264,10 +273,10 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
     # after it, so its gradient is complete. The loop body is the engine's hot path, so the
     # common case is written out inline.
     while heap:
-        g, _, n = pending.pop(-heappop(heap))
+        g, owned, n = pending.pop(-heappop(heap))
         if wanted is not None and n in wanted:
             for i in wanted[n]:
-                results[i] = g
+                results[i] = (g, owned)
         parents = n.parents
         if parents is None:
             raise _freed_error(n)
@@ -277,7 +286,7 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
             out.data, out.grad, out._requires_grad, out._node = out_data, None, True, n
             n.inputs, n.out = parents, out
             try:
-                grads = n.backward(n, g)
+                grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle
                 n.inputs, n.out = in_data, out_data
         else:
@@ -331,12 +340,20 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
             if d:
                 d.clear()
 
-    # 3. Deliver leaf gradients.
+    # 3. Deliver leaf gradients (or, in dot mode, their dot product with v).
+    if dots is not None:
+        total = None
+        for t in terms:
+            total = t if total is None else total + t
+        return total
     if inputs is not None:
         for i, t in enumerate(inputs):
             if t._node is None and t in leaves:
-                results[i] = leaves[t][0]
-        return [_as_tensor(r, create_graph) for r in results]
+                results[i] = leaves[t]
+        # A gradient the pass does not own may be a read-only view or shared: hand out a copy.
+        return [None if r is None else
+                _as_tensor(r[0] if (r[1] or create_graph) else r[0].copy(), create_graph)
+                for r in results]
     for leaf, (g, owned) in leaves.items():
         if leaf.grad is None:
             if not create_graph and not owned:
@@ -347,6 +364,40 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph):
         else:
             leaf.grad.data += g
     return None
+
+
+def _backward_dots(n, g, dots, terms):
+    """n's backward in dot mode: each dotted leaf input i adds <grad_i, v> to `terms`.
+
+    An op with a `vjp_dot(ctx, g, vs)` gives sum_i <grad_i, vs[i]> over the dotted inputs
+    i without forming the grad_i (Linear's
+    weight gradient g^T x is never computed: <g^T x, V> = <g, x V^T>, whose derivative the
+    next pass gets from one elementwise product); for the others grad_i is formed and
+    dotted with v. Returns the gradients of the remaining inputs.
+    """
+    parents = n.parents
+    dotted = [i for i, p in enumerate(parents)
+              if type(p) is Tensor and p._node is None and p._requires_grad and p in dots]
+    if not dotted:
+        return n.backward(n, g)
+    vjp_dot = getattr(type(n), "vjp_dot", None)
+    if vjp_dot is None:
+        grads = n.backward(n, g)
+        grads = list(grads) if type(grads) is tuple else [grads]
+        for i in dotted:
+            if grads[i] is not None:
+                gx = _conform(n, parents[i], grads[i], True)
+                terms.append((gx * dots[parents[i]]).sum())
+                grads[i] = None
+        return tuple(grads)
+    need = n.needs_input_grad
+    n.needs_input_grad = tuple(False if i in dotted else f for i, f in enumerate(need))
+    try:
+        grads = n.backward(n, g)
+    finally:
+        n.needs_input_grad = need
+    terms.append(vjp_dot(n, g, {i: dots[parents[i]] for i in dotted}))
+    return grads
 
 
 def _conform(node, p, gx, create_graph):

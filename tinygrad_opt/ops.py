@@ -749,6 +749,21 @@ class MatMul(Function):
                 sum_to(swap_last(a) @ g, b.shape) if nb else None)
 
     @staticmethod
+    def vjp_dot(ctx, g, vs):
+        """sum_i <grad of input i, vs[i]> for hvp's dot mode, on 2-D operands without forming
+        the gradients: <G B^T, V> = <G, V B> and <A^T G, V> = <G, A V>."""
+        a, b = ctx.inputs
+        total = None
+        for i, v in vs.items():
+            if a.ndim == 2 and b.ndim == 2:
+                t = (g * (v @ b if i == 0 else a @ v)).sum()
+            else:
+                gx = sum_to(g @ swap_last(b), a.shape) if i == 0 else sum_to(swap_last(a) @ g, b.shape)
+                t = (gx * v).sum()
+            total = t if total is None else total + t
+        return total
+
+    @staticmethod
     def error_message(shapes, err):
         sa, sb = shapes
         if sa and sb and len(sa) >= 1 and len(sb) >= 1:
@@ -817,6 +832,26 @@ class Linear(Function):
         if nb:
             gb = sum_to(g, b.shape)
         return gx, gW, gb
+
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        """sum_i <grad of input i, vs[i]> without forming the gradients (hvp's dot mode).
+
+        The weight gradient G^T x would cost a product with the batch that the second backward
+        never reads, while <G^T x, V> + <sum of G over the batch, v> = <G, x V^T + v> costs
+        that product once, as a constant, and differentiates elementwise.
+        """
+        x, W, b = ctx.inputs
+        vW, vb, vx = vs.get(1), vs.get(2), vs.get(0)
+        total = None
+        if vW is not None:
+            total = (g * Linear.apply(x, vW, vb)).sum()
+        elif vb is not None:
+            total = (g * vb).sum()
+        if vx is not None:                              # <G W, V> = <G, V W^T>
+            t = (g * Linear.apply(vx, W, None)).sum()
+            total = t if total is None else total + t
+        return total
 
     @staticmethod
     def error_message(shapes, err):
