@@ -756,7 +756,7 @@ class MatMul(Function):
         total = None
         for i, v in vs.items():
             if a.ndim == 2 and b.ndim == 2:
-                t = (g * (v @ b if i == 0 else a @ v)).sum()
+                t = (g * (matmul(v, b) if i == 0 else matmul(a, v))).sum()
             else:
                 gx = sum_to(g @ swap_last(b), a.shape) if i == 0 else sum_to(swap_last(a) @ g, b.shape)
                 t = (gx * v).sum()

@@ -12,6 +12,7 @@ class Tensor:
     __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__")
     __hash__ = object.__hash__          # __eq__ is elementwise; dicts key tensors by identity
     __array_ufunc__ = None              # ndarray (op) Tensor defers to Tensor's reflected op
+    __array_priority__ = 1000           # the same for CuPy, which looks at the priority
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if type(data) is Tensor:
