@@ -301,6 +301,9 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
             shared = False
         elif k == 2:
             shared = grads[0] is grads[1]
+        elif k == 3:
+            g0, g1, g2 = grads
+            shared = (g0 is not None and (g0 is g1 or g0 is g2)) or (g1 is not None and g1 is g2)
         else:
             shared = len({id(x) for x in grads if x is not None}) < \
                 sum(x is not None for x in grads)

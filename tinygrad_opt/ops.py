@@ -13,12 +13,10 @@ from .tensor import Tensor
 
 
 # ============================================================ dual-typed backward helpers
-def _is_t(x):
-    return type(x) is Tensor
-
-
 def _sum_to_array(x, shape):
     lead = x.ndim - len(shape)
+    if lead == 1 and x.shape[1:] == shape:        # a bias: sum over the batch axis
+        return x.sum(axis=0)
     kept = tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
     if kept:
         x = x.sum(axis=kept, keepdims=True)
@@ -36,7 +34,7 @@ def sum_to(x, shape):
     shape = tuple(shape)
     if x.shape == shape:
         return x
-    if _is_t(x):
+    if type(x) is Tensor:
         return SumTo.apply(x, shape=shape)
     return _sum_to_array(x, shape)
 
@@ -46,28 +44,28 @@ def broadcast_to(x, shape):
     shape = tuple(shape)
     if x.shape == shape:
         return x
-    if _is_t(x):
+    if type(x) is Tensor:
         return BroadcastTo.apply(x, shape=shape)
     return backend.xp_of(x).broadcast_to(x, shape)
 
 
 def reshape_(x, shape):
     """x reshaped (arrays or Tensors)."""
-    if _is_t(x):
+    if type(x) is Tensor:
         return reshape(x, *shape)
     return x.reshape(shape)
 
 
 def transpose_(x, axes=None):
     """x with axes permuted (arrays or Tensors)."""
-    if _is_t(x):
+    if type(x) is Tensor:
         return Transpose.apply(x, axes=axes)
     return x.transpose(axes)
 
 
 def swap_last(x):
     """x with its last two axes swapped: the matrix transpose of a (batched) matrix."""
-    if _is_t(x):
+    if type(x) is Tensor:
         axes = tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2)
         return Transpose.apply(x, axes=axes)
     return x.swapaxes(-1, -2)
@@ -75,21 +73,21 @@ def swap_last(x):
 
 def where(cond, a, b):
     """Elementwise cond ? a : b; differentiable in a and b."""
-    if _is_t(cond):
+    if type(cond) is Tensor:
         cond = cond.data
-    if _is_t(a) or _is_t(b):
+    if type(a) is Tensor or type(b) is Tensor:
         return Where.apply(cond, a, b)
     return backend.xp_of(cond).where(cond, a, b)
 
 
 def exp(x):
     """e**x for arrays or Tensors."""
-    return x.exp() if _is_t(x) else backend.xp_of(x).exp(x)
+    return x.exp() if type(x) is Tensor else backend.xp_of(x).exp(x)
 
 
 def log(x):
     """Natural log for arrays, Tensors or Python numbers."""
-    if _is_t(x):
+    if type(x) is Tensor:
         return x.log()
     if backend.is_array(x):
         return backend.xp_of(x).log(x)
@@ -98,21 +96,21 @@ def log(x):
 
 def sigmoid(x):
     """1 / (1 + e^-x) for arrays or Tensors."""
-    if _is_t(x):
+    if type(x) is Tensor:
         return x.sigmoid()
     return Sigmoid.forward(_Ctx(backend.xp_of(x), None), x)
 
 
 def cast(x, dtype):
     """x as `dtype` (differentiable for Tensors)."""
-    if _is_t(x):
+    if type(x) is Tensor:
         return x.astype(dtype)
     return x.astype(dtype, copy=False)
 
 
 def scatter(g, index, shape):
     """A zero array of `shape` with g added at `index` (the adjoint of x[index])."""
-    if _is_t(g):
+    if type(g) is Tensor:
         return Scatter.apply(g, index=index, shape=tuple(shape))
     return Scatter.forward(_Ctx(backend.xp_of(g), index), g, index=index, shape=tuple(shape))
 
@@ -142,7 +140,7 @@ def _keepdims_shape(shape, axis):
 
 def _grad_like(t, grad, where_):
     """grad (Tensor, array or scalar) as an array matching tensor t's shape, dtype and device."""
-    if _is_t(grad):
+    if type(grad) is Tensor:
         grad = grad.data
     xp = backend.xp_of(t.data)
     if backend.is_array(grad):
@@ -250,7 +248,7 @@ class Pow(Function):
 
 def pow(a, b):
     """a ** b; a constant exponent 2 becomes a*a (cheaper, same derivatives)."""
-    if _is_t(a) and not _is_t(b) and not backend.is_array(b) and b == 2:
+    if type(a) is Tensor and type(b) is not Tensor and not backend.is_array(b) and b == 2:
         return Mul.apply(a, a)
     return Pow.apply(a, b)
 
@@ -274,7 +272,7 @@ class Maximum(Function):
 
     @staticmethod
     def kink_distance(ctx):
-        a, b = (p.data if _is_t(p) else p for p in ctx.parents)
+        a, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
         return float(backend.xp_of(a if backend.is_array(a) else b).abs(a - b).min())
 
 
@@ -460,7 +458,7 @@ class ToDevice(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g.to(ctx.src) if _is_t(g) else backend.to_device(g, ctx.src)
+        return g.to(ctx.src) if type(g) is Tensor else backend.to_device(g, ctx.src)
 
 
 # ========================================================================= reductions
@@ -666,7 +664,7 @@ class Scatter(Function):
 
 
 def _index_part(p, xp):
-    if _is_t(p):
+    if type(p) is Tensor:
         return p.data
     if isinstance(p, list):
         return xp.asarray(p)
@@ -706,7 +704,7 @@ class Concatenate(Function):
 
 def concatenate(tensors, axis=0):
     """Join tensors along an existing axis, like numpy.concatenate."""
-    tensors = [t if _is_t(t) else Tensor(t) for t in tensors]
+    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concatenate: need at least one tensor")
     nd = tensors[0].ndim
@@ -719,7 +717,7 @@ def concatenate(tensors, axis=0):
 
 def stack(tensors, axis=0):
     """Join tensors along a new axis, like numpy.stack."""
-    tensors = [t if _is_t(t) else Tensor(t) for t in tensors]
+    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack: need at least one tensor")
     shape = tensors[0].shape
@@ -775,9 +773,9 @@ class MatMul(Function):
 
 def matmul(a, b):
     """a @ b with NumPy's rules for 1-D operands (promoted, then squeezed)."""
-    if not _is_t(a) and not backend.is_array(a):
+    if type(a) is not Tensor and not backend.is_array(a):
         a = Tensor(a)
-    if not _is_t(b) and not backend.is_array(b):
+    if type(b) is not Tensor and not backend.is_array(b):
         b = Tensor(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: scalar operands "
@@ -797,7 +795,7 @@ def matmul(a, b):
 
 
 def _promote(x, shape):
-    return reshape(x, *shape) if _is_t(x) else x.reshape(shape)
+    return reshape(x, *shape) if type(x) is Tensor else x.reshape(shape)
 
 
 def _squeeze_axis(x, axis):
@@ -861,7 +859,7 @@ class Linear(Function):
 
 
 def _shape_of(x):
-    return x.data.shape if _is_t(x) else x.shape
+    return x.data.shape if type(x) is Tensor else x.shape
 
 
 def linear(x, W, b=None):
@@ -958,7 +956,7 @@ class SoftmaxCrossEntropy(Function):
             g = g * (1.0 / ctx.denom)
         if ctx.rows:
             g = reshape_(g, g.shape + (1,))
-        if _is_t(x):            # create_graph: softmax and log_softmax as ops of x
+        if type(x) is Tensor:            # create_graph: softmax and log_softmax as ops of x
             logp = log_softmax(x, axis=-1)
             p = exp(logp)
         else:
@@ -990,8 +988,8 @@ def softmax_cross_entropy(x, T, denom=1.0, rows=False, row_sums=None):
 # ======================================================================= comparisons
 def compare(a, b, name):
     """Elementwise comparison as a bool Tensor (not differentiable)."""
-    ad = a.data if _is_t(a) else a
-    bd = b.data if _is_t(b) else b
+    ad = a.data if type(a) is Tensor else a
+    bd = b.data if type(b) is Tensor else b
     xp = backend.xp_of(ad if backend.is_array(ad) else bd)
     try:
         return Tensor._wrap(xp.asarray(getattr(xp, name)(ad, bd)))

@@ -1,7 +1,7 @@
 """Layers: Linear, Sequential, activations, Dropout, BatchNorm1d and the MLP convenience model."""
 import math
 
-from .. import backend
+from .. import backend, ops
 from ..engine import no_grad
 from ..tensor import Tensor
 from . import functional as F
@@ -41,10 +41,12 @@ class Linear(Module):
     def forward(self, x):
         if not isinstance(x, Tensor):
             x = Tensor(x)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
+        shape = x.data.shape
+        if not shape or shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last dimension in_features="
-                             f"{self.in_features}, got input of shape {tuple(x.shape)}")
-        return F.linear(x, self.weight, self.bias)
+                             f"{self.in_features}, got input of shape {tuple(shape)}")
+        # the input was checked here and the parameters are the layer's own: the fused op directly
+        return ops.Linear.apply(x, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
