@@ -70,6 +70,15 @@ def _mlp_loss(X, y_onehot, act):
     return f
 
 
+def _mlp_problem(act, seed):
+    """A small MLP's loss, its float64 parameters and a random direction v."""
+    rng = np.random.default_rng(seed)
+    X = t64(rng.standard_normal((8, 4)), rg=False)
+    Y = np.eye(3)[rng.integers(0, 3, 8)]
+    params = _mlp_params(rng)
+    return _mlp_loss(X, Y, act), params, tuple(rng.standard_normal(p.shape) for p in params)
+
+
 def _mlp_params(rng):
     return (t64(rng.standard_normal((5, 4)) * 0.7), t64(rng.standard_normal(5) * 0.1),
             t64(rng.standard_normal((3, 5)) * 0.7), t64(rng.standard_normal(3) * 0.1))
@@ -77,12 +86,7 @@ def _mlp_params(rng):
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 def test_hvp_of_mlp_loss_equals_dense_hessian_times_v(act):
-    rng = np.random.default_rng(0)
-    X = t64(rng.standard_normal((8, 4)), rg=False)
-    Y = np.eye(3)[rng.integers(0, 3, 8)]
-    f = _mlp_loss(X, Y, act)
-    params = _mlp_params(rng)
-    v = tuple(rng.standard_normal(p.shape) for p in params)
+    f, params, v = _mlp_problem(act, seed=0)
     value, hv = autograd.hvp(f, params, v)
     assert value.item() == pytest.approx(f(*params).item(), rel=1e-14)
     H = autograd.hessian(f, params)
@@ -96,12 +100,7 @@ def test_hvp_of_mlp_loss_equals_dense_hessian_times_v(act):
 @pytest.mark.parametrize("act,eps", [("tanh", 1e-5), ("relu", 1e-8)])
 def test_hvp_of_mlp_loss_matches_central_differences_of_gradient(act, eps):
     """On a ReLU net the difference step must stay below the distance to the nearest kink."""
-    rng = np.random.default_rng(1)
-    X = t64(rng.standard_normal((8, 4)), rg=False)
-    Y = np.eye(3)[rng.integers(0, 3, 8)]
-    f = _mlp_loss(X, Y, act)
-    params = _mlp_params(rng)
-    v = tuple(rng.standard_normal(p.shape) for p in params)
+    f, params, v = _mlp_problem(act, seed=1)
     assert tg.hvpcheck(f, params, v, eps=eps, atol=1e-6, rtol=1e-4)
 
 
@@ -163,12 +162,7 @@ def test_grad_results_are_writable_arrays_of_their_own():
 def test_hvp_dot_mode_agrees_with_forming_the_gradient(act, monkeypatch):
     """hvp's first pass takes <g_i, v_i> from Linear.vjp_dot without forming g_i; removing
     that shortcut (so every g_i is formed and dotted) must give the same product."""
-    rng = np.random.default_rng(3)
-    X = t64(rng.standard_normal((8, 4)), rg=False)
-    Y = np.eye(3)[rng.integers(0, 3, 8)]
-    f = _mlp_loss(X, Y, act)
-    params = _mlp_params(rng)
-    v = tuple(rng.standard_normal(p.shape) for p in params)
+    f, params, v = _mlp_problem(act, seed=3)
     _, fast = autograd.hvp(f, params, v)
     monkeypatch.delattr(ops.Linear, "vjp_dot")
     _, plain = autograd.hvp(f, params, v)
