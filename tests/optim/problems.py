@@ -4,9 +4,9 @@ import numpy as np
 from tinygrad_opt.tensor import Tensor
 
 
-def rosenbrock(start=(-1.5, 2.0), dtype=np.float64):
+def rosenbrock(start=(-1.5, 2.0), dtype=np.float64, device=None):
     """x and the closure of (1 - x1)^2 + 100 (x2 - x1^2)^2; minimum 0 at (1, 1)."""
-    x = Tensor(np.array(start, dtype=dtype), requires_grad=True)
+    x = Tensor(np.array(start, dtype=dtype), requires_grad=True, device=device)
     return x, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
 
 

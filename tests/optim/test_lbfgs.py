@@ -151,8 +151,7 @@ def test_max_iter_one_still_moves():
 
 
 def test_on_device(device):
-    x = Tensor(np.array([-1.5, 2.0]), requires_grad=True, device=device)
-    closure = lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    x, closure = rosenbrock(device=device)
     opt = LBFGS([x])
     for _ in range(10):
         opt.step(closure)

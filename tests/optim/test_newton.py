@@ -197,8 +197,7 @@ def test_newton_cg_errors():
 
 def test_newton_and_newton_cg_on_device(device):
     for make in (lambda ps: Newton(ps), lambda ps: NewtonCG(ps, cg_tol=1e-3)):
-        x = Tensor(np.array([-1.5, 2.0]), requires_grad=True, device=device)
-        closure = lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        x, closure = rosenbrock(device=device)
         opt = make([x])
         for _ in range(30):
             opt.step(closure)
