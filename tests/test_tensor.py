@@ -191,6 +191,23 @@ def test_cpu_use_never_imports_cupy():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.gpu
+def test_tensor_from_a_cupy_array_before_any_cuda_request():
+    """A CuPy array handed in first (no device= anywhere yet) makes a CUDA tensor, not an error."""
+    import subprocess
+    import sys
+    from conftest import CUDA
+    if not CUDA:
+        pytest.skip("CuPy with a CUDA GPU is not available")
+    code = ("import cupy, tinygrad_opt as tg\n"
+            "x = tg.Tensor(cupy.arange(3.0), requires_grad=True)\n"
+            "(x * x).sum().backward()\n"
+            "print(x.device, type(x.grad.data).__module__.split('.')[0], x.grad.data.tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cuda", "cupy", "[0.0,", "2.0,", "4.0]"]
+
+
 def test_unknown_device_is_an_error():
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         tg.zeros(2, device="tpu")

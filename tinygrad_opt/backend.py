@@ -56,11 +56,20 @@ def get_xp(device):
     return numpy if check_device(device) == "cpu" else _load_cupy()
 
 
+def _is_cupy_array(a):
+    """True for a CuPy array, also before anything here asked for 'cuda' (then CuPy is loaded)."""
+    if _cupy is None:
+        if not type(a).__module__.startswith("cupy"):
+            return False
+        _load_cupy()
+    return isinstance(a, _cupy.ndarray)
+
+
 def xp_of(a):
     """The array module that owns array `a` (NumPy for anything that is not a CuPy array)."""
-    if type(a) is ndarray or _cupy is None:
+    if type(a) is ndarray:
         return numpy
-    return _cupy if isinstance(a, _cupy.ndarray) else numpy
+    return _cupy if _is_cupy_array(a) else numpy
 
 
 def device_of(a):
@@ -70,7 +79,7 @@ def device_of(a):
 
 def is_array(a):
     """True for a NumPy or CuPy ndarray."""
-    return isinstance(a, ndarray) or (_cupy is not None and isinstance(a, _cupy.ndarray))
+    return isinstance(a, ndarray) or _is_cupy_array(a)
 
 
 def to_device(a, device):
@@ -118,13 +127,39 @@ def is_floating(dtype):
 
 
 def scatter_add(a, index, values):
-    """a[index] += values, adding repeated indices (numpy.add.at / cupyx.scatter_add)."""
-    if xp_of(a) is numpy:
-        numpy.add.at(a, index, values)
-    else:
+    """a[index] += values, adding repeated indices (numpy.add.at, cupy.add.at)."""
+    xp = xp_of(a)
+    if hasattr(xp.add, "at"):
+        xp.add.at(a, index, values)
+    else:                           # CuPy before ufunc.at
         import cupyx
         cupyx.scatter_add(a, index, values)
     return a
+
+
+# ---------------------------------------------------------------- fused GPU kernels
+# On a GPU every array call is one kernel launch that costs the host 10-20 us, several times
+# what the device spends on a layer of a small model, so a step is bound by the number of
+# calls. Hot expressions that NumPy evaluates in several calls run there as one kernel;
+# callers keep their NumPy code for the CPU and use these only on CuPy arrays.
+_kernels = {}
+
+
+def elementwise_kernel(in_params, out_params, operation, name):
+    """A CuPy ElementwiseKernel, compiled on first use and cached by name."""
+    k = _kernels.get(name)
+    if k is None:
+        k = _kernels[name] = _load_cupy().ElementwiseKernel(in_params, out_params, operation, name)
+    return k
+
+
+def reduction_kernel(in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name):
+    """A CuPy ReductionKernel, compiled on first use and cached by name."""
+    k = _kernels.get(name)
+    if k is None:
+        k = _kernels[name] = _load_cupy().ReductionKernel(in_params, out_params, map_expr,
+                                                          reduce_expr, post_map_expr, identity, name)
+    return k
 
 
 # ---------------------------------------------------------------- random numbers
