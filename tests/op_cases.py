@@ -153,6 +153,10 @@ CASES += [
            lambda a: F.cross_entropy(a, TARGETS, weight=CE_W, label_smoothing=0.1),
            lambda a: -((0.9 * np.eye(3)[TARGETS] + 0.1 / 3) * CE_W * _ref_log_softmax(a)).sum()
            / CE_W[TARGETS].sum(), [(4, 3)], note="class weights and label smoothing"),
+    OpCase("F.cross_entropy_smoothed",
+           lambda a: F.cross_entropy(a, TARGETS, label_smoothing=0.2, reduction="none"),
+           lambda a: -((0.8 * np.eye(3)[TARGETS] + 0.2 / 3) * _ref_log_softmax(a)).sum(-1), [(4, 3)],
+           note="label smoothing, one loss per row"),
     OpCase("F.mse_loss", lambda a, b: F.mse_loss(a, b), lambda a, b: np.mean((a - b) ** 2), [(4, 3), (4, 3)]),
     OpCase("F.bce_with_logits", lambda a: F.binary_cross_entropy_with_logits(a, BCE_T),
            lambda a: np.mean(np.log1p(np.exp(-a)) + (1 - BCE_T) * a), [(4, 3)]),

@@ -5,6 +5,7 @@ import pytest
 import tinygrad_opt as tg
 from tinygrad_opt import autograd
 
+from conftest import CUDA
 from op_cases import CASES, sample
 
 IDS = [c.id for c in CASES]
@@ -62,6 +63,47 @@ def test_piecewise_linear_ops_have_zero_second_derivative(case):
     w = np.random.default_rng(2).standard_normal(case.fn(x).shape)
     H = autograd.hessian(lambda x: (case.fn(x) * w).sum(), x)
     np.testing.assert_array_equal(H.numpy(), 0.0)
+
+
+def _orders(case, xs, device):
+    """Output, gradient and second-order products of one case, as host arrays.
+
+    The gradient is the vector-Jacobian product with a fixed cotangent g; the second-order
+    term differentiates <grad, v> again (a Hessian-vector product of <out, g>).
+    """
+    rng = np.random.default_rng(1)
+    out = case.fn(*xs)
+    g = tg.Tensor(rng.standard_normal(out.shape), device=device)
+    grads = autograd.grad(out, xs, grad_outputs=g, create_graph=True, allow_unused=True)
+    pairs = [(gr, tg.Tensor(rng.standard_normal(x.shape), device=device))
+             for gr, x in zip(grads, xs) if gr is not None]
+    terms = [(gr * v).sum() for gr, v in pairs if gr.requires_grad]
+    second = []
+    if terms:
+        dot = terms[0]
+        for t in terms[1:]:
+            dot = dot + t
+        second = autograd.grad(dot, xs, allow_unused=True)
+    return [out, *grads, *second]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_cuda_matches_cpu(case):
+    """On CuPy every op gives the NumPy run's values, gradients and second-order products."""
+    arrays = sample(case, np.random.default_rng(0))
+    cpu = _orders(case, [tg.Tensor(a, requires_grad=True) for a in arrays], "cpu")
+    gpu_in = [tg.Tensor(a, requires_grad=True, device="cuda") for a in arrays]
+    gpu = _orders(case, gpu_in, "cuda")
+    assert len(cpu) == len(gpu)
+    tol = 1e-6 if case.name == "astype" else 1e-10
+    for i, (a, b) in enumerate(zip(cpu, gpu)):
+        assert (a is None) == (b is None), f"term {i}"
+        if a is not None:
+            assert b.device == "cuda", f"term {i} left the GPU"
+            assert b.dtype == a.dtype, f"term {i}: {b.dtype} vs {a.dtype}"
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=tol, atol=tol, err_msg=f"term {i}")
 
 
 def test_docs_ops_table_is_current():

@@ -384,6 +384,10 @@ class ReLU(Function):
     """y = max(x, 0); dy/dx = [x > 0] (0 at the kink). Its second derivative is 0 a.e."""
     @staticmethod
     def forward(ctx, x):
+        if type(x) is not backend.ndarray:      # GPU: output and mask from one kernel
+            out, ctx.mask = backend.elementwise_kernel(
+                "T x", "T y, bool mask", "mask = x > 0; y = x * (T)mask", "tinygrad_opt_relu")(x)
+            return out
         ctx.mask = x > 0
         return x * ctx.mask
 
@@ -937,13 +941,16 @@ class SoftmaxCrossEntropy(Function):
     def forward(ctx, x, T, denom=1.0, rows=False, row_sums=None):
         if T.shape != x.shape:
             raise ValueError("the target weights T must have the shape of x")
+        ctx.denom, ctx.rows, ctx.row_sums = denom, rows, row_sums
+        if not rows and type(x) is not backend.ndarray:
+            return _sce_forward_gpu(ctx, x, T, denom)
         xp = ctx.xp
         logp = x - x.max(axis=-1, keepdims=True)
         p = xp.exp(logp)
         z = p.sum(axis=-1, keepdims=True)
         logp -= xp.log(z)
         xp.exp(logp, out=p)     # softmax as exp(log_softmax), exactly as the graph backward has it
-        ctx.p, ctx.logp, ctx.denom, ctx.rows, ctx.row_sums = p, logp, denom, rows, row_sums
+        ctx.p, ctx.logp = p, logp
         if rows:
             return (T * logp).sum(axis=-1) * (-1.0 / denom)
         return (T * logp).sum() * (-1.0 / denom)
@@ -952,6 +959,12 @@ class SoftmaxCrossEntropy(Function):
     def backward(ctx, g):
         x, T = ctx.inputs
         nx, nT = ctx.needs_input_grad
+        if (nx and not nT and not ctx.rows and _is_one(ctx.row_sums)
+                and type(x) is not Tensor and type(x) is not backend.ndarray):
+            # GPU, the usual case: (p - T) * g / denom as one kernel
+            return backend.elementwise_kernel(
+                "T p, T t, T g, T s", "T gx", "gx = (p - t) * (g * s)", "tinygrad_opt_sce_grad")(
+                ctx.p, T, g, x.dtype.type(1.0 / ctx.denom)), None
         if ctx.denom != 1:
             g = g * (1.0 / ctx.denom)
         if ctx.rows:
@@ -970,6 +983,20 @@ class SoftmaxCrossEntropy(Function):
         if nT:
             gT = logp * -g
         return gx, gT
+
+
+def _sce_forward_gpu(ctx, x, T, denom):
+    """The forward above in four kernels instead of ten: row max, the sum of exp(x - max),
+    log_softmax and softmax together, and the scaled sum of T * log_softmax."""
+    m = x.max(axis=-1, keepdims=True)
+    z = backend.reduction_kernel("T x, T m", "T z", "exp(x - m)", "a + b", "z = a", "0",
+                                 "tinygrad_opt_sum_exp")(x, m, axis=-1, keepdims=True)
+    ctx.logp, ctx.p = backend.elementwise_kernel(
+        "T x, T m, T z", "T logp, T p", "logp = x - m - log(z); p = exp(logp)",
+        "tinygrad_opt_log_softmax")(x, m, z)
+    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t * logp", "a + b",
+                                    "y = a * scale", "0", "tinygrad_opt_sce_loss")(
+        T, ctx.logp, x.dtype.type(-1.0 / denom))
 
 
 def _is_one(r):

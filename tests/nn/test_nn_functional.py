@@ -162,7 +162,8 @@ def test_cross_entropy_target_errors(targets, exc, match):
 
 
 def test_cross_entropy_out_of_range_target_per_device(device):
-    """CPU: a ValueError at the call. GPU: no host round trip, so the loss and gradient are NaN."""
+    """CPU: a ValueError at the call. GPU: no host round trip, so the loss and that row's
+    gradient are NaN (with class weights, the whole gradient)."""
     x = Tensor(np.zeros((3, 4)), device=device, requires_grad=True)
     y = Tensor(np.array([0, 4, 2]), device=device)
     if device == "cpu":
@@ -171,7 +172,14 @@ def test_cross_entropy_out_of_range_target_per_device(device):
         return
     loss = F.cross_entropy(x, y)
     loss.backward()
-    assert np.isnan(loss.item()) and np.isnan(x.grad.numpy()).all()
+    grad = x.grad.numpy()
+    assert np.isnan(loss.item()) and np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
+    rows = F.cross_entropy(x, y, reduction="none", label_smoothing=0.1).numpy()
+    assert np.isnan(rows[1]) and np.isfinite(rows[[0, 2]]).all()
+    x.grad = None
+    weighted = F.cross_entropy(x, y, weight=np.ones(4))
+    weighted.backward()
+    assert np.isnan(weighted.item()) and np.isnan(x.grad.numpy()).all()
     ok = F.cross_entropy(x, Tensor(np.array([0, 3, 2]), device=device))
     assert ok.item() == pytest.approx(np.log(4), rel=1e-12)
 

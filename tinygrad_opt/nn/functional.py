@@ -78,11 +78,11 @@ def dropout(x, p=0.5, training=True):
 
 # ---------------------------------------------------------------- losses
 def _class_targets(targets, n, c, xp, fn):
-    """Integer class indices as an array on the logits' device, and a device flag for bad ones.
+    """Integer class indices as an array on the logits' device.
 
     On the CPU an index outside [0, C) raises ValueError here. On the GPU that check would
-    copy to the host and wait for the device on every call, so it stays on the device: the
-    second value is a 0-d bool array, True when some index is out of range (None on the CPU).
+    copy to the host and wait for the device on every call, so it is left to the device:
+    the caller turns the rows of such targets into NaN.
     """
     t = targets.data if isinstance(targets, Tensor) else targets
     if not backend.is_array(t):
@@ -94,14 +94,25 @@ def _class_targets(targets, n, c, xp, fn):
     if t.shape != (n,):
         raise ValueError(f"{fn}: targets must have shape ({n},) to match logits of shape "
                          f"({n}, {c}), got targets of shape {tuple(t.shape)}")
-    if xp is not backend.np:
-        return t, ((t < 0) | (t >= c)).any()
-    if n:
+    if n and xp is backend.np:
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= c:
             raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
                              f"[{lo}, {hi}]")
-    return t, None
+    return t
+
+
+def _target_rows_gpu(y, c, off, on, dtype):
+    """T[n, k] = on if k == y[n] else off, in one kernel; rows whose y[n] is not in [0, c) are NaN."""
+    xp = backend.xp_of(y)
+    t = xp.empty((y.shape[0], c), dtype=dtype)
+    f = t.dtype.type
+    backend.elementwise_kernel(
+        "raw I y, int64 c, T off, T on, T nan_value", "T t",
+        "ptrdiff_t r = i / c; I k = y[r];"
+        "t = (k < 0 || k >= c) ? nan_value : (i - r * c == k ? on : off)",
+        "tinygrad_opt_class_targets")(y, backend.np.int64(c), f(off), f(on), f(float("nan")), t)
+    return t
 
 
 def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="mean"):
@@ -113,7 +124,8 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
 
     A target outside [0, C) raises ValueError on the CPU. On the GPU the check stays on the
     device (a host check would stall every step), so such a target makes the loss and its
-    gradients NaN instead; `train.fit` then stops with TrainingDiverged.
+    row's gradient NaN instead (and every weight the row reaches, after backward); `train.fit`
+    then stops with TrainingDiverged.
     """
     fn = "cross_entropy"
     _check_reduction(fn, reduction)
@@ -126,10 +138,15 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
     n, c = logits.shape
     dtype = logits.dtype
     xp = backend.xp_of(logits.data)
-    y, bad = _class_targets(targets, n, c, xp, fn)
-    rows = xp.arange(n)
+    y = _class_targets(targets, n, c, xp, fn)
     # Target weights T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
     # much faster than gathering log-probabilities and scattering their gradient back.
+    if weight is None and xp is not backend.np:
+        t = _target_rows_gpu(y, c, label_smoothing / c, label_smoothing / c + (1.0 - label_smoothing),
+                             dtype)
+        return ops.softmax_cross_entropy(logits, t, denom=n if reduction == "mean" else 1,
+                                         rows=reduction == "none", row_sums=1)
+    rows = xp.arange(n)
     if weight is None:
         if label_smoothing:
             t = xp.full((n, c), label_smoothing / c, dtype=dtype)
@@ -151,8 +168,8 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
         if reduction == "mean":
             t /= wy.sum()           # an array division: no copy of the sum to the host
         row_sums, denom = None, 1
-    if bad is not None:             # out-of-range targets on the GPU: NaN, without a sync
-        t += xp.where(bad, float("nan"), 0.0)
+    if xp is not backend.np:        # out-of-range targets on the GPU: NaN, without a sync
+        t += xp.where(((y < 0) | (y >= c)).any(), float("nan"), 0.0)
     return ops.softmax_cross_entropy(logits, t, denom=denom, rows=reduction == "none",
                                      row_sums=row_sums)
 

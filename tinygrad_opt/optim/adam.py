@@ -48,6 +48,16 @@ class Adam(Optimizer):
             else:
                 g = l2_gradient(p, g, wd)
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        c1 = 1 - beta1 ** t
+        c2 = math.sqrt(1 - beta2 ** t)
+        if xp is not backend.np:    # the whole update below as one kernel
+            f = p.dtype.type
+            args = (g, f(1 - beta1), f(beta2), f(1 - beta2), f(group["eps"] * c2), f(lr * c2 / c1))
+            if group["amsgrad"]:
+                _amsgrad_kernel()(*args, m, v, state["max_exp_avg_sq"], p)
+            else:
+                _adam_kernel()(*args, m, v, p)
+            return
         tmp = xp.subtract(g, m)                    # m <- m + (1 - b1)(g - m)
         tmp *= 1 - beta1
         m += tmp
@@ -59,13 +69,28 @@ class Adam(Optimizer):
             v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         # lr/c1 * m / (sqrt(v)/c2 + eps) == (lr*c2/c1) * m / (sqrt(v) + eps*c2) exactly:
         # eps is scaled together with sqrt(v), so it stays outside the corrected root.
-        c1 = 1 - beta1 ** t
-        c2 = math.sqrt(1 - beta2 ** t)
         xp.sqrt(v, out=tmp)
         tmp += group["eps"] * c2
         xp.divide(m, tmp, out=tmp)
         tmp *= lr * c2 / c1
         p -= tmp
+
+
+_ADAM_IN = "T g, T one_b1, T b2, T one_b2, T eps_c2, T step"
+_MOMENTS = "m += (g - m) * one_b1; v = v * b2 + (g * g) * one_b2;"
+
+
+def _adam_kernel():
+    return backend.elementwise_kernel(_ADAM_IN, "T m, T v, T p",
+                                      _MOMENTS + "p -= step * m / (sqrt(v) + eps_c2)",
+                                      "tinygrad_opt_adam")
+
+
+def _amsgrad_kernel():
+    return backend.elementwise_kernel(_ADAM_IN, "T m, T v, T vmax, T p",
+                                      _MOMENTS + "vmax = max(vmax, v); "
+                                      "p -= step * m / (sqrt(vmax) + eps_c2)",
+                                      "tinygrad_opt_amsgrad")
 
 
 class AdamW(Adam):

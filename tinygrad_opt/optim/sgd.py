@@ -1,4 +1,5 @@
 """Stochastic gradient descent with optional (Nesterov) momentum."""
+from .. import backend
 from .optimizer import Optimizer, l2_gradient
 
 
@@ -36,13 +37,33 @@ class SGD(Optimizer):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         if wd:
             g = l2_gradient(p, g, wd)
+        on_gpu = type(p) is not backend.ndarray
         if mu:
             b = state.get("momentum_buffer")
             if b is None:
                 b = state["momentum_buffer"] = g.copy()
+            elif on_gpu:            # the two lines below and the step as one kernel
+                t = p.dtype.type
+                _momentum_kernel()(g, t(mu), t(1 - group["dampening"]), t(lr),
+                                   backend.np.bool_(group["nesterov"]), b, p)
+                return
             else:
                 b *= mu
                 damp = group["dampening"]
                 b += (1 - damp) * g if damp else g
             g = g + mu * b if group["nesterov"] else b
-        p -= lr * g
+        if on_gpu:
+            _step_kernel()(g, p.dtype.type(lr), p)
+        else:
+            p -= lr * g
+
+
+def _step_kernel():
+    return backend.elementwise_kernel("T g, T lr", "T p", "p -= lr * g", "tinygrad_opt_sgd")
+
+
+def _momentum_kernel():
+    return backend.elementwise_kernel(
+        "T g, T mu, T damp1, T lr, bool nesterov", "T b, T p",
+        "b = mu * b + damp1 * g; p -= lr * (nesterov ? g + mu * b : b)",
+        "tinygrad_opt_sgd_momentum")
