@@ -241,7 +241,8 @@ def run(args, torch, xp=np, device="cpu"):
 def main():
     args = parse_args(__doc__.splitlines()[0])
     torch = import_torch(args.threads, args.no_torch)
-    run(args, torch)
+    if not args.gpu_only:
+        run(args, torch)
     if cupy_gpu() is None:
         print("\nGPU: CuPy with a CUDA GPU not available; skipped")
     else:

@@ -16,13 +16,14 @@ _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def parse_args(description, extra=None):
-    """The flags every benchmark takes: --threads, --quick, --rounds (plus `extra(parser)`)."""
+    """The flags every benchmark takes: --threads, --quick, --rounds, ... (plus `extra(parser)`)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS/OpenMP threads for NumPy and PyTorch (default 1)")
     p.add_argument("--quick", action="store_true", help="few rounds: a smoke run, not a measurement")
     p.add_argument("--rounds", type=int, default=None, help="timing rounds (default per benchmark)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when importable")
+    p.add_argument("--gpu-only", action="store_true", help="only the GPU rows (when CuPy and a GPU are there)")
     p.add_argument("--default-malloc", action="store_true",
                    help="keep glibc's default trimming (see steady_allocator)")
     if extra is not None:
