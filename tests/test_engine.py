@@ -104,6 +104,29 @@ def test_freed_intermediates_are_garbage_collected():
     assert ref() is None                    # ... until backward frees it (no cycles: no gc needed)
 
 
+def test_backward_frees_what_a_held_node_saved():
+    """A node kept alive by a Tensor the caller still holds drops its saved arrays."""
+    x = t64(np.array([-1.0, 2.0]))
+    h = x.relu()                            # ReLU saves its mask on the node
+    assert "mask" in vars(h._node)
+    (h * 3).sum().backward()
+    assert vars(h._node) == {} and h._node.inputs is None
+
+
+def test_order_with_chains_that_fork_and_join():
+    """Chains meet and split (x feeds two chains of different length that join again, and a
+    node's two inputs are the same tensor): every node runs once, after all its consumers."""
+    x = t64(np.array([0.3, -0.7]))
+    a = x * 2.0
+    b = (x.tanh() * 3.0).exp()
+    c = a * b + a * a
+    c.sum().backward()
+    xd = x.data
+    th, e = np.tanh(xd), np.exp(3.0 * np.tanh(xd))
+    expected = 2.0 * e + 2.0 * xd * e * 3.0 * (1 - th ** 2) + 8.0 * xd
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-13)
+
+
 def test_graph_has_no_reference_cycles():
     gc.collect()
     gc.disable()

@@ -17,6 +17,7 @@ differentiated again.
 """
 import gc
 import itertools
+import sys
 from contextlib import contextmanager
 from heapq import heappop, heappush
 
@@ -25,9 +26,11 @@ from . import backend
 _np = backend.np
 _ndarray = backend.ndarray
 _new = object.__new__
-# Nodes are numbered in creation order. A node's inputs always exist before it does, so
-# visiting nodes from the highest number down is a topological order of any graph.
-_next_seq = itertools.count().__next__
+_refcount = sys.getrefcount
+# Nodes are numbered in creation order, counting down: a node's inputs always exist before
+# it does, so visiting nodes from the lowest (newest) number up is a topological order of
+# any graph, and heapq's min-heap pops them in that order with no negation.
+_next_seq = itertools.count(0, -1).__next__
 _grad_enabled = True
 _anomaly = False
 
@@ -175,6 +178,91 @@ class Function:
         raise NotImplementedError
 
     @staticmethod
+    def apply2(cls, a, b):
+        """cls.apply(a, b) for the commonest call: a binary op on NumPy data, no parameters.
+
+        Tensor's operators call this; it does what apply does with no loop, list or argument
+        tuple, and hands anything else (CuPy data, anomaly mode, no Tensor at all) to apply.
+        """
+        if type(a) is Tensor:
+            da = a.data
+            ra = a._requires_grad
+            if type(b) is Tensor:
+                db = b.data
+                rb = b._requires_grad
+                if type(db) is not _ndarray:
+                    return cls.apply(a, b)
+            else:
+                db = b
+                rb = False
+            if type(da) is not _ndarray:
+                return cls.apply(a, b)
+        elif type(b) is Tensor:
+            da = a
+            ra = False
+            db = b.data
+            rb = b._requires_grad
+            if type(db) is not _ndarray:
+                return cls.apply(a, b)
+        else:
+            return cls.apply(a, b)
+        if _anomaly:
+            return cls.apply(a, b)
+        ctx = _new(cls)
+        ctx.xp = _np
+        try:
+            out = cls.forward(ctx, da, db)
+        except ValueError as e:
+            raise ValueError(_op_error(cls, (a, b), e)) from None
+        if type(out) is not _ndarray:
+            out = _np.asarray(out)
+        t = _new(Tensor)
+        t.data = out
+        t.grad = None
+        if (ra or rb) and _grad_enabled:
+            ctx.seq = _next_seq()
+            ctx.parents = (a, b)
+            ctx.needs_input_grad = (ra, rb)
+            ctx.inputs = (da, db)
+            ctx.out = out
+            t._requires_grad = True
+            t._node = ctx
+        else:
+            t._requires_grad = False
+            t._node = None
+        return t
+
+    @staticmethod
+    def apply1(cls, a):
+        """cls.apply(a) for a unary op on a NumPy-backed Tensor, the way apply2 does it."""
+        if type(a) is not Tensor or type(a.data) is not _ndarray or _anomaly:
+            return cls.apply(a)
+        da = a.data
+        ctx = _new(cls)
+        ctx.xp = _np
+        try:
+            out = cls.forward(ctx, da)
+        except ValueError as e:
+            raise ValueError(_op_error(cls, (a,), e)) from None
+        if type(out) is not _ndarray:
+            out = _np.asarray(out)
+        t = _new(Tensor)
+        t.data = out
+        t.grad = None
+        if a._requires_grad and _grad_enabled:
+            ctx.seq = _next_seq()
+            ctx.parents = (a,)
+            ctx.needs_input_grad = (True,)
+            ctx.inputs = (da,)
+            ctx.out = out
+            t._requires_grad = True
+            t._node = ctx
+        else:
+            t._requires_grad = False
+            t._node = None
+        return t
+
+    @staticmethod
     def backward(ctx, g):
         raise NotImplementedError
 
@@ -182,6 +270,84 @@ class Function:
     def error_message(shapes, err):
         """Hook for ops that explain a ValueError from their forward better (matmul)."""
         return None
+
+
+def operator_methods(cls, fwd):
+    """Tensor's a (op) b and b (op) a for binary op cls, whose forward is the C function fwd.
+
+    The commonest calls in any model are these operators on NumPy data; each method below is
+    cls.apply written out for two arguments, with fwd (operator.mul, ...) called in place of
+    cls.forward, so an operator costs one Python call instead of three. Anything unusual
+    (CuPy data, anomaly mode) goes through cls.apply.
+    """
+    slow = cls.apply
+
+    def method(self, other):
+        d = self.data
+        if type(other) is Tensor:
+            od = other.data
+            ro = other._requires_grad
+            if type(od) is not _ndarray:
+                return slow(self, other)
+        else:
+            od = other
+            ro = False
+        if type(d) is not _ndarray or _anomaly:
+            return slow(self, other)
+        ctx = _new(cls)
+        ctx.xp = _np
+        try:
+            out = fwd(d, od)
+        except ValueError as e:
+            raise ValueError(_op_error(cls, (self, other), e)) from None
+        if type(out) is not _ndarray:
+            out = _np.asarray(out)
+        t = _new(Tensor)
+        t.data = out
+        t.grad = None
+        r = self._requires_grad
+        if (r or ro) and _grad_enabled:
+            ctx.seq = _next_seq()
+            ctx.parents = (self, other)
+            ctx.needs_input_grad = (r, ro)
+            ctx.inputs = (d, od)
+            ctx.out = out
+            t._requires_grad = True
+            t._node = ctx
+        else:
+            t._requires_grad = False
+            t._node = None
+        return t
+
+    def reflected(self, other):     # other (op) self; other is never a Tensor here
+        d = self.data
+        if type(d) is not _ndarray or _anomaly:
+            return slow(other, self)
+        ctx = _new(cls)
+        ctx.xp = _np
+        try:
+            out = fwd(other, d)
+        except ValueError as e:
+            raise ValueError(_op_error(cls, (other, self), e)) from None
+        if type(out) is not _ndarray:
+            out = _np.asarray(out)
+        t = _new(Tensor)
+        t.data = out
+        t.grad = None
+        if self._requires_grad and _grad_enabled:
+            ctx.seq = _next_seq()
+            ctx.parents = (other, self)
+            ctx.needs_input_grad = (False, True)
+            ctx.inputs = (other, d)
+            ctx.out = out
+            t._requires_grad = True
+            t._node = ctx
+        else:
+            t._requires_grad = False
+            t._node = None
+        return t
+
+    return method, reflected
 
 
 def _shapes(args):
@@ -250,7 +416,7 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
     # itself, a view of it, or one array for two inputs, as Add does).
     pending = {}
     leaves = {}
-    heap = []                       # -seq of every pending node: the next to run is on top
+    heap = []                       # seq of every pending node: the next to run is on top
     terms = []                      # dot mode: the <g, v> contributions, as scalar Tensors
     for r, g in zip(roots, root_grads):
         n = r._node
@@ -265,15 +431,23 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
             e = pending.get(n.seq)
             if e is None:
                 pending[n.seq] = [g, False, n]
-                heappush(heap, -n.seq)
+                heappush(heap, n.seq)
             else:
                 _add_into(e, g, create_graph)
 
     # 2. Run the pending node created last: every node that consumes its output was created
     # after it, so its gradient is complete. The loop body is the engine's hot path, so the
     # common case is written out inline.
-    while heap:
-        g, owned, n = pending.pop(-heappop(heap))
+    # `nxt` holds the entry of a node that became pending while no other was: as the only
+    # one it runs next, so chains (most of a graph) touch neither the heap nor `pending`.
+    nxt = None
+    anomaly = _anomaly
+    while heap or nxt is not None:
+        if nxt is None:
+            g, owned, n = pending.pop(heappop(heap))
+        else:
+            g, owned, n = nxt
+            nxt = None
         if wanted is not None and n in wanted:
             for i in wanted[n]:
                 results[i] = (g, owned)
@@ -315,7 +489,7 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 owned = False
             else:
                 pd = p.data
-                if type(gx) is not type(pd) or gx.shape != pd.shape or _anomaly or \
+                if type(gx) is not type(pd) or gx.shape != pd.shape or anomaly or \
                         (gx.dtype is not pd.dtype and gx.dtype != pd.dtype):
                     gx = _conform(n, p, gx, False)
                 # In-place accumulation is safe only into a fresh array no one else holds.
@@ -327,21 +501,33 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                     leaves[p] = [gx, owned]
                 else:
                     _add_into(e, gx, create_graph)
+            elif nxt is not None and nxt[2] is pn:
+                _add_into(nxt, gx, create_graph)
             else:
                 s = pn.seq
                 e = pending.get(s)
                 if e is None:
                     if pn.parents is None:
                         raise _freed_error(pn)
-                    pending[s] = [gx, owned, pn]
-                    heappush(heap, -s)
+                    if nxt is None and not heap:
+                        nxt = [gx, owned, pn]
+                    else:
+                        if nxt is not None:     # a second pending node: both go to the heap
+                            q = nxt[2].seq
+                            pending[q] = nxt
+                            heappush(heap, q)
+                            nxt = None
+                        pending[s] = [gx, owned, pn]
+                        heappush(heap, s)
                 else:
                     _add_into(e, gx, create_graph)
         if not retain_graph:      # free saved arrays now; a later pass through n raises
             n.parents = n.inputs = n.out = None
-            d = n.__dict__
-            if d:
-                d.clear()
+            # What the op saved (masks, softmax, ...) goes too, when a Tensor still holds n;
+            # otherwise n dies with this loop's reference (the loop variable and the call's
+            # argument make two), and reading n.__dict__ would only build an empty dict.
+            if _refcount(n) > 2:
+                n.__dict__.clear()
 
     # 3. Deliver leaf gradients (or, in dot mode, their dot product with v).
     if dots is not None:

@@ -179,7 +179,10 @@ class Add(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        return (sum_to(g, a.shape) if na else None), (sum_to(g, b.shape) if nb else None)
+        # the shape tests inline what sum_to checks first: this runs for every add
+        ga = (g if g.shape == a.shape else sum_to(g, a.shape)) if na else None
+        gb = (g if g.shape == b.shape else sum_to(g, b.shape)) if nb else None
+        return ga, gb
 
 
 class Sub(Function):
@@ -209,7 +212,16 @@ class Mul(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        return (sum_to(g * b, a.shape) if na else None), (sum_to(g * a, b.shape) if nb else None)
+        ga = gb = None
+        if na:
+            ga = g * b
+            if ga.shape != a.shape:
+                ga = sum_to(ga, a.shape)
+        if nb:
+            gb = g * a
+            if gb.shape != b.shape:
+                gb = sum_to(gb, b.shape)
+        return ga, gb
 
 
 class Div(Function):
