@@ -7,6 +7,7 @@ import pytest
 
 import tinygrad_opt as tg
 from tinygrad_opt import autograd
+from tinygrad_opt.engine import Function
 
 
 def t64(a, rg=True):
@@ -125,6 +126,42 @@ def test_order_with_chains_that_fork_and_join():
     th, e = np.tanh(xd), np.exp(3.0 * np.tanh(xd))
     expected = 2.0 * e + 2.0 * xd * e * 3.0 * (1 - th ** 2) + 8.0 * xd
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-13)
+
+
+def test_a_gradient_dies_once_its_consumer_has_run():
+    """The engine keeps no stray reference to a gradient it has passed on: the array a
+    three-input node hands down is freed as soon as the node below has used it."""
+    refs, alive = [], []
+
+    class Three(Function):
+        @staticmethod
+        def forward(ctx, x, w, b):
+            return x * w + b
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w, b = ctx.inputs
+            gx = g * w
+            refs.append(weakref.ref(gx))
+            return gx, (g * x).sum(), g.sum()
+
+    class Copy(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.copy()
+
+        @staticmethod
+        def backward(ctx, g):
+            alive.append([r() is not None for r in refs])
+            return g * 1.0
+
+    x = t64(np.ones(1000))
+    w, b = t64(2.0), t64(0.5)
+    y = Copy.apply(Copy.apply(x))
+    Three.apply(y, w, b).sum().backward()
+    # the first Copy to run holds gx as its g; by the time the second runs gx is gone
+    assert alive == [[True], [False]]
+    np.testing.assert_array_equal(x.grad.numpy(), 2.0)
 
 
 def test_graph_has_no_reference_cycles():

@@ -475,9 +475,9 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
             shared = False
         elif k == 2:
             shared = grads[0] is grads[1]
-        elif k == 3:
-            g0, g1, g2 = grads
-            shared = (g0 is not None and (g0 is g1 or g0 is g2)) or (g1 is not None and g1 is g2)
+        elif k == 3:              # indexing, not locals: a local would keep a gradient alive
+            shared = ((grads[0] is not None and (grads[0] is grads[1] or grads[0] is grads[2]))
+                      or (grads[1] is not None and grads[1] is grads[2]))
         else:
             shared = len({id(x) for x in grads if x is not None}) < \
                 sum(x is not None for x in grads)
