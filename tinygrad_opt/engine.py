@@ -309,7 +309,8 @@ def operator_methods(cls, fwd):
         if (r or ro) and _grad_enabled:
             ctx.seq = _next_seq()
             ctx.parents = (self, other)
-            ctx.needs_input_grad = (r, ro)
+            # the three possible flags as constant tuples: nothing to build or free
+            ctx.needs_input_grad = ((True, True) if ro else (True, False)) if r else (False, True)
             ctx.inputs = (d, od)
             ctx.out = out
             t._requires_grad = True
@@ -501,6 +502,10 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                     leaves[p] = [gx, owned]
                 else:
                     _add_into(e, gx, create_graph)
+            elif nxt is None and not heap:     # nothing else is pending: pn runs next
+                if pn.parents is None:
+                    raise _freed_error(pn)
+                nxt = [gx, owned, pn]
             elif nxt is not None and nxt[2] is pn:
                 _add_into(nxt, gx, create_graph)
             else:
@@ -509,16 +514,13 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 if e is None:
                     if pn.parents is None:
                         raise _freed_error(pn)
-                    if nxt is None and not heap:
-                        nxt = [gx, owned, pn]
-                    else:
-                        if nxt is not None:     # a second pending node: both go to the heap
-                            q = nxt[2].seq
-                            pending[q] = nxt
-                            heappush(heap, q)
-                            nxt = None
-                        pending[s] = [gx, owned, pn]
-                        heappush(heap, s)
+                    if nxt is not None:         # a second pending node: both go to the heap
+                        q = nxt[2].seq
+                        pending[q] = nxt
+                        heappush(heap, q)
+                        nxt = None
+                    pending[s] = [gx, owned, pn]
+                    heappush(heap, s)
                 else:
                     _add_into(e, gx, create_graph)
         if not retain_graph:      # free saved arrays now; a later pass through n raises
