@@ -178,91 +178,6 @@ class Function:
         raise NotImplementedError
 
     @staticmethod
-    def apply2(cls, a, b):
-        """cls.apply(a, b) for the commonest call: a binary op on NumPy data, no parameters.
-
-        Tensor's operators call this; it does what apply does with no loop, list or argument
-        tuple, and hands anything else (CuPy data, anomaly mode, no Tensor at all) to apply.
-        """
-        if type(a) is Tensor:
-            da = a.data
-            ra = a._requires_grad
-            if type(b) is Tensor:
-                db = b.data
-                rb = b._requires_grad
-                if type(db) is not _ndarray:
-                    return cls.apply(a, b)
-            else:
-                db = b
-                rb = False
-            if type(da) is not _ndarray:
-                return cls.apply(a, b)
-        elif type(b) is Tensor:
-            da = a
-            ra = False
-            db = b.data
-            rb = b._requires_grad
-            if type(db) is not _ndarray:
-                return cls.apply(a, b)
-        else:
-            return cls.apply(a, b)
-        if _anomaly:
-            return cls.apply(a, b)
-        ctx = _new(cls)
-        ctx.xp = _np
-        try:
-            out = cls.forward(ctx, da, db)
-        except ValueError as e:
-            raise ValueError(_op_error(cls, (a, b), e)) from None
-        if type(out) is not _ndarray:
-            out = _np.asarray(out)
-        t = _new(Tensor)
-        t.data = out
-        t.grad = None
-        if (ra or rb) and _grad_enabled:
-            ctx.seq = _next_seq()
-            ctx.parents = (a, b)
-            ctx.needs_input_grad = (ra, rb)
-            ctx.inputs = (da, db)
-            ctx.out = out
-            t._requires_grad = True
-            t._node = ctx
-        else:
-            t._requires_grad = False
-            t._node = None
-        return t
-
-    @staticmethod
-    def apply1(cls, a):
-        """cls.apply(a) for a unary op on a NumPy-backed Tensor, the way apply2 does it."""
-        if type(a) is not Tensor or type(a.data) is not _ndarray or _anomaly:
-            return cls.apply(a)
-        da = a.data
-        ctx = _new(cls)
-        ctx.xp = _np
-        try:
-            out = cls.forward(ctx, da)
-        except ValueError as e:
-            raise ValueError(_op_error(cls, (a,), e)) from None
-        if type(out) is not _ndarray:
-            out = _np.asarray(out)
-        t = _new(Tensor)
-        t.data = out
-        t.grad = None
-        if a._requires_grad and _grad_enabled:
-            ctx.seq = _next_seq()
-            ctx.parents = (a,)
-            ctx.needs_input_grad = (True,)
-            ctx.inputs = (da,)
-            ctx.out = out
-            t._requires_grad = True
-            t._node = ctx
-        else:
-            t._requires_grad = False
-            t._node = None
-        return t
-
-    @staticmethod
     def backward(ctx, g):
         raise NotImplementedError
 
@@ -275,43 +190,49 @@ class Function:
 def operator_methods(cls, fwd):
     """Tensor's a (op) b and b (op) a for binary op cls, whose forward is the C function fwd.
 
-    The commonest calls in any model are these operators on NumPy data; each method below is
+    The commonest calls in any model are these operators on NumPy data; `binary` below is
     cls.apply written out for two arguments, with fwd (operator.mul, ...) called in place of
     cls.forward, so an operator costs one Python call instead of three. Anything unusual
     (CuPy data, anomaly mode) goes through cls.apply.
     """
     slow = cls.apply
 
-    def method(self, other):
-        d = self.data
-        if type(other) is Tensor:
-            od = other.data
-            ro = other._requires_grad
-            if type(od) is not _ndarray:
-                return slow(self, other)
+    def binary(a, b):
+        if type(a) is Tensor:
+            da = a.data
+            if type(da) is not _ndarray:
+                return slow(a, b)
+            ra = a._requires_grad
         else:
-            od = other
-            ro = False
-        if type(d) is not _ndarray or _anomaly:
-            return slow(self, other)
+            da = a
+            ra = False
+        if type(b) is Tensor:
+            db = b.data
+            if type(db) is not _ndarray:
+                return slow(a, b)
+            rb = b._requires_grad
+        else:
+            db = b
+            rb = False
+        if _anomaly:
+            return slow(a, b)
         ctx = _new(cls)
         ctx.xp = _np
         try:
-            out = fwd(d, od)
+            out = fwd(da, db)
         except ValueError as e:
-            raise ValueError(_op_error(cls, (self, other), e)) from None
+            raise ValueError(_op_error(cls, (a, b), e)) from None
         if type(out) is not _ndarray:
             out = _np.asarray(out)
         t = _new(Tensor)
         t.data = out
         t.grad = None
-        r = self._requires_grad
-        if (r or ro) and _grad_enabled:
+        if (ra or rb) and _grad_enabled:
             ctx.seq = _next_seq()
-            ctx.parents = (self, other)
+            ctx.parents = (a, b)
             # the three possible flags as constant tuples: nothing to build or free
-            ctx.needs_input_grad = ((True, True) if ro else (True, False)) if r else (False, True)
-            ctx.inputs = (d, od)
+            ctx.needs_input_grad = ((True, True) if rb else (True, False)) if ra else (False, True)
+            ctx.inputs = (da, db)
             ctx.out = out
             t._requires_grad = True
             t._node = ctx
@@ -320,35 +241,10 @@ def operator_methods(cls, fwd):
             t._node = None
         return t
 
-    def reflected(self, other):     # other (op) self; other is never a Tensor here
-        d = self.data
-        if type(d) is not _ndarray or _anomaly:
-            return slow(other, self)
-        ctx = _new(cls)
-        ctx.xp = _np
-        try:
-            out = fwd(other, d)
-        except ValueError as e:
-            raise ValueError(_op_error(cls, (other, self), e)) from None
-        if type(out) is not _ndarray:
-            out = _np.asarray(out)
-        t = _new(Tensor)
-        t.data = out
-        t.grad = None
-        if self._requires_grad and _grad_enabled:
-            ctx.seq = _next_seq()
-            ctx.parents = (other, self)
-            ctx.needs_input_grad = (False, True)
-            ctx.inputs = (other, d)
-            ctx.out = out
-            t._requires_grad = True
-            t._node = ctx
-        else:
-            t._requires_grad = False
-            t._node = None
-        return t
+    def reflected(self, other):     # other (op) self
+        return binary(other, self)
 
-    return method, reflected
+    return binary, reflected
 
 
 def _shapes(args):

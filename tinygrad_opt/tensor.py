@@ -172,9 +172,9 @@ class Tensor:
     def __rpow__(self, other): return ops.pow(other, self)
     def __matmul__(self, other): return ops.matmul(self, other)
     def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __neg__(self): return _apply1(ops.Neg, self)
+    def __neg__(self): return ops.Neg.apply(self)
     def __pos__(self): return self
-    def __abs__(self): return _apply1(ops.Abs, self)
+    def __abs__(self): return ops.Abs.apply(self)
     def __getitem__(self, index): return ops.getitem(self, index)
 
     # comparisons are not differentiable: they return bool tensors with no graph
@@ -186,14 +186,14 @@ class Tensor:
     def __ge__(self, other): return ops.compare(self, other, "greater_equal")
 
     # -------------------------------------------------------------------- methods
-    def exp(self): return _apply1(ops.Exp, self)
-    def log(self): return _apply1(ops.Log, self)
-    def sqrt(self): return _apply1(ops.Sqrt, self)
-    def tanh(self): return _apply1(ops.Tanh, self)
-    def sigmoid(self): return _apply1(ops.Sigmoid, self)
-    def relu(self): return _apply1(ops.ReLU, self)
-    def abs(self): return _apply1(ops.Abs, self)
-    def square(self): return _apply2(ops.Mul, self, self)
+    def exp(self): return ops.Exp.apply(self)
+    def log(self): return ops.Log.apply(self)
+    def sqrt(self): return ops.Sqrt.apply(self)
+    def tanh(self): return ops.Tanh.apply(self)
+    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def relu(self): return ops.ReLU.apply(self)
+    def abs(self): return ops.Abs.apply(self)
+    def square(self): return ops.Mul.apply(self, self)
     def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=ops._axis(axis), keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
     def max(self, axis=None, keepdims=False): return ops.Max.apply(self, axis=ops._axis(axis), keepdims=keepdims)
@@ -201,8 +201,8 @@ class Tensor:
     def reshape(self, *shape): return ops.reshape(self, *shape)
     def transpose(self, *axes): return ops.transpose(self, *axes)
     def clip(self, lo=None, hi=None): return ops.Clip.apply(self, lo=lo, hi=hi)
-    def maximum(self, other): return _apply2(ops.Maximum, self, other)
-    def minimum(self, other): return _apply2(ops.Minimum, self, other)
+    def maximum(self, other): return ops.Maximum.apply(self, other)
+    def minimum(self, other): return ops.Minimum.apply(self, other)
     def flatten(self): return ops.reshape(self, -1)
     def any(self): return Tensor._wrap(backend.xp_of(self.data).asarray(self.data.any()))
     def all(self): return Tensor._wrap(backend.xp_of(self.data).asarray(self.data.all()))
@@ -214,7 +214,6 @@ class Tensor:
 
 from . import engine, ops  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
 
-_apply1, _apply2 = engine.Function.apply1, engine.Function.apply2
 Tensor.__add__, Tensor.__radd__ = engine.operator_methods(ops.Add, _operator.add)
 Tensor.__sub__, Tensor.__rsub__ = engine.operator_methods(ops.Sub, _operator.sub)
 Tensor.__mul__, Tensor.__rmul__ = engine.operator_methods(ops.Mul, _operator.mul)
