@@ -179,9 +179,10 @@ class Add(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        # the shape tests inline what sum_to checks first: this runs for every add
-        ga = (g if g.shape == a.shape else sum_to(g, a.shape)) if na else None
-        gb = (g if g.shape == b.shape else sum_to(g, b.shape)) if nb else None
+        # the tests inline what sum_to checks first (this runs for every add); beside a Python
+        # float the other input has the output's shape, so no shape needs reading at all
+        ga = (g if type(b) is float or g.shape == a.shape else sum_to(g, a.shape)) if na else None
+        gb = (g if type(a) is float or g.shape == b.shape else sum_to(g, b.shape)) if nb else None
         return ga, gb
 
 
@@ -215,11 +216,11 @@ class Mul(Function):
         ga = gb = None
         if na:
             ga = g * b
-            if ga.shape != a.shape:
+            if type(b) is not float and ga.shape != a.shape:     # as in Add.backward
                 ga = sum_to(ga, a.shape)
         if nb:
             gb = g * a
-            if gb.shape != b.shape:
+            if type(a) is not float and gb.shape != b.shape:
                 gb = sum_to(gb, b.shape)
         return ga, gb
 
