@@ -46,7 +46,16 @@ def broadcast_to(x, shape):
         return x
     if type(x) is Tensor:
         return BroadcastTo.apply(x, shape=shape)
+    if type(x) is backend.ndarray and math.prod(shape) <= _SMALL_COPY:
+        # numpy's broadcast_to spends ~3.5 us in Python; filling a small new array takes ~0.5,
+        # and the engine may then accumulate into it in place (a view it would have to copy)
+        out = backend.np.empty(shape, dtype=x.dtype)
+        out[...] = x
+        return out
     return backend.xp_of(x).broadcast_to(x, shape)
+
+
+_SMALL_COPY = 1 << 14               # elements: below this a copy is cheaper than a view
 
 
 def reshape_(x, shape):
