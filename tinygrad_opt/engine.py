@@ -335,16 +335,17 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
     # 2. Run the pending node created last: every node that consumes its output was created
     # after it, so its gradient is complete. The loop body is the engine's hot path, so the
     # common case is written out inline.
-    # `nxt` holds the entry of a node that became pending while no other was: as the only
-    # one it runs next, so chains (most of a graph) touch neither the heap nor `pending`.
-    nxt = None
+    # `nxt` is a node that became pending while no other was (its gradient and ownership in
+    # nxt_g, nxt_owned): as the only one it runs next, so chains (most of a graph) touch
+    # neither the heap nor `pending`.
+    nxt = nxt_g = nxt_owned = None
     anomaly = _anomaly
     while heap or nxt is not None:
         if nxt is None:
             g, owned, n = pending.pop(heappop(heap))
         else:
-            g, owned, n = nxt
-            nxt = None
+            g, owned, n = nxt_g, nxt_owned, nxt
+            nxt = nxt_g = None    # no local may keep the gradient alive once it is used
         if wanted is not None and n in wanted:
             for i in wanted[n]:
                 results[i] = (g, owned)
@@ -401,9 +402,9 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
             elif nxt is None and not heap:     # nothing else is pending: pn runs next
                 if pn.parents is None:
                     raise _freed_error(pn)
-                nxt = [gx, owned, pn]
-            elif nxt is not None and nxt[2] is pn:
-                _add_into(nxt, gx, create_graph)
+                nxt, nxt_g, nxt_owned = pn, gx, owned
+            elif nxt is pn:
+                nxt_g, nxt_owned = _summed(nxt_g, nxt_owned, gx, create_graph)
             else:
                 s = pn.seq
                 e = pending.get(s)
@@ -411,10 +412,10 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                     if pn.parents is None:
                         raise _freed_error(pn)
                     if nxt is not None:         # a second pending node: both go to the heap
-                        q = nxt[2].seq
-                        pending[q] = nxt
+                        q = nxt.seq
+                        pending[q] = [nxt_g, nxt_owned, nxt]
                         heappush(heap, q)
-                        nxt = None
+                        nxt = nxt_g = None
                     pending[s] = [gx, owned, pn]
                     heappush(heap, s)
                 else:
@@ -512,13 +513,17 @@ def _accumulate(table, key, g, create_graph):
 
 def _add_into(entry, g, create_graph):
     """entry[0] += g, in place only when entry[0] is a buffer the pass owns."""
+    entry[0], entry[1] = _summed(entry[0], entry[1], g, create_graph)
+
+
+def _summed(acc, owned, g, create_graph):
+    """(acc + g, whether the pass owns the result): in place into acc when the pass owns it."""
     if create_graph:
-        entry[0] = entry[0] + g
-    elif entry[1]:
-        entry[0] += g
-    else:
-        entry[0] = entry[0] + g
-        entry[1] = True
+        return acc + g, False
+    if owned:
+        acc += g
+        return acc, True
+    return acc + g, True
 
 
 def _as_tensor(g, create_graph):
