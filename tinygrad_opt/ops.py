@@ -848,13 +848,14 @@ class Linear(Function):
         nx, nW, nb = ctx.needs_input_grad
         gx = g @ W if nx else None
         gW = gb = None
-        if nW:
-            if g.ndim == 2:
-                gW = swap_last(g) @ x
+        flat = g.ndim == 2                  # a batch of rows, the common case: .T and .sum
+        if nW:                              # serve arrays and Tensors alike, with no helpers
+            if flat:
+                gW = g.T @ x
             else:
                 gW = swap_last(reshape_(g, (-1, g.shape[-1]))) @ reshape_(x, (-1, x.shape[-1]))
         if nb:
-            gb = sum_to(g, b.shape)
+            gb = g.sum(axis=0) if flat else sum_to(g, b.shape)
         return gx, gW, gb
 
     @staticmethod

@@ -118,10 +118,17 @@ class Optimizer:
                 loss.backward()
         with engine.no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self.update(p.data, p.grad.data, self.state[p], group)
+                self.update_group(group)
         return loss
+
+    def update_group(self, group):
+        """Update every parameter of one group that has a gradient (a subclass may do a whole
+        group at once, as plain SGD does)."""
+        state, update = self.state, self.update
+        for p in group["params"]:
+            g = p.grad
+            if g is not None:
+                update(p.data, g.data, state[p], group)
 
     def update(self, p, g, state, group):
         """Change array p (and the state) in place from gradient array g."""

@@ -33,6 +33,20 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']}")
 
+    def update_group(self, group):
+        if group["momentum"] or group["weight_decay"]:
+            return super().update_group(group)
+        # plain SGD keeps no state: theta <- theta - lr * g for each parameter, nothing else
+        lr = group["lr"]
+        for p in group["params"]:
+            g = p.grad
+            if g is not None:
+                d = p.data
+                if type(d) is backend.ndarray:
+                    d -= lr * g.data
+                else:
+                    _step_kernel()(g.data, d.dtype.type(lr), d)
+
     def update(self, p, g, state, group):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         if wd:
