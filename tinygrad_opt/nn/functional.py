@@ -85,9 +85,10 @@ def _class_targets(targets, n, c, xp, fn):
     the caller turns the rows of such targets into NaN.
     """
     t = targets.data if isinstance(targets, Tensor) else targets
-    if not backend.is_array(t):
-        t = backend.np.asarray(t)
-    t = backend.to_device(t, "cpu" if xp is backend.np else "cuda")
+    if type(t) is not backend.ndarray or xp is not backend.np:     # else already in place
+        if not backend.is_array(t):
+            t = backend.np.asarray(t)
+        t = backend.to_device(t, "cpu" if xp is backend.np else "cuda")
     if t.dtype.kind not in "iu":
         raise TypeError(f"{fn}: targets must be integer class indices, got dtype {t.dtype}; "
                         "help: convert with .astype('int64')")
@@ -95,7 +96,7 @@ def _class_targets(targets, n, c, xp, fn):
         raise ValueError(f"{fn}: targets must have shape ({n},) to match logits of shape "
                          f"({n}, {c}), got targets of shape {tuple(t.shape)}")
     if n and xp is backend.np:
-        lo, hi = int(t.min()), int(t.max())
+        lo, hi = int(xp.minimum.reduce(t)), int(xp.maximum.reduce(t))
         if lo < 0 or hi >= c:
             raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
                              f"[{lo}, {hi}]")
@@ -131,13 +132,14 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
     _check_reduction(fn, reduction)
     if not isinstance(logits, Tensor):
         logits = Tensor(logits)
-    if logits.ndim != 2:
-        raise ValueError(f"{fn}: logits must have shape (N, C), got {tuple(logits.shape)}")
+    data = logits.data
+    if data.ndim != 2:
+        raise ValueError(f"{fn}: logits must have shape (N, C), got {tuple(data.shape)}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    n, c = logits.shape
-    dtype = logits.dtype
-    xp = backend.xp_of(logits.data)
+    n, c = data.shape
+    dtype = data.dtype
+    xp = backend.xp_of(data)
     y = _class_targets(targets, n, c, xp, fn)
     # Target weights T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
     # much faster than gathering log-probabilities and scattering their gradient back.
