@@ -13,8 +13,8 @@ class Optimizer:
 
     A first-order subclass only writes `update(p, g, state, group)`: it receives the
     parameter's array `p`, its gradient array `g` and its state dict, and changes `p` and
-    the state in place. The base class owns the loop, the closure, validation and
-    `state_dict`. Optimizers that need the loss itself (Newton, CG, L-BFGS) override
+    the state in place. The base class owns the loop (`update_group`, which a subclass may
+    replace to update a whole group at once), the closure, validation and `state_dict`. Optimizers that need the loss itself (Newton, CG, L-BFGS) override
     `step(closure)` instead.
 
     `self.state[p]` is keyed by the parameter Tensor (identity hash), as in PyTorch.
