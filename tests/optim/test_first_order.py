@@ -52,6 +52,21 @@ def test_sgd_plain_by_hand():
     close(traj[:, 0], [0.8, 0.64, 0.512])
 
 
+def test_plain_sgd_group_loop_skips_missing_grads_and_keeps_no_state():
+    """Plain SGD updates a whole group in one loop: a parameter without a gradient stays put,
+    two groups keep their own lr, and there is no state to save."""
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    y = Tensor(np.array([3.0]), requires_grad=True)
+    z = Tensor(np.array([5.0]), requires_grad=True)
+    opt = SGD([{"params": [x, y]}, {"params": [z], "lr": 0.5}], lr=0.1)
+    ((x * x).sum() + (z * z).sum()).backward()      # y gets no gradient
+    opt.step()
+    close(x.numpy(), [0.8, -1.6])
+    close(y.numpy(), [3.0])
+    close(z.numpy(), [0.0])
+    assert opt.state_dict()["state"] == {}
+
+
 def test_sgd_momentum_by_hand():
     # f = x^2, lr = 0.1, mu = 0.5: b1 = 2, x1 = 0.8; b2 = 0.5*2 + 1.6 = 2.6, x2 = 0.54;
     # b3 = 1.3 + 1.08 = 2.38, x3 = 0.302
