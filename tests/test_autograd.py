@@ -63,8 +63,11 @@ def test_grad_outputs_weight_the_outputs():
 
 def _mlp_loss(X, y_onehot, act):
     def f(W1, b1, W2, b2):
-        h = ops.linear(X, W1, b1)
-        h = h.tanh() if act == "tanh" else h.relu()
+        if act == "linear_relu":                 # the fused op nn.Sequential uses
+            h = ops.linear_relu(X, W1, b1)
+        else:
+            h = ops.linear(X, W1, b1)
+            h = h.tanh() if act == "tanh" else h.relu()
         logits = ops.linear(h, W2, b2)
         return -(ops.log_softmax(logits) * y_onehot).sum() / X.shape[0]
     return f
@@ -84,7 +87,7 @@ def _mlp_params(rng):
             t64(rng.standard_normal((3, 5)) * 0.7), t64(rng.standard_normal(3) * 0.1))
 
 
-@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("act", ["tanh", "relu", "linear_relu"])
 def test_hvp_of_mlp_loss_equals_dense_hessian_times_v(act):
     f, params, v = _mlp_problem(act, seed=0)
     value, hv = autograd.hvp(f, params, v)
@@ -158,12 +161,13 @@ def test_grad_results_are_writable_arrays_of_their_own():
     np.testing.assert_array_equal(gb.numpy(), [1.0, 1.0])
 
 
-@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("act", ["tanh", "relu", "linear_relu"])
 def test_hvp_dot_mode_agrees_with_forming_the_gradient(act, monkeypatch):
     """hvp's first pass takes <g_i, v_i> from Linear.vjp_dot without forming g_i; removing
     that shortcut (so every g_i is formed and dotted) must give the same product."""
     f, params, v = _mlp_problem(act, seed=3)
     _, fast = autograd.hvp(f, params, v)
+    monkeypatch.delattr(ops.LinearReLU, "vjp_dot")
     monkeypatch.delattr(ops.Linear, "vjp_dot")
     _, plain = autograd.hvp(f, params, v)
     for a, b in zip(fast, plain):

@@ -406,9 +406,8 @@ class ReLU(Function):
     """y = max(x, 0); dy/dx = [x > 0] (0 at the kink). Its second derivative is 0 a.e."""
     @staticmethod
     def forward(ctx, x):
-        if type(x) is not backend.ndarray:      # GPU: output and mask from one kernel
-            out, ctx.mask = backend.elementwise_kernel(
-                "T x", "T y, bool mask", "mask = x > 0; y = x * (T)mask", "tinygrad_opt_relu")(x)
+        if type(x) is not backend.ndarray:
+            out, ctx.mask = _relu_gpu(x)
             return out
         ctx.mask = x > 0
         return x * ctx.mask
@@ -421,6 +420,12 @@ class ReLU(Function):
     def kink_distance(ctx):
         x = ctx.parents[0].data
         return float(backend.xp_of(x).abs(x).min())
+
+
+def _relu_gpu(x):
+    """(max(x, 0), x > 0) from one GPU kernel."""
+    return backend.elementwise_kernel(
+        "T x", "T y, bool mask", "mask = x > 0; y = x * (T)mask", "tinygrad_opt_relu")(x)
 
 
 class Abs(Function):
@@ -885,12 +890,61 @@ class Linear(Function):
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
 
 
+class LinearReLU(Function):
+    """y = relu(x @ W^T + b), fused; the gradient is Linear's applied to G * [y > 0].
+
+    nn.Sequential runs a Linear followed by a ReLU as this one node: the ReLU works in place
+    on the product (no second activation-sized array) and the graph has one node per hidden
+    layer instead of two. Values and gradients are exactly those of the two ops.
+    """
+    @staticmethod
+    def forward(ctx, x, W, b=None):
+        out = x @ W.T
+        if b is not None:
+            out += b
+        if type(out) is not backend.ndarray:
+            out, ctx.mask = _relu_gpu(out)
+            return out
+        ctx.mask = out > 0
+        out *= ctx.mask                 # out is this op's own new array
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return Linear.backward(ctx, g * ctx.mask)
+
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        return Linear.vjp_dot(ctx, g * ctx.mask, vs)
+
+    @staticmethod
+    def kink_distance(ctx):
+        x, W, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
+        z = x @ W.T
+        if b is not None:
+            z = z + b
+        return float(backend.xp_of(z).abs(z).min())
+
+    error_message = staticmethod(Linear.error_message)
+
+
 def _shape_of(x):
     return x.data.shape if type(x) is Tensor else x.shape
 
 
 def linear(x, W, b=None):
     """x @ W.T + b with W of shape (out_features, in_features), as nn.Linear computes it."""
+    _check_linear(x, W, b)
+    return Linear.apply(x, W, b)
+
+
+def linear_relu(x, W, b=None):
+    """relu(x @ W.T + b) as one node (LinearReLU)."""
+    _check_linear(x, W, b)
+    return LinearReLU.apply(x, W, b)
+
+
+def _check_linear(x, W, b):
     # shapes read once off the arrays: this check runs on every layer call
     ws, xs = _shape_of(W), _shape_of(x)
     if len(ws) != 2:
@@ -901,7 +955,6 @@ def linear(x, W, b=None):
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
-    return Linear.apply(x, W, b)
 
 
 # ======================================================================= softmax family
@@ -1006,6 +1059,39 @@ class SoftmaxCrossEntropy(Function):
         if nT:
             gT = logp * -g
         return gx, gT
+
+
+class ClassCrossEntropy(Function):
+    """y = -sum_n log_softmax(x)[n, t_n] / denom for constant class indices t (rows of x);
+    dx = (softmax(x) - onehot(t)) * g / denom.
+
+    SoftmaxCrossEntropy with a one-hot T, for plain class targets on the CPU: gathering N
+    log-probabilities and subtracting g / denom at N places replaces building the N x C
+    matrix T and two N x C products with it. The caller checks that t holds valid indices.
+    Under create_graph the backward forms T and is twice differentiable like the dense op.
+    """
+    @staticmethod
+    def forward(ctx, x, t, denom=1.0):
+        xp = ctx.xp
+        logp = x - x.max(axis=-1, keepdims=True)
+        p = xp.exp(logp)
+        logp -= xp.log(p.sum(axis=-1, keepdims=True))
+        xp.exp(logp, out=p)     # softmax as exp(log_softmax), as the graph backward has it
+        ctx.p, ctx.denom = p, denom
+        ctx.rows = rows = xp.arange(x.shape[0])
+        return logp[rows, t].sum() * (-1.0 / denom)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.inputs
+        s = g * (1.0 / ctx.denom)
+        if type(x) is Tensor:            # create_graph: softmax as an op of x
+            T = ctx.xp.zeros(x.shape, dtype=x.dtype)
+            T[ctx.rows, t] = 1
+            return (exp(log_softmax(x, axis=-1)) - T) * s, None
+        gx = ctx.p * s
+        gx[ctx.rows, t] -= s
+        return gx, None
 
 
 def _sce_forward_gpu(ctx, x, T, denom):

@@ -184,6 +184,27 @@ def test_cross_entropy_out_of_range_target_per_device(device):
     assert ok.item() == pytest.approx(np.log(4), rel=1e-12)
 
 
+def test_cross_entropy_of_an_empty_batch():
+    """The mean over no rows is NaN (as in PyTorch), the sum 0; the gradient is empty."""
+    for kwargs, expect_nan in [({}, True), ({"reduction": "sum"}, False),
+                               ({"label_smoothing": 0.1}, True), ({"weight": np.ones(3)}, True)]:
+        x = leaf(np.zeros((0, 3)))
+        loss = F.cross_entropy(x, np.array([], dtype=np.int64), **kwargs)
+        assert np.isnan(loss.item()) == expect_nan and (expect_nan or loss.item() == 0)
+        loss.backward()
+        assert x.grad.shape == (0, 3)
+
+
+def test_cross_entropy_backward_twice_with_retained_graph():
+    x = leaf(rng.standard_normal((3, 4)))
+    loss = F.cross_entropy(x, np.array([1, 0, 3]))
+    loss.backward(retain_graph=True)
+    first = x.grad.numpy().copy()
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * first, rtol=1e-15)
+    np.testing.assert_allclose(first.sum(axis=1), 0, atol=1e-15)   # softmax - one-hot rows
+
+
 def test_cross_entropy_other_errors():
     with pytest.raises(ValueError, match=r"cross_entropy: logits must have shape \(N, C\)"):
         F.cross_entropy(Tensor(np.zeros(4)), np.array([1]))

@@ -100,6 +100,56 @@ def test_sequential():
         nn.Sequential(3)
 
 
+def _node_types(out):
+    """Op names from the output back along the first Tensor input of each node."""
+    names, n = [], out._node
+    while n is not None:
+        names.append(type(n).__name__)
+        n = n.parents[0]._node
+    return names
+
+
+def test_sequential_fuses_linear_relu_pairs_with_identical_results():
+    rng = np.random.default_rng(0)
+    layers = [nn.Linear(3, 4, dtype=np.float64), nn.ReLU(), nn.Linear(4, 4, dtype=np.float64),
+              nn.ReLU(), nn.Linear(4, 2, dtype=np.float64)]
+    model = nn.Sequential(*layers)
+    x = Tensor(rng.standard_normal((5, 3)))
+    out = model(x)
+    assert _node_types(out) == ["Linear", "LinearReLU", "LinearReLU"]
+    assert (out.numpy() != 0).all()
+
+    h = x                                       # the same layers one by one: two nodes a pair
+    for m in layers:
+        h = m(h)
+    assert _node_types(h) == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    np.testing.assert_array_equal(out.numpy(), h.numpy())
+    (out * out).sum().backward()
+    fused = [p.grad.numpy().copy() for p in model.parameters()]
+    model.zero_grad()
+    (h * h).sum().backward()
+    for a, p in zip(fused, model.parameters()):
+        np.testing.assert_array_equal(a, p.grad.numpy())
+    assert any((p.grad.numpy() == 0).any() for p in model.parameters())  # the mask did work
+
+
+def test_sequential_fuses_only_exact_linear_then_relu():
+    class Leaky(nn.ReLU):
+        def forward(self, x):
+            return x.maximum(x * 0.1)
+
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    assert _node_types(nn.Sequential(nn.Linear(3, 2), Leaky())(x))[0] == "Maximum"
+    assert _node_types(nn.Sequential(nn.Linear(3, 2), nn.Tanh())(x)) == ["Tanh", "Linear"]
+    assert _node_types(nn.Sequential(nn.ReLU(), nn.Linear(3, 2))(x)) == ["Linear", "ReLU"]
+    model = nn.Sequential(nn.Linear(3, 2))
+    assert _node_types(model(x)) == ["Linear"]
+    model.append(nn.ReLU())                     # appending re-plans the forward
+    assert _node_types(model(x)) == ["LinearReLU"]
+    with pytest.raises(ValueError, match="Linear: expected input with last dimension in_features=3"):
+        model(Tensor(np.ones((2, 4))))
+
+
 # ---------------------------------------------------------------- Dropout
 def test_dropout_statistics():
     tg.manual_seed(0)

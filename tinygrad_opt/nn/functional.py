@@ -141,13 +141,16 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
     dtype = data.dtype
     xp = backend.xp_of(data)
     y = _class_targets(targets, n, c, xp, fn)
+    mean_denom = n if n else float("nan")      # the mean of no rows is NaN, as in PyTorch
     # Target weights T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
     # much faster than gathering log-probabilities and scattering their gradient back.
     if weight is None and xp is not backend.np:
         t = _target_rows_gpu(y, c, label_smoothing / c, label_smoothing / c + (1.0 - label_smoothing),
                              dtype)
-        return ops.softmax_cross_entropy(logits, t, denom=n if reduction == "mean" else 1,
+        return ops.softmax_cross_entropy(logits, t, denom=mean_denom if reduction == "mean" else 1,
                                          rows=reduction == "none", row_sums=1)
+    if weight is None and not label_smoothing and reduction != "none":
+        return ops.ClassCrossEntropy.apply(logits, y, denom=mean_denom if reduction == "mean" else 1)
     rows = xp.arange(n)
     if weight is None:
         if label_smoothing:
@@ -157,7 +160,7 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
             t = xp.zeros((n, c), dtype=dtype)
             t[rows, y] = 1.0
         row_sums = 1                # each row of T sums to 1
-        denom = n if reduction == "mean" else 1
+        denom = mean_denom if reduction == "mean" else 1
     else:
         w = weight.data if isinstance(weight, Tensor) else weight
         w = backend.as_array(w, dtype=dtype, device=logits.device, copy=False)
@@ -169,7 +172,7 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
         t[rows, y] += (1.0 - label_smoothing) * wy
         if reduction == "mean":
             t /= wy.sum()           # an array division: no copy of the sum to the host
-        row_sums, denom = None, 1
+        row_sums, denom = None, (mean_denom if reduction == "mean" and not n else 1)
     if xp is not backend.np:        # out-of-range targets on the GPU: NaN, without a sync
         t += xp.where(((y < 0) | (y >= c)).any(), float("nan"), 0.0)
     return ops.softmax_cross_entropy(logits, t, denom=denom, rows=reduction == "none",
