@@ -25,6 +25,7 @@ from . import backend
 
 _np = backend.np
 _ndarray = backend.ndarray
+_np_generic = _np.generic
 _new = object.__new__
 _refcount = sys.getrefcount
 # Nodes are numbered in creation order, counting down: a node's inputs always exist before
@@ -153,8 +154,11 @@ class Function:
             out = cls.forward(ctx, *arrays, **params) if params else cls.forward(ctx, *arrays)
         except ValueError as e:
             raise ValueError(_op_error(cls, args, e)) from None
-        if type(out) is not _ndarray and not backend.is_array(out):
-            out = ctx.xp.asarray(out)          # NumPy turns 0-d results into scalars
+        if type(out) is not _ndarray:          # NumPy turns 0-d results into scalars
+            if isinstance(out, _np_generic):
+                out = _np.asarray(out)
+            elif not backend.is_array(out):
+                out = ctx.xp.asarray(out)
         if _anomaly:
             _check_finite(cls.__name__, out, "forward output")
         t = _new(Tensor)
@@ -282,17 +286,16 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     differentiable scalar sum <g, v> over them, without forming g where an op knows how
     (Function.vjp_dot); autograd.hvp differentiates it once more.
     """
+    global _grad_enabled
+    if dots is not None and not create_graph:
+        raise ValueError("run_backward: dots needs create_graph=True")
     gc_was_enabled = gc.isenabled()
     gc.disable()      # the graph holds no cycles; pausing the collector saves its scans
+    grad_was_enabled, _grad_enabled = _grad_enabled, bool(create_graph)   # _GradMode, inline
     try:
-        if create_graph:
-            with _GradMode(True):
-                return _backward(roots, root_grads, inputs, True, retain_graph, dots)
-        if dots is not None:
-            raise ValueError("run_backward: dots needs create_graph=True")
-        with _GradMode(False):
-            return _backward(roots, root_grads, inputs, False, retain_graph, None)
+        return _backward(roots, root_grads, inputs, bool(create_graph), retain_graph, dots)
     finally:
+        _grad_enabled = grad_was_enabled
         if gc_was_enabled:
             gc.enable()
 

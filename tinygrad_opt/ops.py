@@ -1068,27 +1068,33 @@ class ClassCrossEntropy(Function):
     SoftmaxCrossEntropy with a one-hot T, for plain class targets on the CPU: gathering N
     log-probabilities and subtracting g / denom at N places replaces building the N x C
     matrix T and two N x C products with it. The caller checks that t holds valid indices.
-    Under create_graph the backward forms T and is twice differentiable like the dense op.
+    With z = x - rowmax(x) and e = exp(z), log_softmax(x)[n, t] = z[n, t] - log(sum_c e[n, c]),
+    so the forward needs e and its row sums only. Under create_graph the backward rebuilds
+    softmax from x with ops, the saved row max a constant (softmax does not depend on it),
+    in the same order of operations, so both backwards agree to the last bit.
     """
     @staticmethod
     def forward(ctx, x, t, denom=1.0):
         xp = ctx.xp
-        logp = x - x.max(axis=-1, keepdims=True)
-        p = xp.exp(logp)
-        logp -= xp.log(p.sum(axis=-1, keepdims=True))
-        xp.exp(logp, out=p)     # softmax as exp(log_softmax), as the graph backward has it
-        ctx.p, ctx.denom = p, denom
+        ctx.m = m = x.max(axis=-1, keepdims=True)
+        z = x - m
+        p = xp.exp(z)
+        sums = p.sum(axis=-1, keepdims=True)
         ctx.rows = rows = xp.arange(x.shape[0])
-        return logp[rows, t].sum() * (-1.0 / denom)
+        loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
+        p /= sums
+        ctx.p, ctx.denom = p, denom
+        return loss
 
     @staticmethod
     def backward(ctx, g):
         x, t = ctx.inputs
         s = g * (1.0 / ctx.denom)
-        if type(x) is Tensor:            # create_graph: softmax as an op of x
+        if type(x) is Tensor:            # create_graph: softmax as ops of x
+            e = exp(x - ctx.m)
             T = ctx.xp.zeros(x.shape, dtype=x.dtype)
             T[ctx.rows, t] = 1
-            return (exp(log_softmax(x, axis=-1)) - T) * s, None
+            return e / e.sum(axis=-1, keepdims=True) * s - T * s, None
         gx = ctx.p * s
         gx[ctx.rows, t] -= s
         return gx, None

@@ -95,12 +95,15 @@ def _class_targets(targets, n, c, xp, fn):
     if t.shape != (n,):
         raise ValueError(f"{fn}: targets must have shape ({n},) to match logits of shape "
                          f"({n}, {c}), got targets of shape {tuple(t.shape)}")
-    if n and xp is backend.np:
+    # one pass: read as unsigned, a negative index is larger than any valid one
+    if n and xp is backend.np and int(xp.maximum.reduce(t.view(_UNSIGNED[t.itemsize]))) >= c:
         lo, hi = int(xp.minimum.reduce(t)), int(xp.maximum.reduce(t))
-        if lo < 0 or hi >= c:
-            raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
-                             f"[{lo}, {hi}]")
+        raise ValueError(f"{fn}: targets must be class indices in [0, {c}), got values in "
+                         f"[{lo}, {hi}]")
     return t
+
+
+_UNSIGNED = {k: backend.np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
 
 
 def _target_rows_gpu(y, c, off, on, dtype):
