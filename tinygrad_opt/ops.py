@@ -894,28 +894,28 @@ class LinearReLU(Function):
     """y = relu(x @ W^T + b), fused; the gradient is Linear's applied to G * [y > 0].
 
     nn.Sequential runs a Linear followed by a ReLU as this one node: the ReLU works in place
-    on the product (no second activation-sized array) and the graph has one node per hidden
-    layer instead of two. Values and gradients are exactly those of the two ops.
+    on the product, the graph has one node per hidden layer instead of two, and on the CPU
+    the mask [y > 0] is read off the output in the backward instead of being kept (the
+    pre-activation, the output and the mask of the two-op form, only the output here).
+    Values and gradients are exactly those of the two ops.
     """
     @staticmethod
     def forward(ctx, x, W, b=None):
         out = x @ W.T
         if b is not None:
             out += b
-        if type(out) is not backend.ndarray:
+        if type(out) is not backend.ndarray:    # GPU: one kernel gives output and mask
             out, ctx.mask = _relu_gpu(out)
             return out
-        ctx.mask = out > 0
-        out *= ctx.mask                 # out is this op's own new array
-        return out
+        return ctx.xp.maximum(out, 0, out=out)  # out is this op's own new array
 
     @staticmethod
     def backward(ctx, g):
-        return Linear.backward(ctx, g * ctx.mask)
+        return Linear.backward(ctx, g * _relu_mask(ctx))
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
-        return Linear.vjp_dot(ctx, g * ctx.mask, vs)
+        return Linear.vjp_dot(ctx, g * _relu_mask(ctx), vs)
 
     @staticmethod
     def kink_distance(ctx):
@@ -926,6 +926,15 @@ class LinearReLU(Function):
         return float(backend.xp_of(z).abs(z).min())
 
     error_message = staticmethod(Linear.error_message)
+
+
+def _relu_mask(ctx):
+    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output."""
+    mask = ctx.__dict__.get("mask")
+    if mask is None:
+        out = ctx.out
+        mask = (out.data if type(out) is Tensor else out) > 0
+    return mask
 
 
 def _shape_of(x):
