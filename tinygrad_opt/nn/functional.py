@@ -145,8 +145,9 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
     xp = backend.xp_of(data)
     y = _class_targets(targets, n, c, xp, fn)
     mean_denom = n if n else float("nan")      # the mean of no rows is NaN, as in PyTorch
-    # Target weights T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]; a dense product is
-    # much faster than gathering log-probabilities and scattering their gradient back.
+    # Plain class targets on the CPU gather log-probabilities (ClassCrossEntropy). Otherwise a
+    # target-weight matrix T with loss_n = -sum_c T[n, c] log_softmax(x)[n, c]: on the GPU one
+    # kernel builds it, and class weights and label smoothing are rows of it.
     if weight is None and xp is not backend.np:
         t = _target_rows_gpu(y, c, label_smoothing / c, label_smoothing / c + (1.0 - label_smoothing),
                              dtype)
