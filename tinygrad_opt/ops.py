@@ -851,17 +851,7 @@ class Linear(Function):
     def backward(ctx, g):
         x, W, b = ctx.inputs
         nx, nW, nb = ctx.needs_input_grad
-        gx = g @ W if nx else None
-        gW = gb = None
-        flat = g.ndim == 2                  # a batch of rows, the common case: .T and .sum
-        if nW:                              # serve arrays and Tensors alike, with no helpers
-            if flat:
-                gW = g.T @ x
-            else:
-                gW = swap_last(reshape_(g, (-1, g.shape[-1]))) @ reshape_(x, (-1, x.shape[-1]))
-        if nb:
-            gb = g.sum(axis=0) if flat else sum_to(g, b.shape)
-        return gx, gW, gb
+        return _linear_grads(g, x, W, b, nx, nW, nb)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
@@ -869,17 +859,17 @@ class Linear(Function):
 
         The weight gradient G^T x would cost a product with the batch that the second backward
         never reads, while <G^T x, V> + <sum of G over the batch, v> = <G, x V^T + v> costs
-        that product once, as a constant, and differentiates elementwise.
+        that product once, as a constant, and differentiates elementwise (one LinearDot node).
         """
         x, W, b = ctx.inputs
         vW, vb, vx = vs.get(1), vs.get(2), vs.get(0)
         total = None
         if vW is not None:
-            total = (g * Linear.apply(x, vW, vb)).sum()
+            total = LinearDot.apply(g, x, vW, vb)
         elif vb is not None:
             total = (g * vb).sum()
         if vx is not None:                              # <G W, V> = <G, V W^T>
-            t = (g * Linear.apply(vx, W, None)).sum()
+            t = LinearDot.apply(g, vx, W, None)
             total = t if total is None else total + t
         return total
 
@@ -888,6 +878,49 @@ class Linear(Function):
         sx, sW = shapes[0], shapes[1]
         return (f"linear: input of shape {sx} does not match weight of shape {sW} "
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
+
+
+def _linear_grads(g, x, W, b, nx, nW, nb):
+    """Linear's input gradients for output gradient g: (g W, g^T x, g summed over the batch),
+    each only where asked; for arrays and Tensors alike."""
+    gx = g @ W if nx else None
+    gW = gb = None
+    flat = g.ndim == 2                  # a batch of rows, the common case: .T and .sum
+    if nW:
+        if flat:
+            gW = g.T @ x
+        else:
+            gW = swap_last(reshape_(g, (-1, g.shape[-1]))) @ reshape_(x, (-1, x.shape[-1]))
+    if nb:
+        gb = g.sum(axis=0) if flat else sum_to(g, b.shape)
+    return gx, gW, gb
+
+
+class LinearDot(Function):
+    """y = <G, x V^T + v> = sum(G * (x @ V.T + v)); dG = (x V^T + v) gy, and x, V, v get
+    Linear's gradients for the output gradient G gy.
+
+    The term Linear.vjp_dot adds to hvp's scalar, as one node instead of a linear, a product
+    and a sum: the recorded first backward and the second backward through it both shrink.
+    """
+    @staticmethod
+    def forward(ctx, g, x, V, v):       # v may be None, but is always passed
+        xv = x @ V.T
+        if v is not None:
+            xv += v
+        ctx.xv = xv
+        return (g * xv).sum()
+
+    @staticmethod
+    def backward(ctx, gy):
+        g, x, V, v = ctx.inputs
+        ng, nx, nV, nv = ctx.needs_input_grad
+        dg = dx = dV = dv = None
+        if ng:                          # under create_graph the product is an op of x, V, v
+            dg = (Linear.apply(x, V, v) if type(g) is Tensor else ctx.xv) * gy
+        if nx or nV or nv:
+            dx, dV, dv = _linear_grads(g * gy, x, V, v, nx, nV, nv)
+        return dg, dx, dV, dv
 
 
 class LinearReLU(Function):
@@ -987,6 +1020,25 @@ class LogSoftmax(Function):
         return g - exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
 
 
+class Softmax(Function):
+    """y = e / sum(e) along axis with e = exp(x - max(x)); dx = y * (g - sum(g * y)).
+
+    One node where exp(log_softmax(x)) takes two; it never overflows, and the backward is
+    written in ops of the saved output, so it is twice differentiable.
+    """
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        ctx.axis = axis
+        e = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        return e
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.out
+        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True))
+
+
 class Softplus(Function):
     """y = log(1 + e^x), computed as logaddexp(0, x) so it never overflows; dy/dx = sigmoid(x).
 
@@ -1010,6 +1062,11 @@ def softplus(x):
 def log_softmax(x, axis=-1):
     """log(softmax(x)) along axis, computed stably."""
     return LogSoftmax.apply(x, axis=axis)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, after subtracting the max (never overflows)."""
+    return Softmax.apply(x, axis=axis)
 
 
 class SoftmaxCrossEntropy(Function):
@@ -1078,15 +1135,14 @@ class ClassCrossEntropy(Function):
     log-probabilities and subtracting g / denom at N places replaces building the N x C
     matrix T and two N x C products with it. The caller checks that t holds valid indices.
     With z = x - rowmax(x) and e = exp(z), log_softmax(x)[n, t] = z[n, t] - log(sum_c e[n, c]),
-    so the forward needs e and its row sums only. Under create_graph the backward rebuilds
-    softmax from x with ops, the saved row max a constant (softmax does not depend on it),
-    in the same order of operations, so both backwards agree to the last bit.
+    so the forward needs e and its row sums only. Under create_graph the backward takes
+    softmax from the Softmax op, whose forward is the same arithmetic, and subtracts T s
+    after scaling as the fast path does, so both backwards agree to the last bit.
     """
     @staticmethod
     def forward(ctx, x, t, denom=1.0):
         xp = ctx.xp
-        ctx.m = m = x.max(axis=-1, keepdims=True)
-        z = x - m
+        z = x - x.max(axis=-1, keepdims=True)
         p = xp.exp(z)
         sums = p.sum(axis=-1, keepdims=True)
         ctx.rows = rows = xp.arange(x.shape[0])
@@ -1099,11 +1155,10 @@ class ClassCrossEntropy(Function):
     def backward(ctx, g):
         x, t = ctx.inputs
         s = g * (1.0 / ctx.denom)
-        if type(x) is Tensor:            # create_graph: softmax as ops of x
-            e = exp(x - ctx.m)
+        if type(x) is Tensor:            # create_graph: softmax as an op of x
             T = ctx.xp.zeros(x.shape, dtype=x.dtype)
             T[ctx.rows, t] = 1
-            return e / e.sum(axis=-1, keepdims=True) * s - T * s, None
+            return Softmax.apply(x, axis=-1) * s - T * s, None
         gx = ctx.p * s
         gx[ctx.rows, t] -= s
         return gx, None

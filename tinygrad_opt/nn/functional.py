@@ -54,8 +54,8 @@ def log_softmax(x, axis=-1):
 
 
 def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along `axis`, as exp(log_softmax(x)) so it never overflows."""
-    return ops.log_softmax(x, axis=axis).exp()
+    """exp(x) / sum(exp(x)) along `axis`, after subtracting the max so it never overflows."""
+    return ops.softmax(x, axis=axis)
 
 
 def linear(x, weight, bias=None):
