@@ -423,13 +423,14 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                     heappush(heap, s)
                 else:
                     _add_into(e, gx, create_graph)
-        if not retain_graph:      # free saved arrays now; a later pass through n raises
+        # Without retain_graph n's saved arrays go now. If only this loop holds n (the loop
+        # variable and the call's argument make two references) it dies, and frees them,
+        # when n is rebound; if a Tensor still holds it, they are dropped here, what the op
+        # saved (masks, softmax, ...) included, and a later pass through n raises.
+        if not retain_graph and _refcount(n) > 2:
             n.parents = n.inputs = n.out = None
-            # What the op saved (masks, softmax, ...) goes too, when a Tensor still holds n;
-            # otherwise n dies with this loop's reference (the loop variable and the call's
-            # argument make two), and reading n.__dict__ would only build an empty dict.
-            if _refcount(n) > 2:
-                n.__dict__.clear()
+            n.__dict__.clear()
+    n = parents = grads = None    # the last node and what it saved go before delivery
 
     # 3. Deliver leaf gradients (or, in dot mode, their dot product with v).
     if dots is not None:
