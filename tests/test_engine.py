@@ -255,6 +255,35 @@ def test_detect_anomaly_names_the_op_in_forward_and_backward():
     x.log()                                  # off again: no error
 
 
+def test_layer_apply_is_apply_for_the_layer_ops():
+    """nn.Linear's written-out apply records what Function.apply records, and hands anomaly
+    mode, constants and shape errors to the same places."""
+    from tinygrad_opt import ops
+    from tinygrad_opt.engine import layer_apply
+    rng = np.random.default_rng(0)
+    x, W, b = tg.Tensor(rng.standard_normal((5, 3))), t64(rng.standard_normal((4, 3))), t64(np.zeros(4))
+    for cls in (ops.Linear, ops.LinearReLU):
+        for bias in (b, None):
+            fast, ref = layer_apply(cls, x, W, bias), cls.apply(x, W, bias)
+            np.testing.assert_array_equal(fast.numpy(), ref.numpy())
+            assert type(fast._node) is cls and fast._node.needs_input_grad == (False, True, bias is b)
+            assert all(a is e for a, e in zip(fast._node.parents, (x, W, bias)))
+            fast.sum().backward()
+            first = W.grad.numpy().copy()
+            W.grad = None
+            ref.sum().backward()
+            np.testing.assert_array_equal(W.grad.numpy(), first)
+            W.grad = None
+    with tg.no_grad():
+        assert layer_apply(ops.Linear, x, W, b)._node is None
+    assert layer_apply(ops.Linear, x, t64(W.numpy(), rg=False), None)._node is None
+    W.data[0, 0] = np.nan
+    with tg.detect_anomaly(), pytest.raises(RuntimeError, match="LinearReLU produced NaN in its forward"):
+        layer_apply(ops.LinearReLU, x, W, b)
+    with pytest.raises(ValueError, match=r"linear: input of shape \(5, 3\) does not match weight"):
+        layer_apply(ops.Linear, x, t64(np.ones((4, 2))), None)
+
+
 def test_custom_function_with_wrong_gradient_shape_is_reported():
     class Bad(tg.Function):
         @staticmethod

@@ -251,6 +251,47 @@ def operator_methods(cls, fwd):
     return binary, reflected
 
 
+def layer_apply(cls, x, W, b):
+    """cls.apply(x, W, b) for a layer op (Linear, LinearReLU) on Tensors x, W and a Tensor or
+    None b: apply's loop written out for the call every layer makes, as operator_methods
+    does for the operators. Anything unusual (CuPy data, anomaly mode) goes through cls.apply.
+    """
+    xd, Wd = x.data, W.data
+    if b is None:
+        bd = None
+        rb = False
+    else:
+        bd = b.data
+        rb = b._requires_grad
+        if type(bd) is not _ndarray:
+            return cls.apply(x, W, b)
+    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly:
+        return cls.apply(x, W, b)
+    ctx = _new(cls)
+    ctx.xp = _np
+    try:
+        out = cls.forward(ctx, xd, Wd, bd)
+    except ValueError as e:
+        raise ValueError(_op_error(cls, (x, W, b), e)) from None
+    t = _new(Tensor)
+    t.data = out
+    t.grad = None
+    rx = x._requires_grad
+    rW = W._requires_grad
+    if (rx or rW or rb) and _grad_enabled:
+        ctx.seq = _next_seq()
+        ctx.parents = (x, W, b)
+        ctx.needs_input_grad = (rx, rW, rb)
+        ctx.inputs = (xd, Wd, bd)
+        ctx.out = out
+        t._requires_grad = True
+        t._node = ctx
+    else:
+        t._requires_grad = False
+        t._node = None
+    return t
+
+
 def _shapes(args):
     return ", ".join(str(tuple(a.shape)) if hasattr(a, "shape") else repr(a) for a in args)
 
@@ -448,9 +489,12 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 for r in results]
     for leaf, (g, owned) in leaves.items():
         if leaf.grad is None:
-            if not create_graph and not owned:
-                g = g.copy()
-            leaf.grad = _as_tensor(g, create_graph)
+            if create_graph:
+                leaf.grad = _as_tensor(g, True)
+                continue
+            t = _new(Tensor)                # _as_tensor inline: one per parameter per step
+            t.data, t.grad, t._requires_grad, t._node = g if owned else g.copy(), None, False, None
+            leaf.grad = t
         elif create_graph:
             leaf.grad = leaf.grad + g
         else:

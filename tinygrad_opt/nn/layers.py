@@ -2,7 +2,7 @@
 import math
 
 from .. import backend, ops
-from ..engine import no_grad
+from ..engine import layer_apply, no_grad
 from ..tensor import Tensor
 from . import functional as F
 from . import init as nninit
@@ -40,11 +40,11 @@ class Linear(Module):
 
     def forward(self, x):
         # the input is checked here and the parameters are the layer's own: the op directly
-        return ops.Linear.apply(self._checked(x), self.weight, self.bias)
+        return layer_apply(ops.Linear, self._checked(x), self.weight, self.bias)
 
     def _forward_relu(self, x):
         """relu(forward(x)) as one node: Sequential's Linear, ReLU pairs."""
-        return ops.LinearReLU.apply(self._checked(x), self.weight, self.bias)
+        return layer_apply(ops.LinearReLU, self._checked(x), self.weight, self.bias)
 
     def _checked(self, x):
         if not isinstance(x, Tensor):
