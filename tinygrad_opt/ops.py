@@ -11,6 +11,11 @@ from . import backend
 from .engine import Function
 from .tensor import Tensor
 
+# NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
+# Python-level wrapper first, which costs as much as the sum itself on a bias gradient.
+_ndarray = backend.ndarray
+_add_reduce = backend.np.add.reduce
+
 
 # ============================================================ dual-typed backward helpers
 def _sum_to_array(x, shape):
@@ -892,7 +897,10 @@ def _linear_grads(g, x, W, b, nx, nW, nb):
         else:
             gW = swap_last(reshape_(g, (-1, g.shape[-1]))) @ reshape_(x, (-1, x.shape[-1]))
     if nb:
-        gb = g.sum(axis=0) if flat else sum_to(g, b.shape)
+        if not flat:
+            gb = sum_to(g, b.shape)
+        else:
+            gb = _add_reduce(g, axis=0) if type(g) is _ndarray else g.sum(axis=0)
     return gx, gW, gb
 
 
