@@ -142,6 +142,9 @@ def test_sequential_fuses_only_exact_linear_then_relu():
     assert _node_types(nn.Sequential(nn.Linear(3, 2), Leaky())(x))[0] == "Maximum"
     assert _node_types(nn.Sequential(nn.Linear(3, 2), nn.Tanh())(x)) == ["Tanh", "Linear"]
     assert _node_types(nn.Sequential(nn.ReLU(), nn.Linear(3, 2))(x)) == ["Linear", "ReLU"]
+    patched = nn.ReLU()
+    patched.forward = lambda h: h.tanh()
+    assert _node_types(nn.Sequential(nn.Linear(3, 2), patched)(x)) == ["Tanh", "Linear"]
     model = nn.Sequential(nn.Linear(3, 2))
     assert _node_types(model(x)) == ["Linear"]
     model.append(nn.ReLU())                     # appending re-plans the forward

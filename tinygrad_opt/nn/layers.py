@@ -113,11 +113,15 @@ class Sequential(Module):
 
 def _fusion_plan(layers):
     """(module, fused) per step of a forward: fused means a Linear that also applies the ReLU
-    after it. Exact types only, so a subclass with its own forward is never bypassed."""
+    after it. Exact types with their own forward only, so a subclass or an instance given
+    another forward is never bypassed."""
+    def plain(m, cls):
+        return type(m) is cls and "forward" not in vars(m)
+
     plan, i = [], 0
     while i < len(layers):
         m = layers[i]
-        fused = type(m) is Linear and i + 1 < len(layers) and type(layers[i + 1]) is ReLU
+        fused = plain(m, Linear) and i + 1 < len(layers) and plain(layers[i + 1], ReLU)
         plan.append((m, fused))
         i += 2 if fused else 1
     return tuple(plan)
