@@ -34,6 +34,10 @@ _refcount = sys.getrefcount
 _next_seq = itertools.count(0, -1).__next__
 _grad_enabled = True
 _anomaly = False
+# extensions.collect's planner while a collection is active, else None: called once per
+# backward pass, it returns the per-node function that runs a node's backward together with
+# the extra quantities asked for (see tinygrad_opt/extensions.py).
+_collect = None
 
 
 # ----------------------------------------------------------------------------- modes
@@ -330,18 +334,21 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     global _grad_enabled
     if dots is not None and not create_graph:
         raise ValueError("run_backward: dots needs create_graph=True")
+    hook = None
+    if _collect is not None:
+        hook = _collect(roots, root_grads, inputs, create_graph, retain_graph)
     gc_was_enabled = gc.isenabled()
     gc.disable()      # the graph holds no cycles; pausing the collector saves its scans
     grad_was_enabled, _grad_enabled = _grad_enabled, bool(create_graph)   # _GradMode, inline
     try:
-        return _backward(roots, root_grads, inputs, bool(create_graph), retain_graph, dots)
+        return _backward(roots, root_grads, inputs, bool(create_graph), retain_graph, dots, hook)
     finally:
         _grad_enabled = grad_was_enabled
         if gc_was_enabled:
             gc.enable()
 
 
-def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
+def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots, hook=None):
     # Gradients wanted for non-leaf inputs are read off their node once it is complete.
     wanted = None
     if inputs is not None:
@@ -405,8 +412,10 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle
                 n.inputs, n.out = in_data, out_data
-        else:
+        elif hook is None:
             grads = n.backward(n, g)
+        else:                     # extensions.collect: the backward and the extra quantities
+            grads = hook(n, g)
         if type(grads) is not tuple:
             grads = (grads,)
         k = len(grads)
