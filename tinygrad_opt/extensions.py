@@ -20,9 +20,9 @@ and a worked example: docs/extensions.md.
 import math
 from contextlib import contextmanager
 
-from . import backend, engine, ops
-from .ops import ClassCrossEntropy, Linear, LinearReLU, Mul, ReLU, Sigmoid, SoftmaxCrossEntropy, \
-    Sub, Sum, Tanh
+from . import backend, engine
+from .fused import ClassCrossEntropy, Linear, LinearReLU, SoftmaxCrossEntropy, _is_one, _relu_mask
+from .ops import Mul, ReLU, Sigmoid, Sub, Sum, Tanh
 from .tensor import Tensor
 
 
@@ -164,7 +164,7 @@ def _loss(node, names):
             r = None                                    # each row of the targets sums to 1
         else:
             T = node.inputs[1]
-            r = None if ops._is_one(node.row_sums) else T.sum(axis=-1, keepdims=True)
+            r = None if _is_one(node.row_sums) else T.sum(axis=-1, keepdims=True)
         _check_prediction(x, "cross_entropy", names)
         return {node}, x._node, _CrossEntropyHessian(node.p, r, 1.0 / node.denom)
     # mse_loss: [Mul(., 1/size)] <- Sum <- Mul(d, d) <- Sub(pred, target)
@@ -379,7 +379,7 @@ class _Pass:
     def layer(self, n, g):
         x, W, b = n.inputs
         if type(n) is LinearReLU:
-            mask = ops._relu_mask(n)
+            mask = _relu_mask(n)
             g = g * mask                                   # the gradient of the pre-activation
         grads = Linear.backward(n, g)
         S = self.factors.pop(n, None)
