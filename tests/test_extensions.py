@@ -400,20 +400,34 @@ def test_gradients_are_unchanged_by_collect():
 
 
 @pytest.mark.gpu
-def test_cuda_matches_cpu(device):
+def test_cuda_matches_cpu_without_host_transfers(device, monkeypatch):
+    """The same quantities on CuPy arrays, the pass shut off from the host; the sampled ones
+    use the GPU generator, so only the deterministic ones are compared with the CPU's."""
     if device != "cuda":
         pytest.skip("the CPU is the reference here")
     import cupy
+    from test_no_host_transfer import no_host_transfers
     qs = [q() for q in FIRST] + [ext.DiagGGN(), ext.DiagGGNMC(), ext.KFAC()]
     res = {}
     for dev in ("cpu", "cuda"):
         model = _model("fused", np.float64).to(dev)
         X, t = _data(5, "ce", np.float64)
-        with ext.collect(*qs):
-            F.cross_entropy(model(tg.Tensor(X, device=dev)), tg.Tensor(t, device=dev)).backward()
-        res[dev] = [(p.grad_batch.data, p.variance.data, p.diag_ggn.data, p.kfac[0].data)
+        xt, tt = tg.Tensor(X, device=dev), tg.Tensor(t, device=dev)
+        with ext.collect(*qs), (no_host_transfers(monkeypatch) if dev == "cuda"
+                                else _nullcontext()):
+            F.cross_entropy(model(xt), tt).backward()
+        res[dev] = [(p.grad_batch.data, p.batch_l2.data, p.variance.data, p.diag_ggn.data,
+                     p.kfac[0].data if p.ndim == 2 else p.sum_grad_squared.data)
                     for p in model.parameters()]
+        if dev == "cuda":
+            assert all(isinstance(p.diag_ggn_mc.data, cupy.ndarray) and
+                       isinstance(p.kfac[-1].data, cupy.ndarray) for p in model.parameters())
     for a, b in zip(res["cpu"], res["cuda"]):
         for x, y in zip(a, b):
             assert isinstance(y, cupy.ndarray)
             np.testing.assert_allclose(cupy.asnumpy(y), x, rtol=1e-10, atol=1e-14)
+
+
+def _nullcontext():
+    import contextlib
+    return contextlib.nullcontext()

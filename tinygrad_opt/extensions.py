@@ -268,6 +268,9 @@ class _Pass:
         self.params = {}            # parameter Tensor -> (node, slot) of its single use
         self.factors = {}           # node -> factor S (C, N, out) of its output, while pending
         self.streams = {}           # stream key -> slice of the columns of S
+        self.want = {type(q): q for q in plan.first}
+        self.squares = any(type(q) in (BatchL2, SumGradSquared, Variance, DiagGGN, DiagGGNMC)
+                           for q in plan.quantities)
 
     # ---------------------------------------------------------------- planning
     def walk(self, out_node):
@@ -378,20 +381,25 @@ class _Pass:
 
     def layer(self, n, g):
         x, W, b = n.inputs
-        if type(n) is LinearReLU:
+        relu = type(n) is LinearReLU
+        if relu:
             mask = _relu_mask(n)
             g = g * mask                                   # the gradient of the pre-activation
         grads = Linear.backward(n, g)
-        S = self.factors.pop(n, None)
-        if S is not None and type(n) is LinearReLU:
-            S = S * mask
         pW, pb = n.parents[1], n.parents[2]
-        wW = type(pW) is Tensor and pW._requires_grad
-        wb = type(pb) is Tensor and pb._requires_grad
+        if not (type(pW) is Tensor and pW._requires_grad):
+            pW = None
+        if not (type(pb) is Tensor and pb._requires_grad):
+            pb = None
+        # x^2, shared by BatchL2, SumGradSquared, Variance and the GGN diagonals
+        x2 = x * x if pW is not None and self.squares else None
         if self.plan.first:
-            self._first_order(g, x, grads, pW if wW else None, pb if wb else None)
+            self._first_order(g, x, x2, grads, pW, pb)
+        S = self.factors.pop(n, None)
         if S is not None:
-            self._second_order(S, x, pW if wW else None, pb if wb else None)
+            if relu:
+                S = S * mask
+            self._second_order(S, x, x2, pW, pb)
             if n.needs_input_grad[0]:
                 c, N, k = S.shape
                 self._push(n.parents[0], (S.reshape(c * N, k) @ W).reshape(c, N, W.shape[1]))
@@ -404,66 +412,56 @@ class _Pass:
         acc = self.factors.get(pn)
         self.factors[pn] = S if acc is None else acc + S
 
-    def _first_order(self, g, x, grads, pW, pb):
-        """Per-example quantities of W (grad g_n x_n^T) and b (grad g_n) from g (N, out), x (N, in)."""
+    def _first_order(self, g, x, x2, grads, pW, pb):
+        """Per-example quantities of W (gradient g_n x_n^T) and b (g_n), g (N, out), x (N, in)."""
         xp = backend.xp_of(g)
-        N = g.shape[0]
-        g2 = x2 = None
-        for q in self.plan.first:
-            t = type(q)
-            if t is BatchGrad:
-                if pW is not None:
-                    _store(pW, q, g[:, :, None] * x[:, None, :])
-                if pb is not None:
-                    _store(pb, q, g.copy())
-            elif t is BatchL2:
-                g2 = g * g if g2 is None else g2
-                gg = g2.sum(axis=1)
-                if pW is not None:
-                    _store(pW, q, gg * (x * x).sum(axis=1))
-                if pb is not None:
-                    _store(pb, q, gg)
-        sgs = {}
-        want_sgs = any(type(q) in (SumGradSquared, Variance) for q in self.plan.first)
-        if want_sgs:
-            g2 = g * g if g2 is None else g2
+        q = self.want
+        g2 = g * g if (BatchL2 in q or SumGradSquared in q or Variance in q) else None
+        if BatchGrad in q:
             if pW is not None:
-                x2 = x * x
-                sgs[1] = g2.T @ x2
+                _store(pW, q[BatchGrad], xp.einsum("no,ni->noi", g, x))
             if pb is not None:
-                sgs[2] = g2.sum(axis=0)
-        for q in self.plan.first:
-            t = type(q)
-            if t is SumGradSquared:
-                for slot, p in ((1, pW), (2, pb)):
-                    if p is not None:
-                        _store(p, q, sgs[slot])
-            elif t is Variance:
-                for slot, p in ((1, pW), (2, pb)):
-                    if p is not None:
-                        mean = grads[slot] * (1.0 / N)     # this pass's gradient, over N
-                        v = sgs[slot] * (1.0 / N) - mean * mean
-                        _store(p, q, xp.maximum(v, 0, out=v))   # rounding must not go below 0
+                _store(pb, q[BatchGrad], g.copy())
+        if BatchL2 in q:                   # ||g_n x_n^T||^2 = ||g_n||^2 ||x_n||^2
+            gg = g2.sum(axis=1)
+            if pW is not None:
+                _store(pW, q[BatchL2], gg * x2.sum(axis=1))
+            if pb is not None:
+                _store(pb, q[BatchL2], gg)
+        if SumGradSquared in q or Variance in q:
+            N = g.shape[0]
+            for slot, p in ((1, pW), (2, pb)):
+                if p is None:
+                    continue
+                sgs = g2.T @ x2 if slot == 1 else g2.sum(axis=0)   # sum_n g_n^2 (x_n^2)^T
+                if SumGradSquared in q:
+                    _store(p, q[SumGradSquared], sgs)
+                if Variance in q:          # mean of squares - square of the mean, over n
+                    v = grads[slot] * (1.0 / N)
+                    v *= v
+                    v = xp.subtract(sgs * (1.0 / N), v, out=v)
+                    _store(p, q[Variance], xp.maximum(v, 0, out=v))    # no rounding below 0
 
-    def _second_order(self, S, x, pW, pb):
-        """DiagGGN / DiagGGNMC / KFAC of W and b from the pre-activation factor S (C, N, out)."""
+    def _second_order(self, S, x, x2, pW, pb):
+        """DiagGGN / DiagGGNMC / KFAC of W and b from the pre-activation factor S (C, N, out):
+        the GGN block of W is sum_n (x_n x_n^T) kron (S_n S_n^T), whose diagonal is
+        sum_n (sum_c S[c, n]^2) (x_n^2)^T."""
         N = x.shape[0]
-        x2 = xxT = None
+        xp = backend.xp_of(S)
+        A = None
         for q in self.plan.second:
             Ss = S[self.streams["exact" if type(q) is DiagGGN else q.mc_samples]]
             if type(q) is KFAC:
-                k = Ss.shape[2]
-                F = Ss.reshape(-1, k)
+                F = Ss.reshape(-1, Ss.shape[2])
                 G = F.T @ F
                 if pW is not None:
-                    xxT = x.T @ x * (1.0 / N) if xxT is None else xxT
-                    _store_list(pW, q, [xxT, G])
+                    A = x.T @ x * (1.0 / N) if A is None else A
+                    _store_list(pW, q, [A, G])
                 if pb is not None:
                     _store_list(pb, q, [G])
             else:
-                Q = (Ss * Ss).sum(axis=0)                   # sum_c S[c, n, o]^2: (N, out)
+                Q = xp.einsum("cno,cno->no", Ss, Ss)        # sum_c S[c, n, o]^2
                 if pW is not None:
-                    x2 = x * x if x2 is None else x2
                     _store(pW, q, Q.T @ x2)
                 if pb is not None:
                     _store(pb, q, Q.sum(axis=0))
