@@ -157,6 +157,15 @@ CASES += [
     OpCase("logsumexp", lambda a: ops.logsumexp(a, axis=1), lambda a: np.log(np.exp(a).sum(1)), [(3, 5)]),
     OpCase("astype", lambda a: (a.astype(np.float32) * 2).astype(np.float64), lambda a: a * 2, [(3,)],
            note="float32 round trip: checked with loose tolerance"),
+    # PyTorch's shape names, composites of reshape / transpose / Cast
+    OpCase("view", lambda a: a.view(2, -1), lambda a: a.reshape(2, -1), [(3, 4)]),
+    OpCase("unsqueeze", lambda a: a.unsqueeze(-2), lambda a: np.expand_dims(a, -2), [(3, 4)]),
+    OpCase("squeeze", lambda a: a.squeeze(), lambda a: a.squeeze(), [(3, 1, 4, 1)]),
+    OpCase("squeeze_dim", lambda a: a.squeeze(1) * a.squeeze(0).sum(), lambda a: a.squeeze(1) * a.sum(),
+           [(3, 1)]),
+    OpCase("flatten_dims", lambda a: a.flatten(1, 2), lambda a: a.reshape(2, 12, 5), [(2, 3, 4, 5)]),
+    OpCase("clone", lambda a: a.clone() * a, lambda a: a * a, [(2, 3)]),
+    OpCase("t", lambda a: a.t() @ a, lambda a: a.T @ a, [(3, 2)]),
     # nn.functional composites are gradchecked like any op
     OpCase("F.softmax", lambda a: F.softmax(a, axis=-1),
            lambda a: np.exp(a) / np.exp(a).sum(-1, keepdims=True), [(3, 5)]),

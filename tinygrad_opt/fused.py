@@ -180,6 +180,9 @@ def _check_linear(x, W, b):
     if not xs or xs[-1] != ws[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                          f"(expected last input dim {W.shape[1]})")
+    err = backend.product_dtype_error("linear", x.dtype, W.dtype)
+    if err is not None:
+        raise err
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")

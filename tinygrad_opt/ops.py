@@ -807,6 +807,9 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: scalar operands "
                          "are not allowed, use * instead")
+    err = backend.product_dtype_error("matmul", a.dtype, b.dtype, ("left operand", "right operand"))
+    if err is not None:
+        raise err
     if a.ndim >= 2 and b.ndim >= 2:
         return MatMul.apply(a, b)
     if a.ndim == 1 and b.ndim == 1:
