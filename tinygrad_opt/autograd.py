@@ -146,7 +146,10 @@ def jvp(func, inputs, v=None, create_graph=False):
     rule pushes the tangent forward, at about the cost of a second forward pass. With
     create_graph=True the tangents are Tensors you can differentiate again.
     """
-    xs, single = _leaves(inputs, requires_grad=create_graph)
+    if create_graph:        # the inputs themselves, so outer levels and graphs reach through
+        xs, single = _seq(inputs, "inputs")
+    else:
+        xs, single = _leaves(inputs, requires_grad=False)
     vs = _vectors("jvp", v, xs, single, "input", keep_tensors=create_graph)
     with engine.forward_level(tensors=create_graph) as level:
         for x, vi in zip(xs, vs):
