@@ -257,3 +257,35 @@ def test_no_grad_as_a_bare_decorator_and_a_function_decorator():
     assert not f(x).requires_grad and not h(x).requires_grad
     assert h.__name__ == "h" and h.__doc__ == "doc of h"
     assert (x * 2.0).requires_grad
+
+
+def test_forward_mode_levels_are_per_thread(fast_switching):
+    """One thread's jvp neither sees nor ends another thread's forward-mode level."""
+    x0 = np.array([0.3, -0.7, 1.1])
+    v = np.array([1.0, 2.0, -1.0])
+    out = {}
+
+    def jvps(k):
+        def run():
+            got = []
+            for _ in range(100):
+                if k == 0:
+                    _, t = autograd.jvp(lambda x: (x * x).tanh(), tg.Tensor(x0), tg.Tensor(v))
+                else:
+                    _, t = autograd.jvp(lambda x: x.exp() * 3.0, tg.Tensor(x0), tg.Tensor(v))
+                got.append(t.numpy())
+            out[k] = got
+        return run
+
+    def plain_ops():
+        z = tg.Tensor(np.ones(3), requires_grad=True)
+        for _ in range(300):
+            (z * 2.0 + 1.0).sum().backward()
+
+    _run_threads(jvps(0), jvps(1), plain_ops)
+    th = np.tanh(x0 * x0)
+    for t in out[0]:
+        np.testing.assert_allclose(t, (1 - th ** 2) * 2 * x0 * v, rtol=1e-12)
+    for t in out[1]:
+        np.testing.assert_allclose(t, 3 * np.exp(x0) * v, rtol=1e-12)
+    assert engine._levels == 0 and engine._grad.levels == ()

@@ -37,13 +37,17 @@ _refcount = sys.getrefcount
 # any graph, and heapq's min-heap pops them in that order with no negation.
 _next_seq = itertools.count(0, -1).__next__
 _anomaly = False
+# Forward-mode levels open in ANY thread (see forward_level); each thread's own levels are
+# _grad.levels. While it is 0 the hot paths need not look for tangents at all.
+_levels = 0
 
 
 # ----------------------------------------------------------------------------- modes
 class _GradState(threading.local):
     """Grad mode of the current thread (PyTorch keeps it thread-local too): each thread
-    starts with recording on, whatever other threads do."""
+    starts with recording on, whatever other threads do, and with no forward-mode level."""
     enabled = True
+    levels = ()         # this thread's active forward-mode levels, outermost first
 
 
 _grad = _GradState()
@@ -308,7 +312,10 @@ class Function:
                 out = ctx.xp.asarray(out)
         if _anomaly:
             _check_finite(cls.__name__, out, "forward output")
-        return _record(ctx, out, args, need, arrays, record)
+        t = _record(ctx, out, args, need, arrays, record)
+        if _levels:
+            _push_tangents(cls, ctx, args, arrays, t)
+        return t
 
     @staticmethod
     def forward(ctx, *arrays):
@@ -317,6 +324,8 @@ class Function:
     @staticmethod
     def backward(ctx, g):
         raise NotImplementedError
+
+    jvp = None      # the tangent rule, jvp(ctx, *tangents) -> the output's tangent; see _push_tangents
 
     @staticmethod
     def error_message(shapes, err):
@@ -351,7 +360,7 @@ def operator_methods(cls, fwd):
         else:
             db = b
             rb = False
-        if _anomaly:
+        if _anomaly or _levels:
             return slow(a, b)
         ctx = _new(cls)
         ctx.xp = _np
@@ -398,7 +407,7 @@ def layer_apply(cls, x, W, b):
         rb = b._requires_grad
         if type(bd) is not _ndarray:
             return cls.apply(x, W, b)
-    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly:
+    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly or _levels:
         return cls.apply(x, W, b)
     ctx = _new(cls)
     ctx.xp = _np
@@ -451,6 +460,94 @@ def _device_error(cls, args):
                        "move them with .to(device) first")
 
 
+# ----------------------------------------------------------------------- forward mode
+class _Level(dict):
+    """One forward-mode pass: maps each Tensor that carries a tangent (and each recorded node,
+    for the backward's output Tensors) to its tangent. `tensors`: tangents are Tensors, so
+    they can be differentiated again (create_graph, or an outer level watching); else arrays."""
+    __slots__ = ("tensors",)
+
+
+@contextmanager
+def forward_level(tensors=False):
+    """Open a forward-mode level: while it is active every op that has an input with a tangent
+    in it also computes its output's tangent, with its jvp rule. Levels nest (a tangent of a
+    tangent): an inner level's rules run under the outer levels only, so each level sees
+    its own perturbation and no other. Yields the level; set leaf tangents with level[x] = v.
+    """
+    global _levels
+    level = _Level()
+    prev = _grad.levels
+    level.tensors = bool(tensors) or bool(prev)
+    with _lock:
+        _levels += 1
+    _grad.levels = prev + (level,)
+    try:
+        yield level
+    finally:
+        _grad.levels = prev
+        with _lock:
+            _levels -= 1
+
+
+def _push_tangents(cls, ctx, args, arrays, t):
+    """Apply's forward-mode step: t's tangent in every active level from its inputs' tangents.
+
+    The rule gets ctx as after forward, with ctx.inputs and ctx.out bound as the backward has
+    them: arrays, or Tensors (the parents and t) in a level that keeps Tensor tangents.
+    """
+    levels = _grad.levels
+    recorded = t._node is ctx
+    for k, level in enumerate(levels):
+        tans = [level.get(a) if type(a) is Tensor else None for a in args]
+        if all(x is None for x in tans):
+            continue
+        rule = cls.jvp
+        if rule is None:
+            raise RuntimeError(
+                f"forward mode: {cls.__name__} has no tangent rule; give it a static method "
+                f"jvp(ctx, *tangents) returning the output's tangent (see docs/custom_functions.md)")
+        tensors = level.tensors
+        if tensors:
+            ctx.inputs, ctx.out = args, t
+        else:
+            ctx.inputs, ctx.out = arrays, t.data
+        _grad.levels = levels[:k]       # the rule's own ops carry the outer levels' tangents
+        try:
+            tan = rule(ctx, *tans)
+        finally:
+            _grad.levels = levels
+            if recorded:
+                ctx.inputs, ctx.out = arrays, t.data
+        if tan is None:
+            continue
+        tan = _conform_tangent(cls, t, tan, tensors)
+        level[t] = tan
+        if recorded:
+            level[ctx] = tan
+
+
+def _conform_tangent(cls, t, tan, tensors):
+    """A rule's result as a tangent for t: its shape, dtype and kind (array or Tensor)."""
+    if type(tan) is Tensor:
+        if not tensors:
+            tan = tan.data
+    else:
+        if not backend.is_array(tan):
+            tan = backend.xp_of(t.data).asarray(tan)
+        if tensors:
+            tan = Tensor._wrap(tan)
+    shape = tan.shape
+    if shape != t.data.shape:
+        raise RuntimeError(f"{cls.__name__}.jvp returned a tangent of shape {tuple(shape)} "
+                           f"for an output of shape {tuple(t.data.shape)}")
+    if tan.dtype != t.data.dtype:
+        tan = tan.astype(t.data.dtype)
+    if _anomaly:
+        _check_finite(cls.__name__, tan.data if tensors else tan, "tangent")
+    return tan
+
+
 # --------------------------------------------------------------------------- backward
 def _freed_error(node):
     return RuntimeError(
@@ -459,7 +556,7 @@ def _freed_error(node):
 
 
 def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_graph=False,
-                 allow_unused=False, dots=None):
+                 allow_unused=False, dots=None, record=True):
     """Propagate root_grads from roots back through the graph.
 
     inputs=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
@@ -468,11 +565,13 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     dots={leaf: v} (create_graph only): instead of the leaves' gradients g, return the
     differentiable scalar sum <g, v> over them, without forming g where an op knows how
     (Function.vjp_dot); autograd.hvp differentiates it once more.
+    record=False (with create_graph): run the backward on Tensors, so its ops carry
+    forward-mode tangents, but record no graph of it (hvp's forward-over-reverse).
     """
     if dots is not None and not create_graph:
         raise ValueError("run_backward: dots needs create_graph=True")
     create_graph = bool(create_graph)
-    prev = _enter_backward(create_graph)
+    prev = _enter_backward(create_graph and bool(record))
     try:
         pending, heap, leaves, terms = _seed(roots, root_grads, create_graph, dots)
         wanted = results = None
@@ -493,9 +592,10 @@ _gc_pausers = 0         # backward passes running in any thread, which keep gc p
 _gc_was_enabled = False
 
 
-def _enter_backward(create_graph):
+def _enter_backward(mode):
     """Pause the cyclic collector (the graph holds no cycles; its scans would only cost
-    time) and set this thread's grad mode to create_graph for the pass. The collector is
+    time) and set this thread's grad mode for the pass (on only to record a create_graph
+    backward). The collector is
     process-wide: the first pass in (of any thread) pauses it, the last one out restores it."""
     global _gc_pausers, _gc_was_enabled, _overrides
     with _lock:
@@ -504,7 +604,7 @@ def _enter_backward(create_graph):
             gc.disable()
         _gc_pausers += 1
         _overrides += 1
-    prev, _grad.enabled = _grad.enabled, create_graph
+    prev, _grad.enabled = _grad.enabled, mode
     return prev
 
 
@@ -578,7 +678,11 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
             _check_unmodified(n)
         if create_graph:          # bind Tensors, so the backward records its own graph
             in_data, out_data = n.inputs, n.out
-            n.inputs, n.out = parents, _wrap(out_data, True, n)
+            out = _wrap(out_data, True, n)
+            n.inputs, n.out = parents, out
+            for level in _grad.levels:    # forward mode: the output's tangent, kept by node
+                if n in level:
+                    level[out] = level[n]
             try:
                 grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle
