@@ -723,8 +723,14 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
                 e = leaves.get(p)
                 if e is None:
                     leaves[p] = [gx, owned]
+                elif create_graph:
+                    e[0] = e[0] + gx
+                elif e[1]:                      # _add_into, inline: a trained constant
+                    acc = e[0]                  # (a bias used at every step) lands here
+                    acc += gx                   # once per use
                 else:
-                    _add_into(e, gx, create_graph)
+                    e[0] = e[0] + gx
+                    e[1] = True
             elif nxt is None and not heap:     # nothing else is pending: pn runs next
                 if pn.parents is None:
                     raise _freed_error(pn)
