@@ -1,4 +1,6 @@
-"""Every row of the op table: values vs NumPy, gradcheck, gradgradcheck, fast == graph backward."""
+"""Every row of the op table: values vs NumPy, gradcheck, gradgradcheck, fast == graph backward,
+and forward mode: jvp vs the numerical and the reverse-mode Jacobian, tangents of tangents,
+forward-over-reverse vs double backward."""
 import numpy as np
 import pytest
 
@@ -52,6 +54,86 @@ def test_fast_backward_equals_graph_backward(case):
         if a is not None:
             assert type(a.data) is type(b.data)
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _directions(case, xs, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(x.shape) for x in xs]
+
+
+def _shifted(xs, vs, step):
+    """Tensors x + step * v (float64 also for 0-d inputs)."""
+    return [tg.Tensor(np.asarray(x.numpy() + step * v, dtype=np.float64)) for x, v in zip(xs, vs)]
+
+
+def _flat(ts):
+    return np.concatenate([np.asarray(t.numpy() if isinstance(t, tg.Tensor) else t).ravel() for t in ts])
+
+
+def _fn(case):
+    """The row's function with a float32 round trip's tolerance noted (astype)."""
+    return case.fn, (1e-5 if case.name == "astype" else 1e-8)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_jvp_matches_numerical_directional_derivative(case):
+    """The tangent rules: J v == (f(x + eps v) - f(x - eps v)) / (2 eps) along a random v."""
+    xs = _inputs(case)
+    vs = _directions(case, xs, 3)
+    fn, tol = _fn(case)
+    _, t = autograd.jvp(fn, tuple(xs), tuple(vs))
+    eps = 1e-3 if case.name == "astype" else 1e-6
+    with tg.no_grad():
+        plus = fn(*_shifted(xs, vs, eps)).numpy()
+        minus = fn(*_shifted(xs, vs, -eps)).numpy()
+    np.testing.assert_allclose(t.numpy(), (plus - minus) / (2 * eps), rtol=1e-5,
+                               atol=1e-3 if case.name == "astype" else 1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_jvp_equals_reverse_jacobian_times_v(case):
+    """Forward and reverse mode agree: jvp == jacobian(mode="reverse") @ v, for every input."""
+    xs = _inputs(case)
+    vs = _directions(case, xs, 4)
+    fn, tol = _fn(case)
+    out, t = autograd.jvp(fn, tuple(xs), tuple(vs))
+    J = autograd.jacobian(fn, tuple(xs))
+    expect = sum(j.numpy().reshape(out.size, -1) @ v.ravel() for j, v in zip(J, vs))
+    np.testing.assert_allclose(t.numpy().ravel(), expect, rtol=tol, atol=tol)
+    assert t.shape == out.shape and t.dtype == out.dtype
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_tangent_of_tangent(case):
+    """Second order by forward over forward: d/ds <J(x + s w) u, g> == w^T (d^2 <f, g>) u,
+    checked against central differences of the inner jvp (each op's rule carries tangents)."""
+    xs = _inputs(case)
+    us, ws = _directions(case, xs, 5), _directions(case, xs, 6)
+    g = np.random.default_rng(7).standard_normal(case.fn(*xs).shape)
+
+    def inner(*x):
+        return (autograd.jvp(case.fn, x, tuple(us), create_graph=True)[1] * g).sum()
+
+    _, tt = autograd.jvp(inner, tuple(xs), tuple(ws))
+    eps = 1e-3 if case.name == "astype" else 1e-5
+    shifted = [inner(*_shifted(xs, ws, s * eps)).item() for s in (1, -1)]
+    np.testing.assert_allclose(tt.item(), (shifted[0] - shifted[1]) / (2 * eps), rtol=1e-4,
+                               atol=1e-3 if case.name == "astype" else 1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_forward_over_reverse_equals_double_backward(case):
+    """hvp(mode="forward") (the tangent of the backward's ops) == hvp(mode="reverse")."""
+    xs = _inputs(case)
+    vs = _directions(case, xs, 8)
+    g = np.random.default_rng(9).standard_normal(case.fn(*xs).shape)
+
+    def f(*x):
+        return (case.fn(*x) * g).sum()
+
+    _, hr = autograd.hvp(f, tuple(xs), tuple(vs), mode="reverse")
+    _, hf = autograd.hvp(f, tuple(xs), tuple(vs), mode="forward")
+    np.testing.assert_allclose(_flat(hf), _flat(hr), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.zero_second], ids=lambda c: c.id)

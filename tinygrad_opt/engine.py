@@ -34,6 +34,7 @@ _refcount = sys.getrefcount
 _next_seq = itertools.count(0, -1).__next__
 _grad_enabled = True
 _anomaly = False
+_levels = ()        # active forward-mode levels (outermost first); see forward_level
 
 
 # ----------------------------------------------------------------------------- modes
@@ -175,6 +176,8 @@ class Function:
         else:
             t._requires_grad = False
             t._node = None
+        if _levels:
+            _push_tangents(cls, ctx, args, arrays, t)
         return t
 
     @staticmethod
@@ -184,6 +187,8 @@ class Function:
     @staticmethod
     def backward(ctx, g):
         raise NotImplementedError
+
+    jvp = None      # the tangent rule, jvp(ctx, *tangents) -> the output's tangent; see _push_tangents
 
     @staticmethod
     def error_message(shapes, err):
@@ -218,7 +223,7 @@ def operator_methods(cls, fwd):
         else:
             db = b
             rb = False
-        if _anomaly:
+        if _anomaly or _levels:
             return slow(a, b)
         ctx = _new(cls)
         ctx.xp = _np
@@ -265,7 +270,7 @@ def layer_apply(cls, x, W, b):
         rb = b._requires_grad
         if type(bd) is not _ndarray:
             return cls.apply(x, W, b)
-    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly:
+    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly or _levels:
         return cls.apply(x, W, b)
     ctx = _new(cls)
     ctx.xp = _np
@@ -309,6 +314,90 @@ def _device_error(cls, args):
                        "move them with .to(device) first")
 
 
+# ----------------------------------------------------------------------- forward mode
+class _Level(dict):
+    """One forward-mode pass: maps each Tensor that carries a tangent (and each recorded node,
+    for the backward's output Tensors) to its tangent. `tensors`: tangents are Tensors, so
+    they can be differentiated again (create_graph, or an outer level watching); else arrays."""
+    __slots__ = ("tensors",)
+
+
+@contextmanager
+def forward_level(tensors=False):
+    """Open a forward-mode level: while it is active every op that has an input with a tangent
+    in it also computes its output's tangent, with its jvp rule. Levels nest (a tangent of a
+    tangent): an inner level's rules run under the outer levels only, so each level sees
+    its own perturbation and no other. Yields the level; set leaf tangents with level[x] = v.
+    """
+    global _levels
+    level = _Level()
+    level.tensors = bool(tensors) or bool(_levels)
+    prev, _levels = _levels, _levels + (level,)
+    try:
+        yield level
+    finally:
+        _levels = prev
+
+
+def _push_tangents(cls, ctx, args, arrays, t):
+    """Apply's forward-mode step: t's tangent in every active level from its inputs' tangents.
+
+    The rule gets ctx as after forward, with ctx.inputs and ctx.out bound as the backward has
+    them: arrays, or Tensors (the parents and t) in a level that keeps Tensor tangents.
+    """
+    global _levels
+    levels = _levels
+    recorded = t._node is ctx
+    for k, level in enumerate(levels):
+        tans = [level.get(a) if type(a) is Tensor else None for a in args]
+        if all(x is None for x in tans):
+            continue
+        rule = cls.jvp
+        if rule is None:
+            raise RuntimeError(
+                f"forward mode: {cls.__name__} has no tangent rule; give it a static method "
+                f"jvp(ctx, *tangents) returning the output's tangent (see docs/custom_functions.md)")
+        tensors = level.tensors
+        if tensors:
+            ctx.inputs, ctx.out = args, t
+        else:
+            ctx.inputs, ctx.out = arrays, t.data
+        _levels = levels[:k]            # the rule's own ops carry the outer levels' tangents
+        try:
+            tan = rule(ctx, *tans)
+        finally:
+            _levels = levels
+            if recorded:
+                ctx.inputs, ctx.out = arrays, t.data
+        if tan is None:
+            continue
+        tan = _conform_tangent(cls, t, tan, tensors)
+        level[t] = tan
+        if recorded:
+            level[ctx] = tan
+
+
+def _conform_tangent(cls, t, tan, tensors):
+    """A rule's result as a tangent for t: its shape, dtype and kind (array or Tensor)."""
+    if type(tan) is Tensor:
+        if not tensors:
+            tan = tan.data
+    else:
+        if not backend.is_array(tan):
+            tan = backend.xp_of(t.data).asarray(tan)
+        if tensors:
+            tan = Tensor._wrap(tan)
+    shape = tan.shape
+    if shape != t.data.shape:
+        raise RuntimeError(f"{cls.__name__}.jvp returned a tangent of shape {tuple(shape)} "
+                           f"for an output of shape {tuple(t.data.shape)}")
+    if tan.dtype != t.data.dtype:
+        tan = tan.astype(t.data.dtype)
+    if _anomaly:
+        _check_finite(cls.__name__, tan.data if tensors else tan, "tangent")
+    return tan
+
+
 # --------------------------------------------------------------------------- backward
 def _freed_error(node):
     return RuntimeError(
@@ -317,7 +406,7 @@ def _freed_error(node):
 
 
 def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_graph=False,
-                 allow_unused=False, dots=None):
+                 allow_unused=False, dots=None, record=True):
     """Propagate root_grads from roots back through the graph.
 
     inputs=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
@@ -326,13 +415,15 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     dots={leaf: v} (create_graph only): instead of the leaves' gradients g, return the
     differentiable scalar sum <g, v> over them, without forming g where an op knows how
     (Function.vjp_dot); autograd.hvp differentiates it once more.
+    record=False (with create_graph): run the backward on Tensors, so its ops carry
+    forward-mode tangents, but record no graph of it (hvp's forward-over-reverse).
     """
     global _grad_enabled
     if dots is not None and not create_graph:
         raise ValueError("run_backward: dots needs create_graph=True")
     gc_was_enabled = gc.isenabled()
     gc.disable()      # the graph holds no cycles; pausing the collector saves its scans
-    grad_was_enabled, _grad_enabled = _grad_enabled, bool(create_graph)   # _GradMode, inline
+    grad_was_enabled, _grad_enabled = _grad_enabled, bool(create_graph and record)   # inline
     try:
         return _backward(roots, root_grads, inputs, bool(create_graph), retain_graph, dots)
     finally:
@@ -401,6 +492,9 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
             out = _new(Tensor)
             out.data, out.grad, out._requires_grad, out._node = out_data, None, True, n
             n.inputs, n.out = parents, out
+            for level in _levels:     # forward mode: the output's tangent, kept by node
+                if n in level:
+                    level[out] = level[n]
             try:
                 grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle

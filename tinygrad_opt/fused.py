@@ -7,7 +7,7 @@ ones under create_graph, tangents in forward mode.
 """
 from . import backend
 from .engine import Function
-from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last
+from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last, tangent_sum
 from .tensor import Tensor
 
 # NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
@@ -44,6 +44,11 @@ class Linear(Function):
         return _linear_grads(g, x, W, b, nx, nW, nb)
 
     @staticmethod
+    def jvp(ctx, tx, tW, tb):
+        x, W, b = ctx.inputs
+        return _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
+
+    @staticmethod
     def vjp_dot(ctx, g, vs):
         """sum_i <grad of input i, vs[i]> without forming the gradients (hvp's dot mode).
 
@@ -68,6 +73,12 @@ class Linear(Function):
         sx, sW = shapes[0], shapes[1]
         return (f"linear: input of shape {sx} does not match weight of shape {sW} "
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
+
+
+def _affine_tangent(shape, x, W, tx, tW, tb):
+    """The tangent of x W^T + b: tx W^T + x tW^T + tb (None if no input carries one)."""
+    return tangent_sum(shape, None if tx is None else affine(tx, W),
+                       None if tW is None else affine(x, tW), tb)
 
 
 def _linear_grads(g, x, W, b, nx, nW, nb):
@@ -112,6 +123,14 @@ class LinearDot(Function):
             dx, dV, dv = _linear_grads(g * gy, x, V, v, nx, nV, nv)
         return dg, dx, dV, dv
 
+    @staticmethod
+    def jvp(ctx, tg, tx, tV, tv):
+        g, x, V, v = ctx.inputs
+        xv = affine(x, V, v) if type(g) is Tensor else ctx.xv
+        t_xv = _affine_tangent(xv.shape, x, V, tx, tV, tv)
+        return tangent_sum((), None if tg is None else (tg * xv).sum(),
+                           None if t_xv is None else (g * t_xv).sum())
+
 
 class LinearReLU(Function):
     """y = relu(x @ W^T + b), fused; the gradient is Linear's applied to G * [y > 0].
@@ -133,6 +152,12 @@ class LinearReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return Linear.backward(ctx, g * _relu_mask(ctx))
+
+    @staticmethod
+    def jvp(ctx, tx, tW, tb):
+        x, W, b = ctx.inputs
+        t = _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
+        return None if t is None else t * _relu_mask(ctx)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
@@ -205,6 +230,10 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         return g - exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t - (exp(ctx.out) * t).sum(axis=ctx.axis, keepdims=True)
+
 
 class Softmax(Function):
     """y = e / sum(e) along axis with e = exp(x - max(x)); dx = y * (g - sum(g * y)).
@@ -224,6 +253,11 @@ class Softmax(Function):
         y = ctx.out
         return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True))
 
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return y * (t - (y * t).sum(axis=ctx.axis, keepdims=True))
+
 
 class Softplus(Function):
     """y = log(1 + e^x), computed as logaddexp(0, x) so it never overflows; dy/dx = sigmoid(x).
@@ -238,6 +272,10 @@ class Softplus(Function):
     @staticmethod
     def backward(ctx, g):
         return g * sigmoid(ctx.inputs[0])
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * sigmoid(ctx.inputs[0])
 
 
 def softplus(x):
@@ -312,6 +350,22 @@ class SoftmaxCrossEntropy(Function):
             gT = logp * -g
         return gx, gT
 
+    @staticmethod
+    def jvp(ctx, tx, tT):
+        x, T = ctx.inputs
+        if type(x) is Tensor:
+            logp = log_softmax(x, axis=-1)
+            p = exp(logp)
+        else:
+            logp, p = ctx.logp, ctx.p
+        s = None                 # d(T * log_softmax(x)), with d log_softmax = tx - <p, tx>
+        if tx is not None:
+            s = T * (tx - (p * tx).sum(axis=-1, keepdims=True))
+        if tT is not None:
+            s = tangent_sum(x.shape, s, tT * logp)
+        s = s.sum(axis=-1) if ctx.rows else s.sum()
+        return s * (-1.0 / ctx.denom)
+
 
 class ClassCrossEntropy(Function):
     """y = -sum_n log_softmax(x)[n, t_n] / denom for constant class indices t (rows of x);
@@ -348,6 +402,15 @@ class ClassCrossEntropy(Function):
         gx = ctx.p * s
         gx[ctx.rows, t] -= s
         return gx, None
+
+    @staticmethod
+    def jvp(ctx, tx, tt):
+        x, t = ctx.inputs
+        if tx is None:
+            return None
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        # d(-sum_n log_softmax(x)[n, t_n]) = sum(p * tx) - sum_n tx[n, t_n]
+        return ((p * tx).sum() - tx[ctx.rows, t].sum()) * (1.0 / ctx.denom)
 
 
 def _sce_forward_gpu(ctx, x, T, denom):

@@ -121,6 +121,27 @@ def cast(x, dtype):
     return x.astype(dtype, copy=False)
 
 
+def _data(x):
+    return x.data if type(x) is Tensor else x
+
+
+def zeros_like(x):
+    """Zeros of x's shape, dtype and device, as an array (a constant)."""
+    d = x.data if type(x) is Tensor else x
+    return backend.xp_of(d).zeros(d.shape, dtype=d.dtype)
+
+
+def tangent_sum(shape, *terms):
+    """The sum of the tangent terms that are not None, broadcast to `shape` (None if none is)."""
+    total = None
+    for t in terms:
+        if t is not None:
+            total = t if total is None else total + t
+    if total is None or total.shape == shape:
+        return total
+    return broadcast_to(total, shape)
+
+
 def scatter(g, index, shape):
     """A zero array of `shape` with g added at `index` (the adjoint of x[index])."""
     if type(g) is Tensor:
@@ -198,6 +219,10 @@ class Add(Function):
         gb = (g if type(a) is float or g.shape == b.shape else sum_to(g, b.shape)) if nb else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, ta, tb)
+
 
 class Sub(Function):
     """z = a - b; dz/da = 1, dz/db = -1."""
@@ -212,6 +237,10 @@ class Sub(Function):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
         return (sum_to(g, a.shape) if na else None), (sum_to(-g, b.shape) if nb else None)
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, ta, None if tb is None else -tb)
 
 
 class Mul(Function):
@@ -237,6 +266,12 @@ class Mul(Function):
                 gb = sum_to(gb, b.shape)
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * b,
+                           None if tb is None else a * tb)
+
 
 class Div(Function):
     """z = a / b; dz/da = 1/b, dz/db = -a/b^2 = -z/b."""
@@ -254,6 +289,12 @@ class Div(Function):
         gb = sum_to(-(g * ctx.out) / b, b.shape) if nb else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta / b,
+                           None if tb is None else -(ctx.out * tb) / b)
+
 
 class Pow(Function):
     """z = a ** b; dz/da = b a^(b-1), dz/db = z log a."""
@@ -267,9 +308,34 @@ class Pow(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        ga = sum_to(g * (b * a ** (b - 1)), a.shape) if na else None
-        gb = sum_to(g * ctx.out * log(a), b.shape) if nb else None
+        ga = sum_to(g * _pow_da(a, b), a.shape) if na else None
+        gb = sum_to(g * _pow_db(a, b, ctx.out), b.shape) if nb else None
         return ga, gb
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * _pow_da(a, b),
+                           None if tb is None else tb * _pow_db(a, b, ctx.out))
+
+
+def _pow_da(a, b):
+    """d(a^b)/da = b a^(b-1), and 0 where b == 0 (the formula gives 0 * inf at a = 0)."""
+    if type(b) in (int, float):
+        return b * a ** (b - 1) if b != 0 else 0 * a
+    return where(_data(b) == 0, 0.0, b * a ** (b - 1))
+
+
+def _pow_db(a, b, out):
+    """d(a^b)/db = a^b log a, and 0 where a == 0 and b >= 0 (PyTorch's answer: 0^b does not
+    change with b there); a Python-number base <= 0 gives -inf or NaN, never a domain error."""
+    if type(a) in (int, float):
+        if a > 0:
+            return out * math.log(a)
+        if a < 0:
+            return out * math.nan
+        return where(_data(b) >= 0, 0.0, out * -math.inf)
+    return where((_data(a) == 0) & (_data(b) >= 0), 0.0, out * log(a))
 
 
 def pow(a, b):
@@ -297,6 +363,11 @@ class Maximum(Function):
                 sum_to(g * (1 - ctx.wa), b.shape) if nb else None)
 
     @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * ctx.wa,
+                           None if tb is None else tb * (1 - ctx.wa))
+
+    @staticmethod
     def kink_distance(ctx):
         a, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
         return float(backend.xp_of(a if backend.is_array(a) else b).abs(a - b).min())
@@ -313,6 +384,7 @@ class Minimum(Function):
         return out
 
     backward = staticmethod(Maximum.backward)
+    jvp = staticmethod(Maximum.jvp)
     kink_distance = staticmethod(Maximum.kink_distance)
 
 
@@ -331,6 +403,12 @@ class Where(Function):
                 sum_to(where(cond, g, 0), a.shape) if na else None,
                 sum_to(where(cond, 0, g), b.shape) if nb else None)
 
+    @staticmethod
+    def jvp(ctx, tc, ta, tb):
+        cond = ctx.inputs[0]
+        return tangent_sum(ctx.out.shape, None if ta is None else where(cond, ta, 0),
+                           None if tb is None else where(cond, 0, tb))
+
 
 # ================================================================== elementwise unary
 class Neg(Function):
@@ -343,6 +421,10 @@ class Neg(Function):
     def backward(ctx, g):
         return -g
 
+    @staticmethod
+    def jvp(ctx, t):
+        return -t
+
 
 class Exp(Function):
     """y = e^x; dy/dx = y."""
@@ -353,6 +435,10 @@ class Exp(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.out
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.out
 
 
 class Log(Function):
@@ -365,6 +451,10 @@ class Log(Function):
     def backward(ctx, g):
         return g / ctx.inputs[0]
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t / ctx.inputs[0]
+
 
 class Sqrt(Function):
     """y = sqrt(x); dy/dx = 1 / (2y)."""
@@ -375,6 +465,10 @@ class Sqrt(Function):
     @staticmethod
     def backward(ctx, g):
         return g / (ctx.out * 2)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t / (ctx.out * 2)
 
 
 class Tanh(Function):
@@ -387,6 +481,11 @@ class Tanh(Function):
     def backward(ctx, g):
         y = ctx.out
         return g * (1 - y * y)
+
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return t * (1 - y * y)
 
 
 class Sigmoid(Function):
@@ -405,6 +504,11 @@ class Sigmoid(Function):
         y = ctx.out
         return g * (y * (1 - y))
 
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return t * (y * (1 - y))
+
 
 class ReLU(Function):
     """y = max(x, 0); dy/dx = [x > 0] (0 at the kink). Its second derivative is 0 a.e."""
@@ -419,6 +523,10 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.mask
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.mask
 
     @staticmethod
     def kink_distance(ctx):
@@ -443,6 +551,10 @@ class Abs(Function):
     def backward(ctx, g):
         return g * ctx.sign
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.sign
+
     kink_distance = staticmethod(ReLU.kink_distance)
 
 
@@ -466,6 +578,10 @@ class Clip(Function):
         return g if ctx.mask is None else g * ctx.mask
 
     @staticmethod
+    def jvp(ctx, t):
+        return t if ctx.mask is None else t * ctx.mask
+
+    @staticmethod
     def kink_distance(ctx):
         x = ctx.parents[0].data
         xp = backend.xp_of(x)
@@ -483,6 +599,10 @@ class Cast(Function):
     def backward(ctx, g):
         return cast(g, ctx.inputs[0].dtype)
 
+    @staticmethod
+    def jvp(ctx, t):
+        return cast(t, ctx.out.dtype)
+
 
 class ToDevice(Function):
     """y = x on another device; the gradient moves back."""
@@ -494,6 +614,11 @@ class ToDevice(Function):
     @staticmethod
     def backward(ctx, g):
         return g.to(ctx.src) if type(g) is Tensor else backend.to_device(g, ctx.src)
+
+    @staticmethod
+    def jvp(ctx, t):
+        dst = backend.device_of(ctx.out.data if type(ctx.out) is Tensor else ctx.out)
+        return t.to(dst) if type(t) is Tensor else backend.to_device(t, dst)
 
 
 # ========================================================================= reductions
@@ -510,6 +635,10 @@ class Sum(Function):
         if not ctx.keepdims:
             g = reshape_to(g, _keepdims_shape(shape, ctx.axis))
         return broadcast_to(g, shape)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t.sum(axis=ctx.axis, keepdims=ctx.keepdims)
 
 
 class _Extremum(Function):
@@ -533,6 +662,10 @@ class _Extremum(Function):
         if not ctx.keepdims:
             g = reshape_to(g, _keepdims_shape(shape, ctx.axis))
         return g * ctx.w
+
+    @staticmethod
+    def jvp(ctx, t):
+        return (t * ctx.w).sum(axis=ctx.axis, keepdims=ctx.keepdims)   # the tied entries' mean
 
     @classmethod
     def kink_distance(cls, ctx):
@@ -586,179 +719,6 @@ def logsumexp(x, axis=None, keepdims=False):
     return out if keepdims else reshape(out, *_reduced_shape(x.shape, axis))
 
 
-class SumTo(Function):
-    """y = x summed down to `shape` (the adjoint of broadcast_to)."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return _sum_to_array(x, shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return broadcast_to(g, ctx.inputs[0].shape)
-
-
-class BroadcastTo(Function):
-    """y = x broadcast to `shape` (the adjoint of sum_to)."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return ctx.xp.broadcast_to(x, shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return sum_to(g, ctx.inputs[0].shape)
-
-
-# ======================================================================= shape ops
-class Reshape(Function):
-    """y = x with a new shape; the gradient is reshaped back."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return x.reshape(shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return reshape_to(g, ctx.inputs[0].shape)
-
-
-def reshape(x, *shape):
-    """x with a new shape; accepts reshape(2, 3) and reshape((2, 3))."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    if tuple(shape) == x.shape:
-        return x
-    return Reshape.apply(x, shape=tuple(shape))
-
-
-class Transpose(Function):
-    """y = x with axes permuted; the gradient takes the inverse permutation."""
-    @staticmethod
-    def forward(ctx, x, axes=None):
-        ctx.axes = axes
-        return x.transpose(axes)
-
-    @staticmethod
-    def backward(ctx, g):
-        axes = ctx.axes
-        if axes is None:
-            return permute(g)
-        inv = [0] * len(axes)
-        for i, a in enumerate(axes):
-            inv[a] = i
-        return permute(g, tuple(inv))
-
-
-def transpose(x, *axes):
-    """x with axes permuted (reversed when none are given), like NumPy."""
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    if axes and sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: axes {axes} are not a permutation of a tensor of shape {x.shape}")
-    return Transpose.apply(x, axes=tuple(a % x.ndim for a in axes) if axes else None)
-
-
-def _is_basic(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
-
-
-class GetItem(Function):
-    """y = x[index] (basic or integer-array indexing); the gradient is scattered back."""
-    @staticmethod
-    def forward(ctx, x, index):
-        ctx.index = index
-        return x[index]
-
-    @staticmethod
-    def backward(ctx, g):
-        return scatter(g, ctx.index, ctx.inputs[0].shape)
-
-
-class Scatter(Function):
-    """y = zeros(shape) with g added at index (repeated indices add up); adjoint of GetItem."""
-    @staticmethod
-    def forward(ctx, g, index, shape):
-        ctx.index = index
-        out = ctx.xp.zeros(shape, dtype=g.dtype)
-        if _is_basic(index):
-            out[index] = g
-        else:
-            backend.scatter_add(out, index, g)
-        return out
-
-    @staticmethod
-    def backward(ctx, gg):
-        return gg[ctx.index]
-
-
-def _index_part(p, xp):
-    if type(p) is Tensor:
-        return p.data
-    if isinstance(p, list):
-        return xp.asarray(p)
-    return p
-
-
-def getitem(x, index):
-    """x[index]: ints, slices, None, Ellipsis, integer or boolean arrays/Tensors/lists."""
-    xp = backend.xp_of(x.data)
-    index = tuple(_index_part(p, xp) for p in index) if isinstance(index, tuple) else _index_part(index, xp)
-    try:
-        return GetItem.apply(x, index=index)
-    except IndexError as e:
-        raise IndexError(f"getitem: index {index!r} is out of range for a tensor of shape {x.shape} ({e})") from None
-
-
-class Concatenate(Function):
-    """y = inputs joined along axis; the gradient is split back into pieces."""
-    @staticmethod
-    def forward(ctx, *xs, axis=0):
-        ctx.axis = axis
-        return ctx.xp.concatenate(xs, axis=axis)
-
-    @staticmethod
-    def backward(ctx, g):
-        axis = ctx.axis % g.ndim
-        grads, start = [], 0
-        for x, need in zip(ctx.inputs, ctx.needs_input_grad):
-            n = x.shape[axis]
-            if need:
-                grads.append(g[(slice(None),) * axis + (slice(start, start + n),)])
-            else:
-                grads.append(None)
-            start += n
-        return tuple(grads)
-
-
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis, like numpy.concatenate."""
-    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("concatenate: need at least one tensor")
-    nd = tensors[0].ndim
-    for t in tensors:
-        if t.ndim != nd:
-            raise ValueError(f"concatenate: all tensors need the same number of dimensions, "
-                             f"got shapes {[u.shape for u in tensors]}")
-    return Concatenate.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis=0):
-    """Join tensors along a new axis, like numpy.stack."""
-    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("stack: need at least one tensor")
-    shape = tensors[0].shape
-    for t in tensors:
-        if t.shape != shape:
-            raise ValueError(f"stack: all tensors need the same shape, got {[u.shape for u in tensors]}")
-    nd = len(shape) + 1
-    if not -nd <= axis < nd:
-        raise ValueError(f"stack: axis {axis} is out of range for {nd}-d output")
-    a = axis % nd
-    new = shape[:a] + (1,) + shape[a:]
-    return Concatenate.apply(*[reshape(t, *new) for t in tensors], axis=a)
-
-
 # ========================================================================== matmul
 class MatMul(Function):
     """C = A @ B (batched over leading axes); dA = G B^T, dB = A^T G (then undo broadcasting)."""
@@ -772,6 +732,12 @@ class MatMul(Function):
         na, nb = ctx.needs_input_grad
         return (sum_to(g @ swap_last(b), a.shape) if na else None,
                 sum_to(swap_last(a) @ g, b.shape) if nb else None)
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta @ b,
+                           None if tb is None else a @ tb)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
@@ -847,3 +813,6 @@ def compare(a, b, name):
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
     ClassCrossEntropy, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
     Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+from .shape_ops import (  # noqa: E402,F401  (shape_ops.py builds on the helpers above)
+    BroadcastTo, Concatenate, GetItem, Reshape, Scatter, SumTo, Transpose, concatenate, getitem,
+    reshape, stack, transpose)
