@@ -59,8 +59,11 @@ def test_moments_match_the_dense_hessian_of_an_mlp(reorth):
 def test_mass_lands_where_the_eigenvalues_are(reorth):
     eig = np.array([-2.0] * 5 + [1.0] * 10 + [5.0] * 5)
     closure, params = quadratic(random_symmetric(20, eig, seed=3), np.zeros(20))
-    grid, density = curvature.spectral_density(closure, params, n_iter=20, n_vectors=60,
-                                               seed=0, sigma=0.05, reorthogonalize=reorth)
+    sn = curvature.spectral_nodes(closure, params, n_iter=20, n_vectors=60, seed=0,
+                                  reorthogonalize=reorth)
+    assert sn.mass_below(0.0) == pytest.approx(0.25, abs=0.05)
+    assert sn.mass_below(-3.0) == 0.0 and sn.mass_below(6.0) == pytest.approx(1.0)
+    grid, density = sn.density(sigma=0.05)
     def mass(a, b):
         m = (grid >= a) & (grid <= b)
         return float(curvature._trapezoid(density[m], grid[m]))

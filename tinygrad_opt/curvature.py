@@ -713,6 +713,33 @@ class SpectralNodes:
     def moment(self, k):
         return float((self.weights * self.nodes ** k).sum(axis=1).mean())
 
+    def mass_below(self, x=0.0):
+        """The estimated fraction of eigenvalues below x (negative mass for x = 0)."""
+        return float((self.weights * (self.nodes < x)).sum(axis=1).mean())
+
+    def density(self, sigma=None, grid=None, n_grid=1000):
+        """(grid, density): the quadrature smoothed by a Gaussian kernel of width sigma
+        (default 1% of the node range), which adds sigma^2 to the second moment; on a uniform grid
+        (default n_grid points from the smallest node - 5 sigma to the largest + 5 sigma),
+        normalised to integrate to 1. PyHessian differs in form only: it scales the spectrum to
+        [-1, 1] and uses sigma^2 = 1e-5 there."""
+        live = self.weights > 0
+        lo, hi = float(self.nodes[live].min()), float(self.nodes[live].max())
+        if sigma is None:
+            sigma = 0.01 * max(hi - lo, abs(hi), abs(lo), 1e-12)
+        if not sigma > 0:
+            raise ValueError(f"spectral_density: sigma must be positive, got {sigma}")
+        grid = (np.linspace(lo - 5 * sigma, hi + 5 * sigma, int(n_grid)) if grid is None
+                else np.asarray(grid, dtype=float))
+        z = (grid[:, None] - self.nodes[live][None, :]) / sigma
+        w = self.weights[live] / self.nodes.shape[0]
+        density = (np.exp(-0.5 * z * z) * w).sum(axis=1) / (sigma * math.sqrt(2 * math.pi))
+        total = float(_trapezoid(density, grid))
+        if not total > 0:
+            raise ValueError("spectral_density: the grid does not cover the spectrum "
+                             f"[{lo:.4g}, {hi:.4g}]")
+        return grid, density / total
+
 
 def _lanczos_tridiagonal(op, q, m, reorthogonalize=False):
     """alpha, beta of T = Q^T H Q after m Lanczos steps from the unit vector q.
@@ -783,30 +810,11 @@ def spectral_density(closure, params=None, n_iter=100, n_vectors=1, seed=None, s
 
     with the nodes theta_j and weights tau_j of `spectral_nodes` (n_iter Lanczos steps per
     probe, about n_iter Hessian-vector products each; see _lanczos_tridiagonal for
-    reorthogonalize). The Gaussian kernel of width sigma
-    (default 1% of the node range) turns the discrete quadrature into a density; it adds
-    sigma^2 to the second moment. Returns host arrays (grid, density) on a uniform grid
-    (default: n_grid points from the smallest node - 5 sigma to the largest + 5 sigma),
-    normalised so that the trapezoid integral of density over grid is 1.
-    PyHessian differs in form only: it scales the spectrum to [-1, 1] and uses sigma^2 = 1e-5.
+    reorthogonalize) and SpectralNodes.density for sigma, grid and n_grid. Returns host arrays
+    (grid, density), the trapezoid integral of density over grid being 1.
     """
     sn = spectral_nodes(closure, params, n_iter, n_vectors, seed, reorthogonalize)
-    live = sn.weights > 0
-    lo, hi = float(sn.nodes[live].min()), float(sn.nodes[live].max())
-    if sigma is None:
-        sigma = 0.01 * max(hi - lo, abs(hi), abs(lo), 1e-12)
-    if not sigma > 0:
-        raise ValueError(f"spectral_density: sigma must be positive, got {sigma}")
-    grid = (np.linspace(lo - 5 * sigma, hi + 5 * sigma, int(n_grid)) if grid is None
-            else np.asarray(grid, dtype=float))
-    z = (grid[:, None] - sn.nodes[live][None, :]) / sigma
-    w = sn.weights[live] / sn.nodes.shape[0]
-    density = (np.exp(-0.5 * z * z) * w).sum(axis=1) / (sigma * math.sqrt(2 * math.pi))
-    total = float(_trapezoid(density, grid))
-    if not total > 0:
-        raise ValueError("spectral_density: the grid does not cover the spectrum "
-                         f"[{lo:.4g}, {hi:.4g}]")
-    return grid, density / total
+    return sn.density(sigma, grid, n_grid)
 
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz      # NumPy 2 renamed trapz
