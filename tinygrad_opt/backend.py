@@ -135,6 +135,9 @@ def as_array(data, dtype=None, device=None, copy=True):
         device = device_of(data) if is_array(data) else "cpu"
     xp = get_xp(device)
     if is_array(data):
+        if data.dtype.kind not in "biufc":      # object, string, datetime: not numbers
+            raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {data.dtype}; "
+                            "convert it to a numeric dtype first")
         data = to_device(data, device)
         return xp.array(data, dtype=dtype, copy=True) if copy else xp.asarray(data, dtype=dtype)
     arr = numpy.asarray(data)

@@ -232,10 +232,40 @@ class Tensor:
     def relu(self): return ops.ReLU.apply(self)
     def abs(self): return ops.Abs.apply(self)
     def square(self): return ops.Mul.apply(self, self)
-    def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=ops._axis(axis), keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return ops.Max.apply(self, axis=ops._axis(axis), keepdims=keepdims)
-    def min(self, axis=None, keepdims=False): return ops.Min.apply(self, axis=ops._axis(axis), keepdims=keepdims)
+    def sin(self): return ops.Sin.apply(self)
+    def cos(self): return ops.Cos.apply(self)
+    def log1p(self): return ops.Log1p.apply(self)
+    def expm1(self): return ops.Expm1.apply(self)
+
+    # reductions take NumPy's axis/keepdims, and PyTorch's dim/keepdim as aliases
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        if dim is not None or keepdim is not None:
+            axis, keepdims = ops.reduction_args("sum", axis, keepdims, dim, keepdim)
+        return ops.Sum.apply(self, axis=ops._axis(axis), keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        if dim is not None or keepdim is not None:
+            axis, keepdims = ops.reduction_args("mean", axis, keepdims, dim, keepdim)
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Max over axis. With PyTorch's dim= it returns PyTorch's (values, indices) pair."""
+        return ops.extremum(self, ops.Max, ops.argmax, axis, keepdims, dim, keepdim)
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Min over axis. With PyTorch's dim= it returns PyTorch's (values, indices) pair."""
+        return ops.extremum(self, ops.Min, ops.argmin, axis, keepdims, dim, keepdim)
+
+    def var(self, axis=None, keepdims=False, correction=1, **dims):
+        return ops.var(self, axis, keepdims, correction, **dims)
+
+    def std(self, axis=None, keepdims=False, correction=1, **dims):
+        return ops.std(self, axis, keepdims, correction, **dims)
+
+    def norm(self, p=2, axis=None, keepdims=False, **dims): return ops.norm(self, p, axis, keepdims, **dims)
+    def argmax(self, axis=None, keepdims=False, **dims): return ops.argmax(self, axis, keepdims, **dims)
+    def argmin(self, axis=None, keepdims=False, **dims): return ops.argmin(self, axis, keepdims, **dims)
+
     def reshape(self, *shape): return ops.reshape(self, *shape)
     def transpose(self, *axes): return ops.transpose(self, *axes)
     def clip(self, lo=None, hi=None): return ops.Clip.apply(self, lo=lo, hi=hi)
