@@ -320,13 +320,13 @@ def test_nothing_outside_collect():
     with ext.collect(ext.BatchGrad()):
         F.cross_entropy(model(tg.Tensor(X)), t).backward()
     first = [p.grad_batch for p in model.parameters()]
-    assert engine._collect is None
+    assert engine._grad.collect is None
     F.cross_entropy(model(tg.Tensor(X[:2])), t[:2]).backward()      # a plain pass leaves them
     assert all(p.grad_batch is g for p, g in zip(model.parameters(), first))
     with pytest.raises(ZeroDivisionError):
         with ext.collect(ext.BatchGrad()):
             1 / 0
-    assert engine._collect is None
+    assert engine._grad.collect is None
 
 
 def _err(fn, *match):
@@ -384,7 +384,7 @@ def test_errors_name_the_op_and_the_quantity():
     _err(lambda: ext.collect(ext.BatchGrad).__enter__(), "BatchGrad()")
     _err(lambda: ext.collect(ext.BatchGrad(), ext.BatchGrad()).__enter__(), "grad_batch")
     _err(lambda: ext.DiagGGNMC(mc_samples=0), "mc_samples")
-    assert engine._collect is None
+    assert engine._grad.collect is None
 
 
 def test_gradients_are_unchanged_by_collect():

@@ -106,12 +106,13 @@ def collect(*quantities):
         if q.attr in seen:
             raise ValueError(f"collect: {q!r} and {seen[q.attr]!r} both fill p.{q.attr}")
         seen[q.attr] = q
-    prev = engine._collect
-    engine._collect = _Plan(quantities) if quantities else None
+    state = engine._grad                    # this thread's: other threads' passes are plain
+    prev = state.collect
+    state.collect = _Plan(quantities) if quantities else None
     try:
         yield
     finally:
-        engine._collect = prev
+        state.collect = prev
 
 
 # The ops collect knows: layers (which own parameters), activations applied per element, and
