@@ -329,6 +329,51 @@ def test_nothing_outside_collect():
     assert engine._grad.collect is None
 
 
+def test_a_backward_gradient_scales_every_quantity():
+    """loss.backward(c) differentiates c * loss: grad_batch scales by c, the GGN by c, the
+    sampled factors by c too (same seed); a negative c has no GGN factor and raises."""
+    model = _model("fused", np.float64)
+    X, t = _data(4, "ce", np.float64)
+    res = []
+    for c in (1.0, 3.0):
+        tg.manual_seed(5)
+        with ext.collect(ext.BatchGrad(), ext.DiagGGN(), ext.DiagGGNMC()):
+            F.cross_entropy(model(tg.Tensor(X)), t).backward(np.array(c))
+        res.append([(p.grad_batch.data, p.diag_ggn.data, p.diag_ggn_mc.data)
+                    for p in model.parameters()])
+    for a, b in zip(*res):
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(y, 3.0 * x, rtol=1e-12, atol=1e-15)
+
+    def negative():
+        with ext.collect(ext.DiagGGN()):
+            F.cross_entropy(model(tg.Tensor(X)), t).backward(np.array(-1.0))
+    _err(negative, "nonnegative")
+
+
+def test_collect_is_per_thread():
+    """A collection in one thread leaves a backward in another thread plain."""
+    import threading
+    model = _model("fused", np.float64)
+    other = _model("relu_op", np.float64)
+    X, t = _data(3, "ce", np.float64)
+    inside, done = threading.Event(), threading.Event()
+
+    def collector():
+        with ext.collect(ext.BatchGrad()):
+            inside.set()
+            done.wait(10)
+            F.cross_entropy(model(tg.Tensor(X)), t).backward()
+    th = threading.Thread(target=collector)
+    th.start()
+    inside.wait(10)
+    F.cross_entropy(other(tg.Tensor(X)), t).backward()     # while the other thread collects
+    done.set()
+    th.join()
+    assert all(p.grad is not None and not hasattr(p, "grad_batch") for p in other.parameters())
+    assert all(hasattr(p, "grad_batch") for p in model.parameters())
+
+
 def _err(fn, *match):
     with pytest.raises((RuntimeError, ValueError, TypeError)) as e:
         fn()
