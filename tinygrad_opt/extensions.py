@@ -129,32 +129,31 @@ class _Plan:
         self.quantities = quantities
         self.first = [q for q in quantities if not q.second_order]
         self.second = [q for q in quantities if q.second_order]
+        self.names = ", ".join(repr(q) for q in quantities)     # for the error messages
 
     def __call__(self, roots, root_grads, inputs, create_graph, retain_graph):
-        names = self.names()
+        names = self.names
         if inputs is not None or create_graph:
             raise RuntimeError(f"extensions.collect({names}): quantities are filled by "
                                "loss.backward() only, not by autograd.grad or create_graph=True")
         if len(roots) != 1 or roots[0]._node is None or roots[0].data.size != 1:
             raise RuntimeError(f"extensions.collect({names}): backward must start from a scalar "
                                "loss computed by cross_entropy or mse_loss")
-        loss_nodes, out_node, hessian = _loss(roots[0]._node, names)
-        p = _Pass(self, loss_nodes)
+        out_node, hessian = _loss(roots[0]._node, names)
+        p = _Pass(self)
         p.walk(out_node)
         if self.second:
             p.seed(out_node, hessian, root_grads[0])
         return p
 
-    def names(self):
-        return ", ".join(repr(q) for q in self.quantities)
-
 
 # ------------------------------------------------------------------------------- losses
 def _loss(node, names):
-    """(the loss's own nodes, the node whose output is the prediction, its Hessian factor).
+    """(the node whose output is the prediction, the loss Hessian's factor there).
 
-    The factor is a function (streams, xp) -> S of shape (C, N, K) with sum_c S S^T the
-    Hessian of the loss w.r.t. the prediction row n, scaled by the reduction.
+    The factor's exact(xp) and sampled(m, xp) give S of shape (C, N, K) with
+    sum_c S[c, n] S[c, n]^T the Hessian of the loss (as reduced) w.r.t. prediction row n,
+    exactly or in expectation over m samples.
     """
     cls = type(node)
     if cls is ClassCrossEntropy or (cls is SoftmaxCrossEntropy and not node.rows):
@@ -167,13 +166,12 @@ def _loss(node, names):
             T = node.inputs[1]
             r = None if _is_one(node.row_sums) else T.sum(axis=-1, keepdims=True)
         _check_prediction(x, "cross_entropy", names)
-        return {node}, x._node, _CrossEntropyHessian(node.p, r, 1.0 / node.denom)
+        return x._node, _CrossEntropyHessian(node.p, r, 1.0 / node.denom)
     # mse_loss: [Mul(., 1/size)] <- Sum <- Mul(d, d) <- Sub(pred, target)
-    chain, scale = {node}, 1.0
+    scale = 1.0
     if cls is Mul and type(node.inputs[1]) is float and node.parents[0]._node is not None:
         scale = node.inputs[1]
         node = node.parents[0]._node
-        chain.add(node)
     if type(node) is Sum and node.axis is None and node.parents[0]._node is not None:
         sq = node.parents[0]._node
         if type(sq) is Mul and sq.parents[0] is sq.parents[1] and sq.parents[0]._node is not None:
@@ -181,8 +179,7 @@ def _loss(node, names):
             if type(d) is Sub and not (type(d.parents[1]) is Tensor and d.parents[1]._requires_grad):
                 pred = d.parents[0]
                 _check_prediction(pred, "mse_loss", names)
-                chain.update((sq, d))
-                return chain, pred._node, _SquareHessian(2.0 * scale, pred.data)
+                return pred._node, _SquareHessian(2.0 * scale, pred.data)
     raise RuntimeError(f"extensions.collect({names}): the loss must be cross_entropy or "
                        f"mse_loss (reduction 'mean' or 'sum') of the model output; this "
                        f"backward starts at {type(node).__name__}")
@@ -205,11 +202,8 @@ class _CrossEntropyHessian:
     """
 
     def __init__(self, p, r, scale):
-        self.p, self.r, self.scale = p, r, scale
-
-    def weight(self, xp):
-        w = self.scale if self.r is None else self.r * self.scale        # (N, 1) or a number
-        return w
+        self.p = p
+        self.w = scale if r is None else r * scale         # r_n scale: a number or (N, 1)
 
     def exact(self, xp):
         p = self.p
@@ -218,7 +212,7 @@ class _CrossEntropyHessian:
         S = sq.T[:, :, None] * -p[None, :, :]                   # S[c, n, k] = -sqrt(p_nc) p_nk
         idx = xp.arange(c)
         S[idx, :, idx] += sq.T                                  # + sqrt(p_nc) at k = c
-        return S * _sqrt(self.weight(xp), xp)
+        return S * _sqrt(self.w, xp)
 
     def sampled(self, m, xp):
         p = self.p
@@ -227,7 +221,7 @@ class _CrossEntropyHessian:
         y = (xp.cumsum(p, axis=-1)[None] < u).sum(axis=-1, keepdims=True)      # inverse CDF
         y = xp.minimum(y, c - 1)                                # rounding in the last bin
         S = p[None] - (xp.arange(c) == y).astype(p.dtype)
-        return S * _sqrt(self.weight(xp) / m, xp)
+        return S * _sqrt(self.w / m, xp)
 
 
 class _SquareHessian:
@@ -262,9 +256,8 @@ def _sqrt(w, xp):
 class _Pass:
     """One backward under collect: the plan per node, then the per-node calls of the engine."""
 
-    def __init__(self, plan, loss_nodes):
+    def __init__(self, plan):
         self.plan = plan
-        self.loss_nodes = loss_nodes
         self.nodes = {}             # node -> handler, for every node between loss and parameters
         self.params = {}            # parameter Tensor -> (node, slot) of its single use
         self.factors = {}           # node -> factor S (C, N, out) of its output, while pending
@@ -276,7 +269,7 @@ class _Pass:
     # ---------------------------------------------------------------- planning
     def walk(self, out_node):
         """Check every node from the prediction down to the parameters; record their handlers."""
-        names = self.plan.names()
+        names = self.plan.names
         stack, seen = [out_node], set()
         while stack:
             n = stack.pop()
@@ -352,7 +345,7 @@ class _Pass:
         S = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
         # loss.backward(c) differentiates c * loss, whose GGN is c times the loss's
         if type(root_grad) is backend.ndarray and float(root_grad) < 0:
-            raise RuntimeError(f"extensions.collect({self.plan.names()}): second-order "
+            raise RuntimeError(f"extensions.collect({self.plan.names}): second-order "
                                "quantities need a nonnegative backward gradient")
         self.factors[out_node] = S * xp.sqrt(root_grad).astype(S.dtype)
 
@@ -456,7 +449,9 @@ class _Pass:
                 F = Ss.reshape(-1, Ss.shape[2])
                 G = F.T @ F
                 if pW is not None:
-                    A = x.T @ x * (1.0 / N) if A is None else A
+                    if A is None:       # xs^T xs with one buffer: BLAS's symmetric product
+                        xs = x * (1.0 / math.sqrt(N))
+                        A = xs.T @ xs
                     _store_list(pW, q, [A, G])
                 if pb is not None:
                     _store_list(pb, q, [G])
