@@ -200,7 +200,8 @@ def test_presets_and_bad_arguments():
 
 def test_dashboard_writes_a_readable_png(tmp_path):
     inst, _, _ = train(["Loss", "GradHist1d", "NormTest", "Alpha"])
-    path = dashboard(inst.history, tmp_path / "dash.png")
+    path = tmp_path / "dash.png"
+    dashboard(inst.history, path)
     import matplotlib.image as mpimg
     img = mpimg.imread(path)
     assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 900

@@ -554,14 +554,13 @@ _LABELS = {
 
 
 def dashboard(history, path, title="Instruments"):
-    """One PNG with a titled panel per quantity in `history` (Instruments.history).
+    """One PNG with a titled panel per quantity in `history` (Instruments.history); returns
+    the matplotlib Figure.
 
     Log scales where a positive series spans more than two decades; the gradient-test panels
     draw the threshold 1; GradHist1d shows the first and the last recorded histogram.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     steps = np.asarray(history["step"], dtype=float)
@@ -570,7 +569,8 @@ def dashboard(history, path, title="Instruments"):
         raise ValueError("dashboard: the history holds no recorded steps")
     cols = 3 if len(names) > 4 else 2
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.1 * rows), squeeze=False)
+    fig = Figure(figsize=(4.6 * cols, 3.1 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         if name == "GradHist1d":
             _hist_panel(ax, history[name], steps)
@@ -597,8 +597,7 @@ def dashboard(history, path, title="Instruments"):
     fig.suptitle(title, fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _hist_panel(ax, hists, steps):
