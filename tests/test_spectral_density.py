@@ -37,11 +37,13 @@ def test_moments_are_exact_on_a_diagonal_hessian():
     assert _integral(grid, density, 2) - sigma ** 2 == pytest.approx((h ** 2).mean(), abs=1e-5)
 
 
-def test_moments_match_the_dense_hessian_of_an_mlp():
+@pytest.mark.parametrize("reorth", [False, True])
+def test_moments_match_the_dense_hessian_of_an_mlp(reorth):
     H, _, _ = mlp_dense_hessian(seed=0)
     n = H.shape[0]
     closure, params = mlp_problem(seed=0)
-    sn = curvature.spectral_nodes(closure, params, n_iter=10, n_vectors=300, seed=1)
+    sn = curvature.spectral_nodes(closure, params, n_iter=10, n_vectors=300, seed=1,
+                                  reorthogonalize=reorth)
     # per probe the estimate of tr(H^k)/n has variance 2 sum_{i != j} (H^k)_ij^2 / n^2
     for k in (1, 2):
         Hk = np.linalg.matrix_power(H, k)
@@ -53,11 +55,15 @@ def test_moments_match_the_dense_hessian_of_an_mlp():
     assert sn.n_products == 300 * 10
 
 
-def test_mass_lands_where_the_eigenvalues_are():
+@pytest.mark.parametrize("reorth", [False, True])
+def test_mass_lands_where_the_eigenvalues_are(reorth):
     eig = np.array([-2.0] * 5 + [1.0] * 10 + [5.0] * 5)
     closure, params = quadratic(random_symmetric(20, eig, seed=3), np.zeros(20))
-    grid, density = curvature.spectral_density(closure, params, n_iter=20, n_vectors=60,
-                                               seed=0, sigma=0.05)
+    sn = curvature.spectral_nodes(closure, params, n_iter=20, n_vectors=60, seed=0,
+                                  reorthogonalize=reorth)
+    assert sn.mass_below(0.0) == pytest.approx(0.25, abs=0.05)
+    assert sn.mass_below(-3.0) == 0.0 and sn.mass_below(6.0) == pytest.approx(1.0)
+    grid, density = sn.density(sigma=0.05)
     def mass(a, b):
         m = (grid >= a) & (grid <= b)
         return float(curvature._trapezoid(density[m], grid[m]))
@@ -69,6 +75,17 @@ def test_mass_lands_where_the_eigenvalues_are():
     for lam in (-2.0, 1.0, 5.0):
         near = np.abs(grid - lam) < 0.3
         assert abs(grid[near][np.argmax(density[near])] - lam) < 0.01
+
+
+def test_without_reorthogonalization_long_runs_keep_the_moments():
+    # 60 steps on 12 distinct eigenvalues: the plain recurrence loses orthogonality and repeats
+    # converged nodes, but the weights still integrate low moments exactly
+    eig = np.linspace(-1.0, 4.0, 12)
+    closure, params = quadratic(np.diag(eig), np.zeros(12))
+    sn = curvature.spectral_nodes(closure, params, n_iter=60, seed=0)
+    assert sn.moment(0) == pytest.approx(1.0, abs=1e-8)
+    for k in (1, 2, 3):
+        assert sn.moment(k) == pytest.approx((eig ** k).mean(), rel=1e-6)
 
 
 def test_spectral_density_rejects_bad_arguments():

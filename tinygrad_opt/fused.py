@@ -7,7 +7,7 @@ ones under create_graph, tangents in forward mode.
 """
 from . import backend
 from .engine import Function
-from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last
+from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last, tangent_sum
 from .tensor import Tensor
 
 # NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
@@ -44,6 +44,11 @@ class Linear(Function):
         return _linear_grads(g, x, W, b, nx, nW, nb)
 
     @staticmethod
+    def jvp(ctx, tx, tW, tb):
+        x, W, b = ctx.inputs
+        return _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
+
+    @staticmethod
     def vjp_dot(ctx, g, vs):
         """sum_i <grad of input i, vs[i]> without forming the gradients (hvp's dot mode).
 
@@ -68,6 +73,12 @@ class Linear(Function):
         sx, sW = shapes[0], shapes[1]
         return (f"linear: input of shape {sx} does not match weight of shape {sW} "
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
+
+
+def _affine_tangent(shape, x, W, tx, tW, tb):
+    """The tangent of x W^T + b: tx W^T + x tW^T + tb (None if no input carries one)."""
+    return tangent_sum(shape, None if tx is None else affine(tx, W),
+                       None if tW is None else affine(x, tW), tb)
 
 
 def _linear_grads(g, x, W, b, nx, nW, nb):
@@ -112,6 +123,14 @@ class LinearDot(Function):
             dx, dV, dv = _linear_grads(g * gy, x, V, v, nx, nV, nv)
         return dg, dx, dV, dv
 
+    @staticmethod
+    def jvp(ctx, tg, tx, tV, tv):
+        g, x, V, v = ctx.inputs
+        xv = affine(x, V, v) if type(g) is Tensor else ctx.xv
+        t_xv = _affine_tangent(xv.shape, x, V, tx, tV, tv)
+        return tangent_sum((), None if tg is None else (tg * xv).sum(),
+                           None if t_xv is None else (g * t_xv).sum())
+
 
 class LinearReLU(Function):
     """y = relu(x @ W^T + b), fused; the gradient is Linear's applied to G * [y > 0].
@@ -133,6 +152,12 @@ class LinearReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return Linear.backward(ctx, g * _relu_mask(ctx))
+
+    @staticmethod
+    def jvp(ctx, tx, tW, tb):
+        x, W, b = ctx.inputs
+        t = _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
+        return None if t is None else t * _relu_mask(ctx)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
@@ -180,6 +205,9 @@ def _check_linear(x, W, b):
     if not xs or xs[-1] != ws[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                          f"(expected last input dim {W.shape[1]})")
+    err = backend.product_dtype_error("linear", x.dtype, W.dtype)
+    if err is not None:
+        raise err
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
@@ -196,6 +224,8 @@ class LogSoftmax(Function):
     def forward(ctx, x, axis=-1):
         ctx.axis = axis
         xp = ctx.xp
+        if x.shape[axis] == 0:          # nothing to normalise over: an empty result
+            return x.copy()
         s = x - x.max(axis=axis, keepdims=True)
         e = xp.exp(s)
         s -= xp.log(e.sum(axis=axis, keepdims=True))
@@ -204,6 +234,10 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         return g - exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t - (exp(ctx.out) * t).sum(axis=ctx.axis, keepdims=True)
 
 
 class Softmax(Function):
@@ -215,6 +249,8 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis=-1):
         ctx.axis = axis
+        if x.shape[axis] == 0:
+            return x.copy()
         e = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
         e /= e.sum(axis=axis, keepdims=True)
         return e
@@ -223,6 +259,11 @@ class Softmax(Function):
     def backward(ctx, g):
         y = ctx.out
         return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True))
+
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return y * (t - (y * t).sum(axis=ctx.axis, keepdims=True))
 
 
 class Softplus(Function):
@@ -238,6 +279,10 @@ class Softplus(Function):
     @staticmethod
     def backward(ctx, g):
         return g * sigmoid(ctx.inputs[0])
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * sigmoid(ctx.inputs[0])
 
 
 def softplus(x):
@@ -279,9 +324,11 @@ class SoftmaxCrossEntropy(Function):
         logp -= xp.log(z)
         xp.exp(logp, out=p)     # softmax as exp(log_softmax), exactly as the graph backward has it
         ctx.p, ctx.logp = p, logp
+        # 0 * log p = 0 where a class has weight 0, also for a masked (-inf) logit: log p = -inf
+        tl = T * xp.where(T == 0, 0, logp)
         if rows:
-            return (T * logp).sum(axis=-1) * (-1.0 / denom)
-        return (T * logp).sum() * (-1.0 / denom)
+            return tl.sum(axis=-1) * (-1.0 / denom)
+        return tl.sum() * (-1.0 / denom)
 
     @staticmethod
     def backward(ctx, g):
@@ -311,6 +358,22 @@ class SoftmaxCrossEntropy(Function):
         if nT:
             gT = logp * -g
         return gx, gT
+
+    @staticmethod
+    def jvp(ctx, tx, tT):
+        x, T = ctx.inputs
+        if type(x) is Tensor:
+            logp = log_softmax(x, axis=-1)
+            p = exp(logp)
+        else:
+            logp, p = ctx.logp, ctx.p
+        s = None                 # d(T * log_softmax(x)), with d log_softmax = tx - <p, tx>
+        if tx is not None:
+            s = T * (tx - (p * tx).sum(axis=-1, keepdims=True))
+        if tT is not None:
+            s = tangent_sum(x.shape, s, tT * logp)
+        s = s.sum(axis=-1) if ctx.rows else s.sum()
+        return s * (-1.0 / ctx.denom)
 
 
 class ClassCrossEntropy(Function):
@@ -349,6 +412,15 @@ class ClassCrossEntropy(Function):
         gx[ctx.rows, t] -= s
         return gx, None
 
+    @staticmethod
+    def jvp(ctx, tx, tt):
+        x, t = ctx.inputs
+        if tx is None:
+            return None
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        # d(-sum_n log_softmax(x)[n, t_n]) = sum(p * tx) - sum_n tx[n, t_n]
+        return ((p * tx).sum() - tx[ctx.rows, t].sum()) * (1.0 / ctx.denom)
+
 
 def _sce_forward_gpu(ctx, x, T, denom):
     """The forward above in four kernels instead of ten: row max, the sum of exp(x - max),
@@ -359,7 +431,7 @@ def _sce_forward_gpu(ctx, x, T, denom):
     ctx.logp, ctx.p = backend.elementwise_kernel(
         "T x, T m, T z", "T logp, T p", "logp = x - m - log(z); p = exp(logp)",
         "tinygrad_opt_log_softmax")(x, m, z)
-    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t * logp", "a + b",
+    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t == 0 ? (T)0 : t * logp", "a + b",
                                     "y = a * scale", "0", "tinygrad_opt_sce_loss")(
         T, ctx.logp, x.dtype.type(-1.0 / denom))
 

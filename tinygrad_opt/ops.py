@@ -1,7 +1,8 @@
 """The op catalogue: primitives (Function subclasses, forward beside backward) and composites.
 
-The fused layer and loss ops (Linear, LinearReLU, softmax, the cross-entropies) live in
-fused.py and are re-exported here, so `ops.X` names every op.
+Reductions live in reductions.py, shape and indexing ops in shape_ops.py, and the fused
+layer and loss ops (Linear, LinearReLU, softmax, the cross-entropies) in fused.py; all are
+re-exported here, so `ops.X` names every op.
 
 Backward formulas use only operators and the dual-typed helpers below (sum_to,
 broadcast_to, reshape, where, exp, log, ...), which accept raw arrays and Tensors alike:
@@ -98,6 +99,26 @@ def exp(x):
     return x.exp() if type(x) is Tensor else backend.xp_of(x).exp(x)
 
 
+def sin(x):
+    """sin x for arrays or Tensors."""
+    return Sin.apply(x) if type(x) is Tensor else backend.xp_of(x).sin(x)
+
+
+def cos(x):
+    """cos x for arrays or Tensors."""
+    return Cos.apply(x) if type(x) is Tensor else backend.xp_of(x).cos(x)
+
+
+def log1p(x):
+    """log(1 + x) for arrays or Tensors."""
+    return Log1p.apply(x) if type(x) is Tensor else backend.xp_of(x).log1p(x)
+
+
+def expm1(x):
+    """e^x - 1 for arrays or Tensors."""
+    return Expm1.apply(x) if type(x) is Tensor else backend.xp_of(x).expm1(x)
+
+
 def log(x):
     """Natural log for arrays, Tensors or Python numbers."""
     if type(x) is Tensor:
@@ -119,6 +140,27 @@ def cast(x, dtype):
     if type(x) is Tensor:
         return x.astype(dtype)
     return x.astype(dtype, copy=False)
+
+
+def _data(x):
+    return x.data if type(x) is Tensor else x
+
+
+def zeros_like(x):
+    """Zeros of x's shape, dtype and device, as an array (a constant)."""
+    d = x.data if type(x) is Tensor else x
+    return backend.xp_of(d).zeros(d.shape, dtype=d.dtype)
+
+
+def tangent_sum(shape, *terms):
+    """The sum of the tangent terms that are not None, broadcast to `shape` (None if none is)."""
+    total = None
+    for t in terms:
+        if t is not None:
+            total = t if total is None else total + t
+    if total is None or total.shape == shape:
+        return total
+    return broadcast_to(total, shape)
 
 
 def scatter(g, index, shape):
@@ -198,6 +240,10 @@ class Add(Function):
         gb = (g if type(a) is float or g.shape == b.shape else sum_to(g, b.shape)) if nb else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, ta, tb)
+
 
 class Sub(Function):
     """z = a - b; dz/da = 1, dz/db = -1."""
@@ -212,6 +258,10 @@ class Sub(Function):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
         return (sum_to(g, a.shape) if na else None), (sum_to(-g, b.shape) if nb else None)
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, ta, None if tb is None else -tb)
 
 
 class Mul(Function):
@@ -237,6 +287,12 @@ class Mul(Function):
                 gb = sum_to(gb, b.shape)
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * b,
+                           None if tb is None else a * tb)
+
 
 class Div(Function):
     """z = a / b; dz/da = 1/b, dz/db = -a/b^2 = -z/b."""
@@ -254,6 +310,12 @@ class Div(Function):
         gb = sum_to(-(g * ctx.out) / b, b.shape) if nb else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta / b,
+                           None if tb is None else -(ctx.out * tb) / b)
+
 
 class Pow(Function):
     """z = a ** b; dz/da = b a^(b-1), dz/db = z log a."""
@@ -267,9 +329,34 @@ class Pow(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        ga = sum_to(g * (b * a ** (b - 1)), a.shape) if na else None
-        gb = sum_to(g * ctx.out * log(a), b.shape) if nb else None
+        ga = sum_to(g * _pow_da(a, b), a.shape) if na else None
+        gb = sum_to(g * _pow_db(a, b, ctx.out), b.shape) if nb else None
         return ga, gb
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * _pow_da(a, b),
+                           None if tb is None else tb * _pow_db(a, b, ctx.out))
+
+
+def _pow_da(a, b):
+    """d(a^b)/da = b a^(b-1), and 0 where b == 0 (the formula gives 0 * inf at a = 0)."""
+    if type(b) in (int, float):
+        return b * a ** (b - 1) if b != 0 else 0 * a
+    return where(_data(b) == 0, 0.0, b * a ** (b - 1))
+
+
+def _pow_db(a, b, out):
+    """d(a^b)/db = a^b log a, and 0 where a == 0 and b >= 0 (PyTorch's answer: 0^b does not
+    change with b there); a Python-number base <= 0 gives -inf or NaN, never a domain error."""
+    if type(a) in (int, float):
+        if a > 0:
+            return out * math.log(a)
+        if a < 0:
+            return out * math.nan
+        return where(_data(b) >= 0, 0.0, out * -math.inf)
+    return where((_data(a) == 0) & (_data(b) >= 0), 0.0, out * log(a))
 
 
 def pow(a, b):
@@ -297,6 +384,11 @@ class Maximum(Function):
                 sum_to(g * (1 - ctx.wa), b.shape) if nb else None)
 
     @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * ctx.wa,
+                           None if tb is None else tb * (1 - ctx.wa))
+
+    @staticmethod
     def kink_distance(ctx):
         a, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
         return float(backend.xp_of(a if backend.is_array(a) else b).abs(a - b).min())
@@ -313,6 +405,7 @@ class Minimum(Function):
         return out
 
     backward = staticmethod(Maximum.backward)
+    jvp = staticmethod(Maximum.jvp)
     kink_distance = staticmethod(Maximum.kink_distance)
 
 
@@ -331,6 +424,12 @@ class Where(Function):
                 sum_to(where(cond, g, 0), a.shape) if na else None,
                 sum_to(where(cond, 0, g), b.shape) if nb else None)
 
+    @staticmethod
+    def jvp(ctx, tc, ta, tb):
+        cond = ctx.inputs[0]
+        return tangent_sum(ctx.out.shape, None if ta is None else where(cond, ta, 0),
+                           None if tb is None else where(cond, 0, tb))
+
 
 # ================================================================== elementwise unary
 class Neg(Function):
@@ -343,6 +442,10 @@ class Neg(Function):
     def backward(ctx, g):
         return -g
 
+    @staticmethod
+    def jvp(ctx, t):
+        return -t
+
 
 class Exp(Function):
     """y = e^x; dy/dx = y."""
@@ -353,6 +456,10 @@ class Exp(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.out
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.out
 
 
 class Log(Function):
@@ -365,6 +472,10 @@ class Log(Function):
     def backward(ctx, g):
         return g / ctx.inputs[0]
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t / ctx.inputs[0]
+
 
 class Sqrt(Function):
     """y = sqrt(x); dy/dx = 1 / (2y)."""
@@ -375,6 +486,70 @@ class Sqrt(Function):
     @staticmethod
     def backward(ctx, g):
         return g / (ctx.out * 2)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t / (ctx.out * 2)
+
+
+class Sin(Function):
+    """y = sin x; dy/dx = cos x."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * cos(ctx.inputs[0])
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * cos(ctx.inputs[0])
+
+
+class Cos(Function):
+    """y = cos x; dy/dx = -sin x."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.cos(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -(g * sin(ctx.inputs[0]))
+
+    @staticmethod
+    def jvp(ctx, t):
+        return -(t * sin(ctx.inputs[0]))
+
+
+class Log1p(Function):
+    """y = log(1 + x), exact for tiny x; dy/dx = 1 / (1 + x)."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.log1p(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (ctx.inputs[0] + 1)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t / (ctx.inputs[0] + 1)
+
+
+class Expm1(Function):
+    """y = e^x - 1, exact for tiny x; dy/dx = e^x = y + 1."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.expm1(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (ctx.out + 1)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * (ctx.out + 1)
 
 
 class Tanh(Function):
@@ -387,6 +562,11 @@ class Tanh(Function):
     def backward(ctx, g):
         y = ctx.out
         return g * (1 - y * y)
+
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return t * (1 - y * y)
 
 
 class Sigmoid(Function):
@@ -405,6 +585,11 @@ class Sigmoid(Function):
         y = ctx.out
         return g * (y * (1 - y))
 
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return t * (y * (1 - y))
+
 
 class ReLU(Function):
     """y = max(x, 0); dy/dx = [x > 0] (0 at the kink). Its second derivative is 0 a.e."""
@@ -419,6 +604,10 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.mask
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.mask
 
     @staticmethod
     def kink_distance(ctx):
@@ -443,6 +632,10 @@ class Abs(Function):
     def backward(ctx, g):
         return g * ctx.sign
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.sign
+
     kink_distance = staticmethod(ReLU.kink_distance)
 
 
@@ -466,6 +659,10 @@ class Clip(Function):
         return g if ctx.mask is None else g * ctx.mask
 
     @staticmethod
+    def jvp(ctx, t):
+        return t if ctx.mask is None else t * ctx.mask
+
+    @staticmethod
     def kink_distance(ctx):
         x = ctx.parents[0].data
         xp = backend.xp_of(x)
@@ -483,6 +680,10 @@ class Cast(Function):
     def backward(ctx, g):
         return cast(g, ctx.inputs[0].dtype)
 
+    @staticmethod
+    def jvp(ctx, t):
+        return cast(t, ctx.out.dtype)
+
 
 class ToDevice(Function):
     """y = x on another device; the gradient moves back."""
@@ -495,268 +696,10 @@ class ToDevice(Function):
     def backward(ctx, g):
         return g.to(ctx.src) if type(g) is Tensor else backend.to_device(g, ctx.src)
 
-
-# ========================================================================= reductions
-class Sum(Function):
-    """y = sum of x over axis; dy/dx = 1 broadcast back."""
     @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
-        ctx.axis, ctx.keepdims = axis, keepdims
-        return x.sum(axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def backward(ctx, g):
-        shape = ctx.inputs[0].shape
-        if not ctx.keepdims:
-            g = reshape_to(g, _keepdims_shape(shape, ctx.axis))
-        return broadcast_to(g, shape)
-
-
-class _Extremum(Function):
-    """y = max (or min) of x over axis; the gradient goes to the extrema, split evenly among
-    ties. Its second derivative is zero almost everywhere. Subclasses name the reduction."""
-    reduce = None                       # "max" or "min": the xp function
-
-    @classmethod
-    def forward(cls, ctx, x, axis=None, keepdims=False):
-        if x.size == 0:
-            raise ValueError(f"{cls.reduce} of an empty tensor of shape {tuple(x.shape)}")
-        ctx.axis, ctx.keepdims = axis, keepdims
-        m = getattr(ctx.xp, cls.reduce)(x, axis=axis, keepdims=True)
-        hit = x == m
-        ctx.w = hit / hit.sum(axis=axis, keepdims=True).astype(x.dtype)
-        return m if keepdims else m.reshape(_reduced_shape(x.shape, axis))
-
-    @staticmethod
-    def backward(ctx, g):
-        shape = ctx.inputs[0].shape
-        if not ctx.keepdims:
-            g = reshape_to(g, _keepdims_shape(shape, ctx.axis))
-        return g * ctx.w
-
-    @classmethod
-    def kink_distance(cls, ctx):
-        """Gap between the largest and second-largest entries (0 at a tie)."""
-        x = ctx.parents[0].data
-        xp = backend.xp_of(x)
-        d = xp.abs(getattr(xp, cls.reduce)(x, axis=ctx.axis, keepdims=True) - x)
-        n_hit = (d == 0).sum(axis=ctx.axis)
-        if bool((n_hit > 1).any()):
-            return 0.0
-        d = xp.where(d == 0, xp.inf, d)
-        return float(d.min()) if d.size else math.inf
-
-
-class Max(_Extremum):
-    """y = max of x over axis (see _Extremum)."""
-    reduce = "max"
-
-
-class Min(_Extremum):
-    """y = min of x over axis (see _Extremum)."""
-    reduce = "min"
-
-
-def _reduced_shape(shape, axis):
-    if axis is None:
-        return ()
-    axes = (axis,) if isinstance(axis, int) else axis
-    axes = {a % len(shape) for a in axes}
-    return tuple(s for i, s in enumerate(shape) if i not in axes)
-
-
-def mean(x, axis=None, keepdims=False):
-    """Mean over axis: sum / count."""
-    axis = _axis(axis)
-    if axis is None:
-        n = x.size
-    else:
-        axes = (axis,) if isinstance(axis, int) else axis
-        n = 1
-        for a in axes:
-            n *= x.shape[a]
-    return Sum.apply(x, axis=axis, keepdims=keepdims) * (1.0 / n)
-
-
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) over axis, shifted by the (constant) max so it never overflows."""
-    axis = _axis(axis)
-    m = Tensor._wrap(x.data.max(axis=axis, keepdims=True))
-    out = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
-    return out if keepdims else reshape(out, *_reduced_shape(x.shape, axis))
-
-
-class SumTo(Function):
-    """y = x summed down to `shape` (the adjoint of broadcast_to)."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return _sum_to_array(x, shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return broadcast_to(g, ctx.inputs[0].shape)
-
-
-class BroadcastTo(Function):
-    """y = x broadcast to `shape` (the adjoint of sum_to)."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return ctx.xp.broadcast_to(x, shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return sum_to(g, ctx.inputs[0].shape)
-
-
-# ======================================================================= shape ops
-class Reshape(Function):
-    """y = x with a new shape; the gradient is reshaped back."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return x.reshape(shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return reshape_to(g, ctx.inputs[0].shape)
-
-
-def reshape(x, *shape):
-    """x with a new shape; accepts reshape(2, 3) and reshape((2, 3))."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    if tuple(shape) == x.shape:
-        return x
-    return Reshape.apply(x, shape=tuple(shape))
-
-
-class Transpose(Function):
-    """y = x with axes permuted; the gradient takes the inverse permutation."""
-    @staticmethod
-    def forward(ctx, x, axes=None):
-        ctx.axes = axes
-        return x.transpose(axes)
-
-    @staticmethod
-    def backward(ctx, g):
-        axes = ctx.axes
-        if axes is None:
-            return permute(g)
-        inv = [0] * len(axes)
-        for i, a in enumerate(axes):
-            inv[a] = i
-        return permute(g, tuple(inv))
-
-
-def transpose(x, *axes):
-    """x with axes permuted (reversed when none are given), like NumPy."""
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    if axes and sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: axes {axes} are not a permutation of a tensor of shape {x.shape}")
-    return Transpose.apply(x, axes=tuple(a % x.ndim for a in axes) if axes else None)
-
-
-def _is_basic(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
-
-
-class GetItem(Function):
-    """y = x[index] (basic or integer-array indexing); the gradient is scattered back."""
-    @staticmethod
-    def forward(ctx, x, index):
-        ctx.index = index
-        return x[index]
-
-    @staticmethod
-    def backward(ctx, g):
-        return scatter(g, ctx.index, ctx.inputs[0].shape)
-
-
-class Scatter(Function):
-    """y = zeros(shape) with g added at index (repeated indices add up); adjoint of GetItem."""
-    @staticmethod
-    def forward(ctx, g, index, shape):
-        ctx.index = index
-        out = ctx.xp.zeros(shape, dtype=g.dtype)
-        if _is_basic(index):
-            out[index] = g
-        else:
-            backend.scatter_add(out, index, g)
-        return out
-
-    @staticmethod
-    def backward(ctx, gg):
-        return gg[ctx.index]
-
-
-def _index_part(p, xp):
-    if type(p) is Tensor:
-        return p.data
-    if isinstance(p, list):
-        return xp.asarray(p)
-    return p
-
-
-def getitem(x, index):
-    """x[index]: ints, slices, None, Ellipsis, integer or boolean arrays/Tensors/lists."""
-    xp = backend.xp_of(x.data)
-    index = tuple(_index_part(p, xp) for p in index) if isinstance(index, tuple) else _index_part(index, xp)
-    try:
-        return GetItem.apply(x, index=index)
-    except IndexError as e:
-        raise IndexError(f"getitem: index {index!r} is out of range for a tensor of shape {x.shape} ({e})") from None
-
-
-class Concatenate(Function):
-    """y = inputs joined along axis; the gradient is split back into pieces."""
-    @staticmethod
-    def forward(ctx, *xs, axis=0):
-        ctx.axis = axis
-        return ctx.xp.concatenate(xs, axis=axis)
-
-    @staticmethod
-    def backward(ctx, g):
-        axis = ctx.axis % g.ndim
-        grads, start = [], 0
-        for x, need in zip(ctx.inputs, ctx.needs_input_grad):
-            n = x.shape[axis]
-            if need:
-                grads.append(g[(slice(None),) * axis + (slice(start, start + n),)])
-            else:
-                grads.append(None)
-            start += n
-        return tuple(grads)
-
-
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis, like numpy.concatenate."""
-    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("concatenate: need at least one tensor")
-    nd = tensors[0].ndim
-    for t in tensors:
-        if t.ndim != nd:
-            raise ValueError(f"concatenate: all tensors need the same number of dimensions, "
-                             f"got shapes {[u.shape for u in tensors]}")
-    return Concatenate.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis=0):
-    """Join tensors along a new axis, like numpy.stack."""
-    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("stack: need at least one tensor")
-    shape = tensors[0].shape
-    for t in tensors:
-        if t.shape != shape:
-            raise ValueError(f"stack: all tensors need the same shape, got {[u.shape for u in tensors]}")
-    nd = len(shape) + 1
-    if not -nd <= axis < nd:
-        raise ValueError(f"stack: axis {axis} is out of range for {nd}-d output")
-    a = axis % nd
-    new = shape[:a] + (1,) + shape[a:]
-    return Concatenate.apply(*[reshape(t, *new) for t in tensors], axis=a)
+    def jvp(ctx, t):
+        dst = backend.device_of(ctx.out.data if type(ctx.out) is Tensor else ctx.out)
+        return t.to(dst) if type(t) is Tensor else backend.to_device(t, dst)
 
 
 # ========================================================================== matmul
@@ -772,6 +715,12 @@ class MatMul(Function):
         na, nb = ctx.needs_input_grad
         return (sum_to(g @ swap_last(b), a.shape) if na else None,
                 sum_to(swap_last(a) @ g, b.shape) if nb else None)
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta @ b,
+                           None if tb is None else a @ tb)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
@@ -807,6 +756,9 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: scalar operands "
                          "are not allowed, use * instead")
+    err = backend.product_dtype_error("matmul", a.dtype, b.dtype, ("left operand", "right operand"))
+    if err is not None:
+        raise err
     if a.ndim >= 2 and b.ndim >= 2:
         return MatMul.apply(a, b)
     if a.ndim == 1 and b.ndim == 1:
@@ -847,3 +799,9 @@ def compare(a, b, name):
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
     ClassCrossEntropy, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
     Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
+    Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
+    var)
+from .shape_ops import (  # noqa: E402,F401  (shape_ops.py builds on the helpers above)
+    BroadcastTo, Concatenate, GetItem, Reshape, Scatter, SumTo, Transpose, concatenate, getitem,
+    reshape, stack, transpose)

@@ -13,6 +13,7 @@ Resuming continues bit for bit:
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from . import backend, engine
@@ -138,6 +139,9 @@ class Callback:
 
         on_train_begin(run)                  once, before the first epoch
         on_epoch_begin(run)                  run.epoch is the epoch about to start
+            backward_context(run, xb, yb)    before each loss.backward(), parameters not yet
+                                             updated: a context manager to run the backward
+                                             in (e.g. extensions.collect(...)), or None
             on_step_end(info)                after each optimizer step (and lr schedule step),
                                              with the parameters already updated
         on_epoch_end(run)                    after validation; history holds this epoch
@@ -157,6 +161,9 @@ class Callback:
 
     def on_epoch_begin(self, run):
         pass
+
+    def backward_context(self, run, xb, yb):
+        return None
 
     def on_step_end(self, info):
         pass
@@ -372,7 +379,15 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
                 value = float(loss.item())
                 if not math.isfinite(value):
                     raise _diverged(epoch, step, value)
-                loss.backward()
+                contexts = [c for c in (cb.backward_context(run, xb, yb) for cb in callbacks)
+                            if c is not None] if callbacks else None
+                if contexts:
+                    with ExitStack() as stack:
+                        for c in contexts:
+                            stack.enter_context(c)
+                        loss.backward()
+                else:
+                    loss.backward()
                 if clip is not None:
                     grad_norm = clip_grad_norm_(params, clip)
                 optimizer.step()
