@@ -346,13 +346,13 @@ def ggnvp(model_fn, loss_fn, inputs, v):
         loss = _scalar_output(loss_fn(o), "ggnvp")
         if jv is None or not out.requires_grad or not loss.requires_grad:
             return loss.detach(), _structure([_zeros(x) for x in xs], single)
-        u = loss_hvp(loss, o, jv)
+        u = curvature_of_loss(loss, o, jv)
     gs = grad(out, xs, grad_outputs=u, allow_unused=True)
     gv = [_zeros(x) if g is None else g for g, x in zip(gs, xs)]
     return loss.detach(), _structure(gv, single)
 
 
-def loss_hvp(loss, o, u):
+def curvature_of_loss(loss, o, u):
     """H_L u: the Hessian of scalar `loss` in its input `o` (a leaf) times the array u.
 
     In closed form when loss is one of the recognised loss graphs (see ggnvp), else by a
