@@ -77,13 +77,18 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(results)
 
 
-def _leaves(inputs, requires_grad=True):
-    """Fresh leaves that share the inputs' data (and require grad unless told otherwise)."""
+def _leaves(inputs, requires_grad=True, create_graph=False):
+    """Fresh leaves that share the inputs' data (and require grad unless told otherwise).
+
+    create_graph: an input that requires grad is used itself (torch's view_as), so the
+    results stay connected to the graph that made it and to any outer forward level.
+    """
     ins, single = _seq(inputs, "inputs")
     for i, t in enumerate(ins):
         if not backend.is_floating(t.dtype):
             raise TypeError(f"inputs[{i}] has dtype {t.dtype}; differentiation needs floating point")
-    return tuple(Tensor._wrap(t.data, requires_grad=requires_grad) for t in ins), single
+    return tuple(t if create_graph and t.requires_grad else
+                 Tensor._wrap(t.data, requires_grad=requires_grad) for t in ins), single
 
 
 def _vectors(fn, v, like, single, what, keep_tensors=False):
@@ -167,7 +172,7 @@ def vjp(func, inputs, v=None, create_graph=False):
     v has the structure of func's outputs (None for a single one-element output); the vjp
     has the structure of inputs, zeros where an input does not reach the outputs.
     """
-    xs, single = _leaves(inputs)
+    xs, single = _leaves(inputs, create_graph=create_graph)
     with engine.enable_grad():
         outs, out_single = _outputs(func(*xs), "vjp")
     vs = _vectors("vjp", v, outs, out_single, "output", keep_tensors=create_graph)
@@ -194,7 +199,8 @@ def jacobian(func, inputs, create_graph=False, mode="reverse"):
     """
     if mode not in ("reverse", "forward"):
         raise ValueError(f"jacobian: mode must be 'reverse' or 'forward', got {mode!r}")
-    xs, single = _leaves(inputs, requires_grad=create_graph or mode == "reverse")
+    xs, single = _leaves(inputs, requires_grad=create_graph or mode == "reverse",
+                         create_graph=create_graph)
     xp = backend.xp_of(xs[0].data)
     if mode == "reverse":
         with engine.enable_grad():
@@ -340,13 +346,13 @@ def ggnvp(model_fn, loss_fn, inputs, v):
         loss = _scalar_output(loss_fn(o), "ggnvp")
         if jv is None or not out.requires_grad or not loss.requires_grad:
             return loss.detach(), _structure([_zeros(x) for x in xs], single)
-        u = curvature_of_loss(loss, o, jv)
+        u = loss_hvp(loss, o, jv)
     gs = grad(out, xs, grad_outputs=u, allow_unused=True)
     gv = [_zeros(x) if g is None else g for g, x in zip(gs, xs)]
     return loss.detach(), _structure(gv, single)
 
 
-def curvature_of_loss(loss, o, u):
+def loss_hvp(loss, o, u):
     """H_L u: the Hessian of scalar `loss` in its input `o` (a leaf) times the array u.
 
     In closed form when loss is one of the recognised loss graphs (see ggnvp), else by a

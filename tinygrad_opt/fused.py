@@ -205,6 +205,9 @@ def _check_linear(x, W, b):
     if not xs or xs[-1] != ws[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
                          f"(expected last input dim {W.shape[1]})")
+    err = backend.product_dtype_error("linear", x.dtype, W.dtype)
+    if err is not None:
+        raise err
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
@@ -221,6 +224,8 @@ class LogSoftmax(Function):
     def forward(ctx, x, axis=-1):
         ctx.axis = axis
         xp = ctx.xp
+        if x.shape[axis] == 0:          # nothing to normalise over: an empty result
+            return x.copy()
         s = x - x.max(axis=axis, keepdims=True)
         e = xp.exp(s)
         s -= xp.log(e.sum(axis=axis, keepdims=True))
@@ -244,6 +249,8 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis=-1):
         ctx.axis = axis
+        if x.shape[axis] == 0:
+            return x.copy()
         e = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
         e /= e.sum(axis=axis, keepdims=True)
         return e
@@ -317,9 +324,11 @@ class SoftmaxCrossEntropy(Function):
         logp -= xp.log(z)
         xp.exp(logp, out=p)     # softmax as exp(log_softmax), exactly as the graph backward has it
         ctx.p, ctx.logp = p, logp
+        # 0 * log p = 0 where a class has weight 0, also for a masked (-inf) logit: log p = -inf
+        tl = T * xp.where(T == 0, 0, logp)
         if rows:
-            return (T * logp).sum(axis=-1) * (-1.0 / denom)
-        return (T * logp).sum() * (-1.0 / denom)
+            return tl.sum(axis=-1) * (-1.0 / denom)
+        return tl.sum() * (-1.0 / denom)
 
     @staticmethod
     def backward(ctx, g):
@@ -422,7 +431,7 @@ def _sce_forward_gpu(ctx, x, T, denom):
     ctx.logp, ctx.p = backend.elementwise_kernel(
         "T x, T m, T z", "T logp, T p", "logp = x - m - log(z); p = exp(logp)",
         "tinygrad_opt_log_softmax")(x, m, z)
-    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t * logp", "a + b",
+    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t == 0 ? (T)0 : t * logp", "a + b",
                                     "y = a * scale", "0", "tinygrad_opt_sce_loss")(
         T, ctx.logp, x.dtype.type(-1.0 / denom))
 

@@ -1,7 +1,8 @@
 """The op catalogue: primitives (Function subclasses, forward beside backward) and composites.
 
-The fused layer and loss ops (Linear, LinearReLU, softmax, the cross-entropies) live in
-fused.py and are re-exported here, so `ops.X` names every op.
+Reductions live in reductions.py, shape and indexing ops in shape_ops.py, and the fused
+layer and loss ops (Linear, LinearReLU, softmax, the cross-entropies) in fused.py; all are
+re-exported here, so `ops.X` names every op.
 
 Backward formulas use only operators and the dual-typed helpers below (sum_to,
 broadcast_to, reshape, where, exp, log, ...), which accept raw arrays and Tensors alike:
@@ -96,6 +97,26 @@ def where(cond, a, b):
 def exp(x):
     """e**x for arrays or Tensors."""
     return x.exp() if type(x) is Tensor else backend.xp_of(x).exp(x)
+
+
+def sin(x):
+    """sin x for arrays or Tensors."""
+    return Sin.apply(x) if type(x) is Tensor else backend.xp_of(x).sin(x)
+
+
+def cos(x):
+    """cos x for arrays or Tensors."""
+    return Cos.apply(x) if type(x) is Tensor else backend.xp_of(x).cos(x)
+
+
+def log1p(x):
+    """log(1 + x) for arrays or Tensors."""
+    return Log1p.apply(x) if type(x) is Tensor else backend.xp_of(x).log1p(x)
+
+
+def expm1(x):
+    """e^x - 1 for arrays or Tensors."""
+    return Expm1.apply(x) if type(x) is Tensor else backend.xp_of(x).expm1(x)
 
 
 def log(x):
@@ -471,6 +492,66 @@ class Sqrt(Function):
         return t / (ctx.out * 2)
 
 
+class Sin(Function):
+    """y = sin x; dy/dx = cos x."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * cos(ctx.inputs[0])
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * cos(ctx.inputs[0])
+
+
+class Cos(Function):
+    """y = cos x; dy/dx = -sin x."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.cos(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -(g * sin(ctx.inputs[0]))
+
+    @staticmethod
+    def jvp(ctx, t):
+        return -(t * sin(ctx.inputs[0]))
+
+
+class Log1p(Function):
+    """y = log(1 + x), exact for tiny x; dy/dx = 1 / (1 + x)."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.log1p(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (ctx.inputs[0] + 1)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t / (ctx.inputs[0] + 1)
+
+
+class Expm1(Function):
+    """y = e^x - 1, exact for tiny x; dy/dx = e^x = y + 1."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.expm1(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (ctx.out + 1)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * (ctx.out + 1)
+
+
 class Tanh(Function):
     """y = tanh(x); dy/dx = 1 - y^2."""
     @staticmethod
@@ -621,104 +702,6 @@ class ToDevice(Function):
         return t.to(dst) if type(t) is Tensor else backend.to_device(t, dst)
 
 
-# ========================================================================= reductions
-class Sum(Function):
-    """y = sum of x over axis; dy/dx = 1 broadcast back."""
-    @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
-        ctx.axis, ctx.keepdims = axis, keepdims
-        return x.sum(axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def backward(ctx, g):
-        shape = ctx.inputs[0].shape
-        if not ctx.keepdims:
-            g = reshape_to(g, _keepdims_shape(shape, ctx.axis))
-        return broadcast_to(g, shape)
-
-    @staticmethod
-    def jvp(ctx, t):
-        return t.sum(axis=ctx.axis, keepdims=ctx.keepdims)
-
-
-class _Extremum(Function):
-    """y = max (or min) of x over axis; the gradient goes to the extrema, split evenly among
-    ties. Its second derivative is zero almost everywhere. Subclasses name the reduction."""
-    reduce = None                       # "max" or "min": the xp function
-
-    @classmethod
-    def forward(cls, ctx, x, axis=None, keepdims=False):
-        if x.size == 0:
-            raise ValueError(f"{cls.reduce} of an empty tensor of shape {tuple(x.shape)}")
-        ctx.axis, ctx.keepdims = axis, keepdims
-        m = getattr(ctx.xp, cls.reduce)(x, axis=axis, keepdims=True)
-        hit = x == m
-        ctx.w = hit / hit.sum(axis=axis, keepdims=True).astype(x.dtype)
-        return m if keepdims else m.reshape(_reduced_shape(x.shape, axis))
-
-    @staticmethod
-    def backward(ctx, g):
-        shape = ctx.inputs[0].shape
-        if not ctx.keepdims:
-            g = reshape_to(g, _keepdims_shape(shape, ctx.axis))
-        return g * ctx.w
-
-    @staticmethod
-    def jvp(ctx, t):
-        return (t * ctx.w).sum(axis=ctx.axis, keepdims=ctx.keepdims)   # the tied entries' mean
-
-    @classmethod
-    def kink_distance(cls, ctx):
-        """Gap between the largest and second-largest entries (0 at a tie)."""
-        x = ctx.parents[0].data
-        xp = backend.xp_of(x)
-        d = xp.abs(getattr(xp, cls.reduce)(x, axis=ctx.axis, keepdims=True) - x)
-        n_hit = (d == 0).sum(axis=ctx.axis)
-        if bool((n_hit > 1).any()):
-            return 0.0
-        d = xp.where(d == 0, xp.inf, d)
-        return float(d.min()) if d.size else math.inf
-
-
-class Max(_Extremum):
-    """y = max of x over axis (see _Extremum)."""
-    reduce = "max"
-
-
-class Min(_Extremum):
-    """y = min of x over axis (see _Extremum)."""
-    reduce = "min"
-
-
-def _reduced_shape(shape, axis):
-    if axis is None:
-        return ()
-    axes = (axis,) if isinstance(axis, int) else axis
-    axes = {a % len(shape) for a in axes}
-    return tuple(s for i, s in enumerate(shape) if i not in axes)
-
-
-def mean(x, axis=None, keepdims=False):
-    """Mean over axis: sum / count."""
-    axis = _axis(axis)
-    if axis is None:
-        n = x.size
-    else:
-        axes = (axis,) if isinstance(axis, int) else axis
-        n = 1
-        for a in axes:
-            n *= x.shape[a]
-    return Sum.apply(x, axis=axis, keepdims=keepdims) * (1.0 / n)
-
-
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) over axis, shifted by the (constant) max so it never overflows."""
-    axis = _axis(axis)
-    m = Tensor._wrap(x.data.max(axis=axis, keepdims=True))
-    out = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
-    return out if keepdims else reshape(out, *_reduced_shape(x.shape, axis))
-
-
 # ========================================================================== matmul
 class MatMul(Function):
     """C = A @ B (batched over leading axes); dA = G B^T, dB = A^T G (then undo broadcasting)."""
@@ -773,6 +756,9 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: scalar operands "
                          "are not allowed, use * instead")
+    err = backend.product_dtype_error("matmul", a.dtype, b.dtype, ("left operand", "right operand"))
+    if err is not None:
+        raise err
     if a.ndim >= 2 and b.ndim >= 2:
         return MatMul.apply(a, b)
     if a.ndim == 1 and b.ndim == 1:
@@ -813,6 +799,9 @@ def compare(a, b, name):
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
     ClassCrossEntropy, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
     Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
+    Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
+    var)
 from .shape_ops import (  # noqa: E402,F401  (shape_ops.py builds on the helpers above)
     BroadcastTo, Concatenate, GetItem, Reshape, Scatter, SumTo, Transpose, concatenate, getitem,
     reshape, stack, transpose)

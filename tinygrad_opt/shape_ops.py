@@ -143,8 +143,8 @@ class Scatter(Function):
 def _index_part(p, xp):
     if type(p) is Tensor:
         return p.data
-    if isinstance(p, list):
-        return xp.asarray(p)
+    if isinstance(p, list):         # [] is an empty integer index, as in NumPy's x[[]] for ints
+        return xp.asarray(p) if p else xp.asarray(p, dtype=backend.np.intp)
     return p
 
 

@@ -15,8 +15,9 @@ from .sam import SAM
 from .adahessian import AdaHessian
 from .sophia import Sophia
 from .hessianfree import HessianFree
+from .kfac import KFAC
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Newton", "NewtonCG",
            "ConjugateGradient", "LBFGS", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
            "textbook", "Lion", "Lookahead", "SAM", "AdaHessian", "Sophia",
-           "HessianFree"]
+           "HessianFree", "KFAC"]

@@ -40,26 +40,27 @@ def loss_output(loss, name):
 def gauss_newton_product(loss, output, params):
     """v -> G v for G = J^T H_L J at the graph the closure built (lists of arrays).
 
-    J = d output / d params and H_L = d^2 loss / d output^2, both read off that graph by
-    double backward: H_L u = grad(grad(loss, output), output) . u through the loss alone, and
-    J v = d/du <J^T u, v> with J^T u = grad(output, params, u) recorded for a dummy u (the
-    adjoint trick, since J^T u is linear in u). Each product is then three backward passes
-    through recorded graphs and no new forward pass.
+    J = d output / d params and H_L = d^2 loss / d output^2, both read off that graph:
+    J v = d/du <J^T u, v> with J^T u = grad(output, params, u) recorded once for a dummy u
+    (the adjoint trick, since J^T u is linear in u), H_L u by autograd.curvature_of_loss
+    (closed form for F's losses), and J^T (H_L J v) by one backward of the output. Each
+    product is two backward passes through recorded graphs and no new forward pass
+    (autograd.ggnvp instead takes J v in forward mode, which needs a model function).
     """
     xp = backend.xp_of(output.data)
     with engine.enable_grad():
-        gz, = autograd.grad(loss, output, create_graph=True)
         u = Tensor._wrap(xp.zeros_like(output.data), requires_grad=True)
         jtu = autograd.grad(output, params, grad_outputs=u, create_graph=True, allow_unused=True)
     live = [i for i, t in enumerate(jtu) if t is not None and t.requires_grad]
 
     def product(vs):
-        if not live or not gz.requires_grad:
+        if not live:
             return [xp.zeros_like(p.data) for p in params]
         jv, = autograd.grad([jtu[i] for i in live], u, grad_outputs=[vs[i] for i in live],
                             retain_graph=True)
-        hjv, = autograd.grad(gz, output, grad_outputs=jv.data, retain_graph=True)
-        gv = autograd.grad(output, params, grad_outputs=hjv.data, retain_graph=True,
+        with engine.enable_grad():
+            hjv = autograd.curvature_of_loss(loss, output, jv.data)
+        gv = autograd.grad(output, params, grad_outputs=hjv, retain_graph=True,
                            allow_unused=True)
         return [xp.zeros_like(p.data) if g is None else g.data for p, g in zip(params, gv)]
     return product
@@ -85,7 +86,7 @@ class HessianFree(Optimizer):
 
         this implementation, one step(closure)            paper (Martens 2010, Alg. 1; sec. 4)
         +-----------------------------------------------+ +------------------------------------+
-        | g <- grad f;  G v by double backward          | | B = G (GGN, sec. 4.2)              |
+        | g <- grad f;  G v off the closure's graph     | | B = G (GGN, sec. 4.2)              |
         | M <- (diag(sum_i g_i^2) + lambda)^0.75        | | preconditioner (4.7), alpha = 3/4  |
         | d_0 <- zeta d_prev  (zeta = 0.95)             | | CG init p_{n-1} decayed (4.5)      |
         | CG on (G + lambda I) d = -g, preconditioned,  | | damped CG, at most 250 its.        |

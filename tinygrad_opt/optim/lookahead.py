@@ -79,6 +79,8 @@ class Lookahead(WrapperOptimizer):
             raise ValueError(f"Invalid slow step size alpha: {alpha} (need 0 <= alpha <= 1)")
         super().__init__(base_optimizer, "Lookahead")
         self.k, self.alpha, self.lookahead_step = k, alpha, 0
+        # a closure is needed exactly when the base needs one (an instance attribute)
+        self.needs_closure = getattr(base_optimizer, "needs_closure", False)
 
     def step(self, closure=None):
         """One step of the base optimizer, then the slow update if this is the k-th; returns
