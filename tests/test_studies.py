@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tinygrad_opt as tg
-from tinygrad_opt import curvature, data, nn, studies
+from tinygrad_opt import curvature, data, nn, plots, studies
 from tinygrad_opt.nn import functional as F
 from tinygrad_opt.optim import SGD
 from tinygrad_opt.train import fit
@@ -64,8 +64,8 @@ def test_pictures(tmp_path):
     theta0 = [p.data.copy() for p in model.parameters()]
     fit(model, SGD(model.parameters(), lr=0.1), data.DataLoader(X, y, batch_size=16, seed=0),
         F.cross_entropy, epochs=1, callbacks=[spec], progress=False)
-    studies.plot_spectra(spec.records, tmp_path / "s.png")
+    plots.plot_spectra(spec.records, tmp_path / "s.png")
     st = studies.surface_study(model, F.cross_entropy, (Xb, yb), (Xb, yb), theta0,
                                np.linspace(0, 1, 5), np.linspace(-1, 1, 5))
-    studies.plot_surface(st, tmp_path / "f.png")
+    plots.plot_surface(st, tmp_path / "f.png")
     assert (tmp_path / "s.png").stat().st_size > 10000 and (tmp_path / "f.png").stat().st_size > 10000

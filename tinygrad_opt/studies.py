@@ -6,7 +6,7 @@ train, val, fit(callbacks)):
 
     rec = SpectrumRecorder(*fixed_batch(s.train, 512))
     s.fit([rec])
-    plot_spectra(rec.records, "spectrum.png")
+    plots.plot_spectra(rec.records, "spectrum.png")
 
 Measurements use a fixed batch of training samples, so their changes come from the parameters,
 not from the data; they leave the CPU random stream and the parameters as they were.
@@ -15,7 +15,7 @@ import math
 
 from . import backend, curvature, landscape
 from .engine import no_grad
-from .instruments import Instruments, _same_random_stream, dashboard
+from .instruments import _same_random_stream
 from .tensor import Tensor
 from .train import Callback
 
@@ -140,84 +140,3 @@ def evaluate_loss(model, loss_fn, X, y):
         return float(loss_fn(model(X), y).item())
 
 
-# ---------------------------------------------------------------- pictures
-def _figure(*args, **kwargs):
-    try:
-        from ._optional import require
-    except ImportError:
-        from .cli import require
-    require("matplotlib", "drawing pictures")
-    from matplotlib.figure import Figure
-    return Figure(*args, **kwargs)
-
-
-def plot_spectra(records, path, title="Hessian eigenvalue density over training"):
-    """The densities of SpectrumRecorder.records on a log scale, one colour per epoch, and the
-    negative mass and extreme eigenvalues per epoch beside them."""
-    from matplotlib import colormaps
-    fig = _figure(figsize=(12, 4.2))
-    ax, ax2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.6, 1)))
-    cmap = colormaps["viridis"]
-    for i, r in enumerate(records):
-        c = cmap(i / max(len(records) - 1, 1))
-        ax.semilogy(r["grid"], np.maximum(r["density"], 1e-8), color=c, lw=1.3,
-                    label=f"epoch {r['epoch']}")
-    ax.axvline(0.0, color="k", lw=0.7, ls="--")
-    ax.set_ylim(1e-6, None)
-    ax.set_xlabel("eigenvalue lambda")
-    ax.set_ylabel("density (log scale)")
-    ax.set_title("spectral density (stochastic Lanczos quadrature)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    epochs = [r["epoch"] for r in records]
-    ax2.plot(epochs, [100 * r["negative_mass"] for r in records], "o-", color="C3")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("eigenvalues below 0 (%)", color="C3")
-    ax2.set_title("negative mass and the spectrum's ends")
-    ax3 = ax2.twinx()
-    ax3.plot(epochs, [r["lambda_max"] for r in records], "s-", color="C0", label="lambda_max")
-    ax3.plot(epochs, [-r["lambda_min"] for r in records], "^-", color="C2",
-             label="-lambda_min")
-    ax3.set_yscale("log")
-    ax3.set_ylabel("|extreme eigenvalue|")
-    ax3.legend(fontsize=8, loc="center right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return fig
-
-
-def plot_surface(study, path, title="Loss between initialization and solution"):
-    """Interpolation curves (train and val) and the 2-D surface's contours from surface_study."""
-    fig = _figure(figsize=(12, 4.6))
-    ax, ax2 = fig.subplots(1, 2)
-    a = study["alphas"]
-    ax.plot(a, study["train"], label="train batch", lw=1.6)
-    ax.plot(a, study["val"], label="validation", lw=1.6)
-    for x, lab in ((0, "init"), (1, "solution")):
-        ax.axvline(x, color="k", ls=":", lw=0.8)
-        ax.annotate(lab, (x, 0.02), xycoords=("data", "axes fraction"), ha="right",
-                    rotation=90, fontsize=8)
-    ax.set_yscale("log")
-    ax.set_xlabel("alpha: theta = (1 - alpha) theta_init + alpha theta_final")
-    ax.set_ylabel("loss (log scale)")
-    ax.set_title("linear interpolation (Goodfellow et al. 2015)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    g, Z = study["grid"], study["surface"]
-    levels = np.quantile(Z, np.linspace(0.0, 0.95, 15))
-    cs = ax2.contour(g, g, np.log10(Z).T, levels=np.unique(np.log10(levels)), cmap="viridis")
-    ax2.clabel(cs, fontsize=7, fmt="%.2f")
-    ax2.plot([0], [0], "r*", ms=10, label="solution")
-    ax2.set_xlabel("alpha (filter-normalized direction 1)")
-    ax2.set_ylabel("beta (filter-normalized direction 2)")
-    ax2.set_title("log10 loss around the solution (Li et al. 2018)")
-    ax2.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return fig
-
-
-__all__ = ["fixed_batch", "SpectrumRecorder", "GradCurvatureRecorder", "surface_study",
-           "evaluate_loss", "plot_spectra", "plot_surface", "Instruments", "dashboard"]
