@@ -92,7 +92,8 @@ def make_optimizer(name, params, lr=None, momentum=None, weight_decay=0.0, **ext
     if name == "newtoncg":
         return optim.NewtonCG(params, lr, **{"damping": 1e-2, "cg_max_iter": 50,
                                              "line_search": "armijo", **extra})
-    return optim.Newton(params, lr, **extra)
+    # the landscape shows the textbook step, which jumps onto saddles: no adaptive damping
+    return optim.Newton(params, lr, **{"adaptive": False, **extra})
 
 
 def parse_optimizer_list(text):

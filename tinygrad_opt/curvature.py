@@ -4,41 +4,21 @@ Every quantity here is computed from products v -> H v (the gradient of g . v), 
 is never formed: top and bottom eigenvalues by Lanczos, the condition number, Hutchinson's trace,
 the curvature along the gradient and the second-order step test. The loss is given as a closure
 that recomputes a scalar loss Tensor from the current parameters (without calling backward), and
-the parameters as a list of Tensors, e.g. `model.parameters()`. Vectors are flat arrays of the
-parameters' total size on the parameters' device. See docs/curvature.md.
+the parameters as a list (or any iterable, read once) of Tensors, e.g. `model.parameters()`.
+Vectors are flat arrays of the parameters' total size on the parameters' device; the operator
+and the flat-vector helpers live in flat.py (re-exported here). See docs/curvature.md.
 """
 import inspect
 import math
 import warnings
 from dataclasses import dataclass
 
-from . import autograd, backend
-from .engine import enable_grad, no_grad
-from .tensor import Tensor
+from . import backend
+from .engine import no_grad
+from .flat import HVPOperator, flatten, unflatten  # noqa: F401  (re-exported: curvature.flatten)
 from .train import Callback
 
 np = backend.np     # host NumPy, only for the tiny tridiagonal eigenproblem and summaries
-
-
-# ---------------------------------------------------------------- flat vectors
-
-def flatten(arrays):
-    """One flat array from a list of arrays (or Tensors), in order."""
-    arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
-    xp = backend.xp_of(arrays[0])
-    return xp.concatenate([a.reshape(-1) for a in arrays])
-
-
-def unflatten(vec, params):
-    """The flat array `vec` split into arrays shaped like `params` (views of `vec`)."""
-    out, i = [], 0
-    for p in params:
-        out.append(vec[i:i + p.size].reshape(p.shape))
-        i += p.size
-    if i != vec.shape[0]:
-        raise ValueError(f"unflatten: vector of size {vec.shape[0]} does not match "
-                         f"parameters of total size {i}")
-    return out
 
 
 class _Probes:
@@ -64,74 +44,6 @@ class _Probes:
         else:
             u = self.rs.random_sample(n)
         return (1.0 - 2.0 * (u < 0.5)).astype(self.dtype)
-
-
-# ---------------------------------------------------------------- the operator
-
-class HVPOperator:
-    """v -> H v for the loss of `closure` at the current values of `params`, on flat vectors.
-
-    The gradient g is computed once with create_graph=True; each product is the gradient of
-    g . v through that same graph (retain_graph=True), so a product costs about one backward
-    pass. `n_products` counts them. Build a new operator after the parameters change.
-    """
-
-    def __init__(self, closure, params):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("HVPOperator: no parameters given")
-        for i, p in enumerate(self.params):
-            if not isinstance(p, Tensor) or not p.requires_grad:
-                raise ValueError(f"HVPOperator: parameter {i} is not a Tensor with "
-                                 f"requires_grad=True")
-        first = self.params[0].data
-        self.xp = backend.xp_of(first)
-        self.device = backend.device_of(first)
-        self.dtype = self.xp.result_type(*[p.dtype for p in self.params])
-        self.n = sum(p.size for p in self.params)
-        with enable_grad():
-            loss = closure()
-            if not isinstance(loss, Tensor) or loss.size != 1:
-                raise ValueError("HVPOperator: the closure must return a one-element loss Tensor, "
-                                 f"got {type(loss).__name__}"
-                                 + (f" of shape {loss.shape}" if isinstance(loss, Tensor) else ""))
-            grads = autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-        self.loss = float(loss.item())
-        self._grads = grads
-        self.grad = self._flat([None if g is None else g.data for g in grads])
-        self.n_products = 0
-
-    def _flat(self, arrays):
-        """Flat vector of `arrays`, with zeros where an entry is None."""
-        xp = self.xp
-        parts = [xp.zeros(p.size, dtype=self.dtype) if a is None
-                 else a.reshape(-1).astype(self.dtype, copy=False)
-                 for a, p in zip(arrays, self.params)]
-        return xp.concatenate(parts)
-
-    def matvec(self, v):
-        """H v for a flat vector v."""
-        v = self.xp.asarray(v, dtype=self.dtype)
-        if v.shape != (self.n,):
-            raise ValueError(f"HVPOperator: vector of shape {v.shape}, expected ({self.n},)")
-        self.n_products += 1
-        # The gradient of g . v: each g_i seeded with v_i (no dot product recorded).
-        # A gradient that does not depend on the parameters has zero Hessian rows.
-        used = [(g, vi.astype(g.dtype, copy=False))
-                for g, vi in zip(self._grads, unflatten(v, self.params))
-                if g is not None and g.requires_grad]
-        if not used:
-            return self.xp.zeros(self.n, dtype=self.dtype)
-        hv = autograd.grad(tuple(g for g, _ in used), self.params,
-                           grad_outputs=tuple(vi for _, vi in used), retain_graph=True,
-                           allow_unused=True)
-        return self._flat([None if h is None else h.data for h in hv])
-
-    __call__ = matvec
-
-    def to_params(self, vec):
-        """A flat vector split into arrays shaped like the parameters."""
-        return unflatten(vec, self.params)
 
 
 def _operator(closure, params):

@@ -13,7 +13,8 @@ and returns it without calling backward.
 """
 import math
 
-from .. import autograd, backend, engine, ops
+from .. import autograd, backend, engine
+from ..flat import HVPOperator, unflatten
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -190,21 +191,6 @@ class Adam(_Textbook):
         p += -group["lr"] * s_hat / (xp.sqrt(r_hat) + group["delta"])
 
 
-def _flat(arrays):
-    """One vector from a list of arrays (in parameter order)."""
-    xp = backend.xp_of(arrays[0])
-    return xp.concatenate([a.reshape(-1) for a in arrays])
-
-
-def _unflat_add(params, vec, scale=1.0):
-    """p <- p + scale * (p's slice of vec), for every parameter, in place."""
-    i = 0
-    for p in params:
-        n = p.data.size
-        p.data += scale * vec[i:i + n].reshape(p.shape)
-        i += n
-
-
 class Newton(_Textbook):
     """Algorithm 8.8, Newton's method:  H <- Hessian at theta;  theta <- theta - H^{-1} g.
 
@@ -219,29 +205,16 @@ class Newton(_Textbook):
 
     def step(self, closure):
         params = self._params()
-        with engine.enable_grad():
-            loss = closure()
-            grads = autograd.grad(loss, params, create_graph=True, allow_unused=True)
-            if any(g is None for g in grads):
-                raise ValueError("textbook.Newton: the loss does not depend on every parameter, "
-                                 "so its Hessian is singular")
-            flat_g = _flat_tensors(grads)
-            rows = []
-            for i in range(flat_g.shape[0]):
-                row = autograd.grad(flat_g[i], params, retain_graph=True, allow_unused=True)
-                rows.append(_flat([backend.xp_of(p.data).zeros_like(p.data) if h is None
-                                   else h.data for p, h in zip(params, row)]))
-        xp = backend.xp_of(params[0].data)
-        H = xp.stack(rows)
-        H_inv = xp.linalg.inv(H)
-        _unflat_add(params, -(H_inv @ flat_g.data))
+        op = HVPOperator(closure, params, "textbook.Newton")
+        if any(g is None for g in op.grads):
+            raise ValueError("textbook.Newton: the loss does not depend on every parameter, "
+                             "so its Hessian is singular")
+        H = op.dense()
+        H_inv = op.xp.linalg.inv(H)
+        for p, dp in zip(params, unflatten(-(H_inv @ op.grad), params)):
+            p.data += dp
         self.state[params[0]]["step"] = self.state[params[0]].get("step", 0) + 1
-        return loss
-
-
-def _flat_tensors(tensors):
-    """One differentiable vector from a list of Tensors."""
-    return ops.concatenate([t.reshape(-1) for t in tensors], axis=0)
+        return op.loss_tensor
 
 
 class NonlinearCG(_Textbook):
