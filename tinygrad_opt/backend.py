@@ -40,20 +40,43 @@ def cupy_loaded():
 
 
 def check_device(device):
-    """Normalise a device name ('cpu', 'cuda', 'cuda:0') to 'cpu' or 'cuda'."""
+    """Normalise a device name to 'cpu' or 'cuda'; None means 'cpu'.
+
+    Accepted: 'cpu', 'cuda' and 'cuda:0' (the same device). The project runs on one GPU,
+    CuPy's device 0: another index is refused rather than silently mapped to some GPU
+    (choose the GPU with CUDA_VISIBLE_DEVICES instead), and malformed names are errors.
+    """
     if device is None:
         return "cpu"
-    d = str(device)
-    if d.startswith("cuda"):
-        return "cuda"
-    if d != "cpu":
-        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
-    return d
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', not {type(device).__name__}")
+    if device == "cpu" or device == "cuda":
+        return str(device)
+    kind, sep, index = device.partition(":")
+    if kind == "cuda" and sep and index.isascii() and index.isdigit():
+        if int(index) == 0:
+            return "cuda"
+        raise ValueError(
+            f"device {device!r}: only one GPU is supported, 'cuda' (= 'cuda:0'); to run on GPU "
+            f"{int(index)}, make it the only visible one: CUDA_VISIBLE_DEVICES={int(index)}")
+    raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:0'")
+
+
+def _check_gpu(index, what):
+    """Refuse a CuPy device other than 0, the one GPU that 'cuda' names."""
+    if index != 0:
+        raise ValueError(
+            f"{what} is on GPU {index}, but tinygrad_opt's 'cuda' is GPU 0 only; make that GPU "
+            f"the only visible one (CUDA_VISIBLE_DEVICES={index}) instead of selecting it in CuPy")
 
 
 def get_xp(device):
-    """The array module for a device name."""
-    return numpy if check_device(device) == "cpu" else _load_cupy()
+    """The array module for a device name; for 'cuda', CuPy with GPU 0 current (it allocates there)."""
+    if check_device(device) == "cpu":
+        return numpy
+    cupy = _load_cupy()
+    _check_gpu(cupy.cuda.runtime.getDevice(), "CuPy's current device")
+    return cupy
 
 
 def _is_cupy_array(a):
@@ -73,8 +96,11 @@ def xp_of(a):
 
 
 def device_of(a):
-    """'cuda' for a CuPy array, 'cpu' otherwise."""
-    return "cpu" if xp_of(a) is numpy else "cuda"
+    """'cuda' for a CuPy array (on GPU 0; another GPU is an error), 'cpu' otherwise."""
+    if xp_of(a) is numpy:
+        return "cpu"
+    _check_gpu(a.device.id, "a CuPy array")
+    return "cuda"
 
 
 def is_array(a):
@@ -89,7 +115,7 @@ def to_device(a, device):
         return a
     if device == "cpu":
         return a.get()
-    return _load_cupy().asarray(a)
+    return get_xp(device).asarray(a)
 
 
 def to_numpy(a):
@@ -109,6 +135,9 @@ def as_array(data, dtype=None, device=None, copy=True):
         device = device_of(data) if is_array(data) else "cpu"
     xp = get_xp(device)
     if is_array(data):
+        if data.dtype.kind not in "biufc":      # object, string, datetime: not numbers
+            raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {data.dtype}; "
+                            "convert it to a numeric dtype first")
         data = to_device(data, device)
         return xp.array(data, dtype=dtype, copy=True) if copy else xp.asarray(data, dtype=dtype)
     arr = numpy.asarray(data)
@@ -124,6 +153,22 @@ def as_array(data, dtype=None, device=None, copy=True):
 def is_floating(dtype):
     """True for floating dtypes (the ones that can require grad)."""
     return numpy.dtype(dtype).kind == "f"
+
+
+def product_dtype_error(name, a_dtype, b_dtype, what=("input", "weight")):
+    """The error for a matrix product of mixed dtypes, or None when they agree.
+
+    PyTorch's rule: a product never promotes. A float64 batch into a float32 model would
+    otherwise turn every activation, gradient and step into float64 (twice the cost) while
+    the parameters stay float32; the message says how to convert either side.
+    """
+    if a_dtype == b_dtype or (a_dtype.kind != "f" and b_dtype.kind != "f"):
+        return None
+    want = b_dtype if b_dtype.kind == "f" else a_dtype
+    return TypeError(
+        f"{name}: {what[0]} of dtype {a_dtype} and {what[1]} of dtype {b_dtype} (a product "
+        f"does not promote); convert the {what[0]} with .astype(np.{want}) (x.float() for "
+        f"float32, x.double() for float64), or the model with model.to(dtype=...)")
 
 
 def scatter_add(a, index, values):
@@ -163,7 +208,7 @@ def reduction_kernel(in_params, out_params, map_expr, reduce_expr, post_map_expr
 
 
 # ---------------------------------------------------------------- random numbers
-# One generator per device; manual_seed reseeds both. CPU: NumPy's PCG64 Generator.
+# One generator per device (the CPU and GPU 0); manual_seed reseeds both. CPU: NumPy's PCG64 Generator.
 # CUDA: CuPy's RandomState, created lazily from the same seed.
 _seed = None
 _cpu_rng = numpy.random.default_rng()
@@ -175,7 +220,7 @@ def manual_seed(seed):
     global _seed, _cpu_rng, _gpu_rng
     _seed = int(seed)
     _cpu_rng = numpy.random.default_rng(_seed)
-    _gpu_rng = _load_cupy().random.RandomState(_seed) if _cupy is not None else None
+    _gpu_rng = get_xp("cuda").random.RandomState(_seed) if _cupy is not None else None
 
 
 def rng(device="cpu"):
@@ -184,7 +229,7 @@ def rng(device="cpu"):
     if check_device(device) == "cpu":
         return _cpu_rng
     if _gpu_rng is None:
-        _gpu_rng = _load_cupy().random.RandomState(_seed)
+        _gpu_rng = get_xp("cuda").random.RandomState(_seed)
     return _gpu_rng
 
 

@@ -190,15 +190,23 @@ class FlatObjective:
         """Write the flat vector x into the parameters (in place)."""
         assign(self.params, x)
 
-    def value_and_grad(self):
-        """(loss as a float, flat gradient) at the current parameters."""
+    def loss(self):
+        """The closure's loss Tensor, recorded with grad enabled (counted in evals)."""
         loss = closure_loss(self.closure, self.name)
         self.evals += 1
+        return loss
+
+    def flat(self, grads):
+        """Flat vector of per-parameter gradients (Tensors or arrays; zeros where None)."""
+        return _flat_or_zeros([g.data if isinstance(g, Tensor) else g for g in grads],
+                              self.params, self.xp, self.dtype)
+
+    def value_and_grad(self):
+        """(loss as a float, flat gradient) at the current parameters."""
+        loss = self.loss()
         if not loss.requires_grad:           # constant loss: zero gradient
             return float(loss.item()), self.xp.zeros(sum(p.size for p in self.params), self.dtype)
-        grads = autograd.grad(loss, self.params, allow_unused=True)
-        return float(loss.item()), _flat_or_zeros([None if g is None else g.data for g in grads],
-                                                  self.params, self.xp, self.dtype)
+        return float(loss.item()), self.flat(autograd.grad(loss, self.params, allow_unused=True))
 
     def hvp_operator(self):
         """An HVPOperator at the current parameters (one closure call, counted in evals)."""

@@ -32,9 +32,7 @@ class ClosureOptimizer(Optimizer):
         if lr is not None and not lr > 0:
             raise ValueError(f"Invalid learning rate: {lr}")
         super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ValueError(f"{type(self).__name__} doesn't support per-parameter options "
-                             "(parameter groups); pass one list of parameters")
+        single_group(self, type(self).__name__)
         self._cache = None
 
     @property
@@ -96,3 +94,11 @@ class ClosureOptimizer(Optimizer):
 
 def finite(f):
     return math.isfinite(f)
+
+
+def single_group(opt, name):
+    """All parameters of an optimizer that works on one flat vector (one parameter group)."""
+    if len(opt.param_groups) != 1:
+        raise ValueError(f"{name} doesn't support per-parameter options (parameter groups); "
+                         "pass one list of parameters")
+    return list(opt.param_groups[0]["params"])
