@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import autograd, backend
 from .engine import enable_grad, forward_level, no_grad
 from .flat import HVPOperator, flatten, unflatten  # noqa: F401  (re-exported: curvature.flatten)
+from .optim.monitor import OptimizerMonitor, OptimizerRecord, _info_get, _Recorder  # noqa: F401
 from .tensor import Tensor
 from .train import Callback
 
@@ -377,27 +378,6 @@ def step_test(closure, params=None, lr=None, measure=False):
 
 # ---------------------------------------------------------------- training-loop monitors
 
-class _Recorder:
-    """A list of record dataclasses with column access."""
-
-    def column(self, name):
-        """One field over all records, as a host array (None becomes nan)."""
-        return np.array([math.nan if getattr(r, name) is None else getattr(r, name)
-                         for r in self.history], dtype=float)
-
-    def _due(self, step):
-        return self.every > 0 and step % self.every == 0
-
-
-def _info_get(info, key, default=None):
-    """`key` from a step-info dict or object."""
-    if info is None:
-        return default
-    if isinstance(info, dict):
-        return info.get(key, default)
-    return getattr(info, key, default)
-
-
 @dataclass
 class CurvatureRecord:
     """Curvature of the loss at one training step."""
@@ -518,154 +498,6 @@ def _current_lr(info):
         if opt is not None and opt.param_groups:
             lr = opt.param_groups[0].get("lr")
     return lr
-
-
-@dataclass
-class OptimizerRecord:
-    """What one optimizer step did."""
-    step: int
-    lr: float                    # the first group's lr
-    step_size_kind: str          # "lr", "adam", "rmsprop" or "adagrad"
-    step_size_mean: float        # effective per-coordinate step size, summarised
-    step_size_median: float
-    step_size_min: float
-    step_size_max: float
-    update_norm: float = None    # ||theta_after - theta_before||
-    param_norm: float = None     # ||theta_before||
-    update_ratio: float = None   # update_norm / param_norm
-    momentum_norm: float = None  # ||momentum buffer|| (Adam: ||first moment||)
-    clip_coef: float = None      # min(1, max_norm / total_norm) when the gradient was clipped
-
-
-class OptimizerMonitor(Callback, _Recorder):
-    """Records effective step sizes, the update-to-parameter ratio, momentum and clipping.
-
-    Standalone use: `snapshot()`, then `optimizer.step()`, then `record(step)`. Inside fit()
-    the snapshot is taken before each recorded step automatically (steps count by
-    global_step). The clip coefficient needs the total gradient norm from the step info and
-    max_norm (pass fit()'s `clip` value as max_norm).
-    Effective step size per coordinate: SGD lr; Adam lr / (sqrt(v_hat) + eps) with
-    v_hat = v / (1 - beta2^t); RMSprop lr / (sqrt(E[g^2] - E[g]^2 if centered) + eps);
-    Adagrad lr_k / (sqrt(sum g^2) + eps); the textbook forms likewise, with their delta.
-    """
-
-    def __init__(self, optimizer, every=1, max_norm=None):
-        if every < 1:
-            raise ValueError(f"OptimizerMonitor: every must be >= 1, got {every}")
-        self.optimizer, self.every, self.max_norm = optimizer, int(every), max_norm
-        self.history = []
-        self._before = None
-
-    def _params(self):
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def snapshot(self):
-        """Remember the current parameters, to measure the next update."""
-        self._before = [p.data.copy() for p in self._params()]
-
-    def record(self, step, info=None):
-        """Summarise the step just taken and append an OptimizerRecord (also returned)."""
-        opt = self.optimizer
-        sizes, kinds, mom_sq, has_mom = [], set(), 0.0, False
-        for group in opt.param_groups:
-            for p in group["params"]:
-                state = opt.state.get(p, {}) if hasattr(opt.state, "get") else {}
-                kind, eff = _step_size(p, state, group)
-                kinds.add(kind)
-                sizes.append(eff)
-                buf = _momentum(state)
-                if buf is not None:
-                    has_mom = True
-                    mom_sq += _sqnorm(buf)
-        xp = backend.xp_of(sizes[0])
-        allsizes = xp.concatenate(sizes)
-        rec = OptimizerRecord(
-            step=int(step), lr=float(opt.param_groups[0]["lr"]),
-            step_size_kind=kinds.pop() if len(kinds) == 1 else "mixed",
-            step_size_mean=float(allsizes.mean()), step_size_median=float(xp.median(allsizes)),
-            step_size_min=float(allsizes.min()), step_size_max=float(allsizes.max()),
-            momentum_norm=math.sqrt(mom_sq) if has_mom else None,
-            clip_coef=_clip_coef(info, self.max_norm))
-        if self._before is not None:
-            du = sum(_sqnorm(p.data - b) for p, b in zip(self._params(), self._before))
-            pn = sum(_sqnorm(b) for b in self._before)
-            rec.update_norm, rec.param_norm = math.sqrt(du), math.sqrt(pn)
-            rec.update_ratio = rec.update_norm / rec.param_norm if pn > 0 else math.inf
-            self._before = None
-        self.history.append(rec)
-        return rec
-
-    def on_train_begin(self, run):
-        if self._due(run.global_step + 1):
-            self.snapshot()
-
-    def on_step_end(self, info):
-        step = _info_get(info, "global_step")
-        if self._due(step):
-            self.record(step, info)
-        if self._due(step + 1):
-            self.snapshot()
-
-
-def _sqnorm(a):
-    return float((a * a).sum())
-
-
-def _step_size(p, state, group):
-    """(kind, per-coordinate effective step size as a flat array) for one parameter.
-
-    Reads the practical optimizers' state (exp_avg_sq, square_avg, sum) and the textbook
-    forms' (r, with rho2 for Adam, rho for RMSProp, else AdaGrad; delta is their eps).
-    """
-    xp = backend.xp_of(p.data)
-    lr = float(group["lr"])
-    eps = group.get("eps", 0.0)
-    if "exp_avg_sq" in state:
-        v = state.get("max_exp_avg_sq") if group.get("amsgrad") else None
-        v = state["exp_avg_sq"] if v is None else v
-        v_hat = v / (1.0 - group["betas"][1] ** float(state["step"]))
-        return "adam", (lr / (xp.sqrt(v_hat) + eps)).reshape(-1)
-    if "square_avg" in state:
-        avg = state["square_avg"]
-        if group.get("centered") and "grad_avg" in state:
-            avg = avg - state["grad_avg"] ** 2
-        return "rmsprop", (lr / (xp.sqrt(avg) + eps)).reshape(-1)
-    if "sum" in state:
-        lr = lr / (1.0 + (float(state["step"]) - 1.0) * group.get("lr_decay", 0.0))
-        return "adagrad", (lr / (xp.sqrt(state["sum"]) + eps)).reshape(-1)
-    if "r" in state:
-        r, delta = state["r"], group.get("delta", 0.0)
-        if "rho2" in group:
-            r_hat = r / (1.0 - group["rho2"] ** float(state["step"]))
-            return "adam", (lr / (xp.sqrt(r_hat) + delta)).reshape(-1)
-        if "rho" in group:                       # Algorithm 8.5: delta inside the root
-            return "rmsprop", (lr / xp.sqrt(delta + r)).reshape(-1)
-        return "adagrad", (lr / (delta + xp.sqrt(r))).reshape(-1)
-    return "lr", xp.full(p.size, lr, dtype=float)
-
-
-def _momentum(state):
-    """The momentum buffer: PyTorch's momentum_buffer, Adam's exp_avg, the textbook v or s."""
-    for key in ("momentum_buffer", "exp_avg", "v"):
-        if key in state:
-            return state[key]
-    return state.get("s") if "r" in state else None      # textbook Adam's first moment
-
-
-def _clip_coef(info, max_norm=None):
-    """min(1, max_norm / total_norm) from step info, when gradient clipping was used."""
-    c = _info_get(info, "clip_coef")
-    if c is None:
-        c = (_info_get(info, "extra") or {}).get("clip_coef")
-    if c is not None:
-        return float(c)
-    total = _info_get(info, "grad_norm")
-    if max_norm is None:
-        max_norm = _info_get(info, "max_norm")
-    if total is None or max_norm is None:
-        return None
-    # clip_grad_norm_'s coefficient; the 1e-6 guards a zero norm
-    return min(1.0, float(max_norm) / (float(total) + 1e-6))
 
 
 # ---------------------------------------------------------------- spectral density (SLQ)

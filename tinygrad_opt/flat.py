@@ -64,7 +64,7 @@ def vector_to_parameters(vec, params):
 
 
 def _flat_or_zeros(arrays, params, xp, dtype):
-    """Flat vector of `arrays` in `dtype`, with zeros where an entry is None (an unused parameter)."""
+    """Flat vector of `arrays` in `dtype`, zeros where an entry is None (an unused parameter)."""
     return xp.concatenate([xp.zeros(p.size, dtype=dtype) if a is None
                            else a.reshape(-1).astype(dtype, copy=False)
                            for a, p in zip(arrays, params)])
@@ -100,7 +100,8 @@ class HVPOperator:
 
     Interface shared by every curvature operator: `matvec(v)` (also `op(v)`) on flat arrays,
     `shape == (n, n)`, `n`, `dtype`, `xp`, `device`, `n_products`; this one also has the
-    loss (`loss`, a float; `loss_tensor`, detached) and the flat gradient (`grad`) at which it was built.
+    loss (`loss`, a float; `loss_tensor`, detached) and the flat gradient (`grad`) at which it
+    was built.
     The gradient g is computed once with create_graph=True; each product is the gradient of
     g . v through that same graph (retain_graph=True): every g_i seeded with v_i, so no dot
     product is recorded and a product costs about one backward pass (Pearlmutter 1994).

@@ -18,16 +18,17 @@ class ConjugateGradient(ClosureOptimizer):
                Fletcher-Reeves when successive gradients are far from orthogonal,
                |g_t . g_{t-1}| >= 0.2 |g_t|^2 (Powell's restart test, N&W eq. 5.52: without
                it FR can crawl with tiny steps for many iterations).
-               line_search: 'strong_wolfe' (c1=1e-4, c2=0.4 as in SciPy), 'armijo', or 'exact', which takes
-               alpha = -g^T d / d^T H d from one Hessian-vector product: the exact minimizer on a
-               quadratic, where CG then ends in at most n steps.
+               line_search: 'strong_wolfe' (c1=1e-4, c2=0.4 as in SciPy), 'armijo', or
+               'exact', which takes alpha = -g^T d / d^T H d from one Hessian-vector product:
+               the exact minimizer on a quadratic, where CG then ends in at most n steps.
 
     The first trial step has length lr (at most lr / |d|); later ones follow N&W eq. 3.60:
     with strong Wolfe min(lr, 1.01 * 2 (f_t - f_{t-1}) / g_t^T d_t), the minimizer of the
     parabola with slope g_t^T d_t that falls as much as the last step did (SciPy's choice); with
-    Armijo, which cannot extrapolate, alpha_{t-1} g_{t-1}^T d_{t-1} / g_t^T d_t. The loss and gradient the line search computed at the accepted point start
-    the next step (see ClosureOptimizer: same closure, unchanged parameters), so each step
-    costs only its line search's evaluations.
+    Armijo, which cannot extrapolate, alpha_{t-1} g_{t-1}^T d_{t-1} / g_t^T d_t.
+    The loss and gradient the line search computed at the accepted point start the next step
+    (see ClosureOptimizer: same closure, unchanged parameters), so each step costs only its
+    line search's evaluations.
     """
 
     def __init__(self, params, lr=1.0, beta="polak-ribiere", line_search="strong_wolfe",

@@ -27,7 +27,7 @@ class _Textbook(Optimizer):
         for key in ("alpha", "rho", "rho1", "rho2"):
             if key in group and not 0.0 <= group[key] < 1.0:
                 raise ValueError(f"Invalid {key} value: {group[key]} (need 0 <= {key} < 1)")
-        if "delta" in group and group["delta"] < 0:
+        if "delta" in group and not group["delta"] >= 0:
             raise ValueError(f"Invalid delta value: {group['delta']}")
 
     def _params(self):
@@ -104,8 +104,13 @@ class Nesterov(_Textbook):
 class AdaGrad(_Textbook):
     """Algorithm 8.4, AdaGrad:  r <- r + g*g;  theta <- theta - eps/(delta + sqrt(r)) * g."""
 
+    step_size_kind = "adagrad"
+
     def __init__(self, params, lr=1e-2, delta=1e-7):
         super().__init__(params, dict(lr=lr, delta=delta))
+
+    def step_size(self, p, state, group):
+        return group["lr"] / (group["delta"] + backend.xp_of(p).sqrt(state["r"]))
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
@@ -122,8 +127,13 @@ class RMSProp(_Textbook):
     delta is inside the square root here, unlike PyTorch's RMSprop, which adds eps after it.
     """
 
+    step_size_kind = "rmsprop"
+
     def __init__(self, params, lr=1e-3, rho=0.9, delta=1e-6):
         super().__init__(params, dict(lr=lr, rho=rho, delta=delta))
+
+    def step_size(self, p, state, group):
+        return group["lr"] / backend.xp_of(p).sqrt(group["delta"] + state["r"])
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
@@ -144,6 +154,8 @@ class RMSPropNesterov(_Textbook):
     so far then gives 0/0. Pass delta > 0 to put one inside the root as in Alg. 8.5.
     """
     needs_closure = True
+    step_size_kind = "rmsprop"
+    step_size = RMSProp.step_size
 
     def __init__(self, params, lr=1e-3, rho=0.9, alpha=0.9, delta=0.0):
         super().__init__(params, dict(lr=lr, rho=rho, alpha=alpha, delta=delta))
@@ -169,14 +181,20 @@ class RMSPropNesterov(_Textbook):
 
 
 class Adam(_Textbook):
-    """Algorithm 8.7, Adam (defaults as printed: eps = 1e-3, rho1 = 0.9, rho2 = 0.999, delta = 1e-8).
+    """Algorithm 8.7, Adam (defaults as printed: eps=1e-3, rho1=0.9, rho2=0.999, delta=1e-8).
 
         t <- t + 1;  s <- rho1*s + (1-rho1)*g;  r <- rho2*r + (1-rho2)*g*g
         s^ <- s/(1 - rho1^t);  r^ <- r/(1 - rho2^t);  theta <- theta - eps * s^/(sqrt(r^) + delta)
     """
 
+    step_size_kind = "adam"
+
     def __init__(self, params, lr=1e-3, rho1=0.9, rho2=0.999, delta=1e-8):
         super().__init__(params, dict(lr=lr, rho1=rho1, rho2=rho2, delta=delta))
+
+    def step_size(self, p, state, group):
+        r_hat = state["r"] / (1.0 - group["rho2"] ** float(state["step"]))
+        return group["lr"] / (backend.xp_of(p).sqrt(r_hat) + group["delta"])
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
