@@ -7,13 +7,16 @@ A chain of N ops `x = x * 1.0001 + 0.0001` on a float32 array of 4 elements, the
 `.sum().backward()`. The arrays are so small that the time is the framework's own cost
 per op. The NumPy floor runs the same arithmetic eagerly: the chain forward, and for the
 backward the one multiply per Mul that the chain rule needs (Add passes g through).
+A second table runs the chain on Tensor operands, `y = y + b; y = y * c` on (4, 4) float32,
+with b and c constants (no grad) and with b and c trained (their gradients accumulate:
+the floor adds g into b's and g * y into c's at every step).
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (compare, import_torch, machine_line, median, parse_args,  # noqa: E402
-                    pin_threads, print_table, verdict)
+                    pin_threads, print_table, ratio, verdict)
 
 if __name__ == "__main__":
     pin_threads()
@@ -70,6 +73,64 @@ def torch_fwd_bwd(torch, x0):
     torch_forward(torch, x0).backward()
 
 
+def tensor_chain(y0, b, c):
+    y = y0
+    for _ in range(N_OPS // 2):
+        y = y + b
+        y = y * c
+    return y
+
+
+def ours_tensor_fwd_bwd(y0, b, c):
+    y0.grad = b.grad = c.grad = None
+    tensor_chain(y0, b, c).sum().backward()
+
+
+def numpy_tensor_fwd_bwd(y0, b, c, trained):
+    ys = [y0]
+    y = y0
+    for _ in range(N_OPS // 2):
+        y = y + b
+        ys.append(y)
+        y = y * c
+        ys.append(y)
+    g = np.ones_like(y0)
+    gb = gc = None
+    for k in range(N_OPS // 2 - 1, -1, -1):
+        if trained:                     # d(y*c)/dc = y before the multiply
+            t = g * ys[2 * k + 1]
+            gc = t if gc is None else gc + t
+        g = g * c
+        if trained:
+            gb = g if gb is None else gb + g
+    return g, gb, gc
+
+
+def run_tensor_operands(rounds):
+    """us per op of `y = y + b; y = y * c` on (4, 4) float32 Tensors, fwd+bwd, vs the floor."""
+    b = np.full((4, 4), 0.0001, np.float32)
+    c = np.full((4, 4), 1.0001, np.float32)
+    y0 = np.ones((4, 4), np.float32)
+    rows = []
+    for trained in (False, True):
+        yt = tg.Tensor(y0, requires_grad=True)
+        bt, ct = tg.Tensor(b, requires_grad=trained), tg.Tensor(c, requires_grad=trained)
+        ours_tensor_fwd_bwd(yt, bt, ct)
+        g, gb, gcc = numpy_tensor_fwd_bwd(y0, b, c, trained)
+        np.testing.assert_allclose(yt.grad.numpy(), g, rtol=1e-4)
+        if trained:
+            np.testing.assert_allclose(bt.grad.numpy(), gb, rtol=1e-4)
+            np.testing.assert_allclose(ct.grad.numpy(), gcc, rtol=1e-4)
+        times = compare({"numpy": lambda: numpy_tensor_fwd_bwd(y0, b, c, trained),
+                         "ours": lambda: ours_tensor_fwd_bwd(yt, bt, ct)}, rounds=rounds, inner=3)
+        us = {k: median(v) / N_OPS * 1e6 for k, v in times.items()}
+        r = ratio(times, "ours", "numpy")
+        rows.append(("trained b, c" if trained else "constant b, c", f"{us['ours']:.2f}",
+                     f"{us['numpy']:.2f}", f"{r:.2f}x", f"<= 4x {verdict(r, 4.0)}"))
+    print_table(f"us per recorded op on (4, 4) float32 Tensor operands, fwd+bwd, chain of {N_OPS}",
+                rows, header=("operands", "ours", "NumPy floor", "ours / floor", "target"))
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     torch = import_torch(args.threads, args.no_torch)
@@ -98,6 +159,7 @@ def main():
     print_table(f"us per recorded op on a (4,) float32 array, chain of {N_OPS} [{machine_line()}]",
                 rows, header=("framework", "forward", "backward", "fwd+bwd", "above NumPy",
                               "target (fwd+bwd)"))
+    run_tensor_operands(rounds)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Regenerate docs/ops.md: run gradcheck and gradgradcheck on every row of tests/op_cases.py.
+"""Regenerate docs/ops.md: run gradcheck (reverse and forward mode) and gradgradcheck on every
+row of tests/op_cases.py.
 
     python docs/gen_ops.py            # writes docs/ops.md
     python docs/gen_ops.py --check    # exits 1 if docs/ops.md is out of date
@@ -25,14 +26,20 @@ def _check(case, which):
         return which(case.fn, xs, raise_exception=False, **tol)
 
 
+def _tangent_check(fn, xs, **kw):
+    """gradcheck with forward mode: the tangent rules against the numerical Jacobian."""
+    return tg.gradcheck(fn, xs, check_forward_ad=True, **kw)
+
+
 def table():
     rows = {}
     for case in CASES:
-        r = rows.setdefault(case.name, {"cases": [], "first": True, "second": True,
+        r = rows.setdefault(case.name, {"cases": [], "first": True, "second": True, "jvp": True,
                                         "zero": case.zero_second, "note": case.note})
         r["cases"].append(" & ".join(str(s) for s in case.shapes))
         r["first"] &= _check(case, tg.gradcheck)
         r["second"] &= _check(case, tg.gradgradcheck)
+        r["jvp"] &= _check(case, _tangent_check)
         r["note"] = r["note"] or case.note
     lines = [
         "# Ops and their derivatives",
@@ -43,14 +50,20 @@ def table():
         "piecewise linear: their second derivative is exactly zero away from the kinks, so the",
         "Hessian-vector product of a ReLU network carries curvature only through the loss and the",
         "smooth ops, not through the activations. Do not be surprised by a zero HVP there.",
+        "The tangent column is forward mode: each op's jvp rule, checked column by column against",
+        "the same numerical Jacobian (`gradcheck(..., check_forward_ad=True)`); the tests also",
+        "check it against the reverse-mode Jacobian, its tangent of a tangent, and",
+        "forward-over-reverse Hessian-vector products against double backward.",
         "",
-        "| op | 1st derivative | 2nd derivative | shapes checked | note |",
-        "|---|---|---|---|---|",
+        "| op | 1st derivative | 2nd derivative | tangent (jvp) | shapes checked | note |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         first = "yes" if r["first"] else "**FAILS**"
         second = ("zero a.e." if r["zero"] else "yes") if r["second"] else "**FAILS**"
-        lines.append(f"| `{name}` | {first} | {second} | {'; '.join(r['cases'])} | {r['note']} |")
+        tangent = "yes" if r["jvp"] else "**FAILS**"
+        lines.append(f"| `{name}` | {first} | {second} | {tangent} | {'; '.join(r['cases'])} "
+                     f"| {r['note']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,11 +15,13 @@ import numpy as np
 
 import tinygrad_opt as tg
 from tinygrad_opt import optim
+from tinygrad_opt.testfunctions import PROBLEMS
+
+problem = PROBLEMS["rosenbrock"]       # f, start (-1.5, 2), plot window, minimum (1, 1)
 
 
 def rosenbrock(p):
-    x, y = p[0], p[1]
-    return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+    return problem.f(p[0], p[1])
 
 
 def main(argv=None):
@@ -29,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     # settings: each optimizer with a learning rate that is stable from the start point
-    steps, start = (300 if args.quick else 3000), [-1.5, 2.0]
+    steps, start = (300 if args.quick else 3000), list(problem.start)
     optimizers = {
         "SGD (lr 1e-3)": lambda p: optim.SGD(p, lr=1e-3),
         "momentum (lr 2e-4, 0.9)": lambda p: optim.SGD(p, lr=2e-4, momentum=0.9),
@@ -75,13 +77,14 @@ def plot(paths, values, path):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    X, Y = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
+    X, Y = np.meshgrid(np.linspace(*problem.xlim, 300), np.linspace(*problem.ylim, 300))
     ax1.contour(X, Y, rosenbrock([X, Y]), levels=np.logspace(-1, 3.5, 18), colors="0.6",
                 linewidths=0.6)
     for name, xy in paths.items():
         ax1.plot(xy[:, 0], xy[:, 1], "-", lw=1.5, label=name)
-    ax1.plot(1, 1, "*", color="gold", mec="k", ms=14)
-    ax1.set(xlim=(-2, 2), ylim=(-1, 3), title="Paths from (-1.5, 2)")
+    ax1.plot(*problem.minima[0], "*", color="gold", mec="k", ms=14)
+    ax1.set(xlim=problem.xlim, ylim=problem.ylim, xlabel="x", ylabel="y",
+            title=f"Paths from {problem.start}")
     for name, f in values.items():
         ax2.loglog(np.arange(1, len(f) + 1), np.maximum(f, 1e-16), label=name)
     ax2.set(xlabel="step + 1", ylabel="f", title="Rosenbrock value per step")

@@ -4,6 +4,7 @@ import pytest
 
 import tinygrad_opt as tg
 from tinygrad_opt import autograd, ops
+from tinygrad_opt.nn import functional as F
 
 
 def t64(a, rg=True):
@@ -211,3 +212,266 @@ def test_hvp_dot_mode_with_every_linear_input_a_leaf():
     expected = dense @ np.concatenate([vi.ravel() for vi in v])
     np.testing.assert_allclose(np.concatenate([h.numpy().ravel() for h in hv]), expected,
                                rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ forward mode and the GGN
+def _mlp(rng, sizes=(4, 5, 3)):
+    return tuple(t64(rng.standard_normal(s) * 0.5) for s in
+                 [(sizes[1], sizes[0]), (sizes[1],), (sizes[2], sizes[1]), (sizes[2],)])
+
+
+def _model(X, act="tanh", spelling="linear"):
+    def f(W1, b1, W2, b2):
+        h = tg.Tensor(X)
+        if spelling == "linear":
+            h = getattr(ops.linear(h, W1, b1), act)()
+            return ops.linear(h, W2, b2)
+        h = getattr(h @ W1.T + b1, act)()
+        return h @ W2.T + b2
+    return f
+
+
+def _flatv(ts):
+    return np.concatenate([np.asarray(t.numpy() if isinstance(t, tg.Tensor) else t).ravel()
+                           for t in ts])
+
+
+def test_jvp_structure_follows_torch():
+    x, y = t64([1.0, 2.0], rg=False), t64([3.0], rg=False)
+    out, t = autograd.jvp(lambda a: a * a, x, np.array([1.0, 1.0]))
+    assert isinstance(out, tg.Tensor) and isinstance(t, tg.Tensor)
+    np.testing.assert_array_equal(t.numpy(), [2.0, 4.0])
+    outs, ts = autograd.jvp(lambda a, b: (a * b, (a * b).sum()), (x, y),
+                            (np.array([1.0, 0.0]), np.array([2.0])))
+    assert isinstance(outs, tuple) and isinstance(ts, tuple) and len(ts) == 2
+    np.testing.assert_array_equal(ts[0].numpy(), [3.0 + 2.0, 4.0])    # b dx + a db
+    assert ts[1].item() == 9.0
+    # v may be omitted only for a single one-element input
+    _, t1 = autograd.jvp(lambda a: a * 3, t64([2.0], rg=False))
+    assert t1.item() == 3.0
+    with pytest.raises(RuntimeError, match="v can be omitted only"):
+        autograd.jvp(lambda a: a, x)
+    with pytest.raises(ValueError, match=r"jvp: v\[0\] has shape \(3,\) but inputs\[0\] has shape \(2,\)"):
+        autograd.jvp(lambda a: a, x, np.ones(3))
+    # an output the inputs do not reach has a zero tangent; outputs are detached
+    out, t = autograd.jvp(lambda a: tg.Tensor([1.0, 1.0]) * 2, x, np.ones(2))
+    np.testing.assert_array_equal(t.numpy(), [0.0, 0.0])
+    assert not out.requires_grad
+
+
+def test_vjp_structure_and_values():
+    x = t64([1.0, 2.0, 3.0])
+    A = np.arange(6.0).reshape(2, 3)
+    out, g = autograd.vjp(lambda a: tg.Tensor(A) @ a, x, np.array([1.0, -1.0]))
+    np.testing.assert_allclose(g.numpy(), np.array([1.0, -1.0]) @ A)
+    assert not out.requires_grad
+    outs, gs = autograd.vjp(lambda a, b: (a * b, b.sum()), (x, t64([2.0, 2.0, 2.0])),
+                            (np.ones(3), np.array(2.0)))
+    np.testing.assert_allclose(gs[0].numpy(), [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(gs[1].numpy(), [3.0, 4.0, 5.0])
+    _, gz = autograd.vjp(lambda a: tg.Tensor([1.0]) * 1.0, x, np.ones(1))
+    np.testing.assert_array_equal(gz.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_jacobian_shapes_and_values_in_both_modes(mode):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((2, 3, 4))
+    x = t64(rng.standard_normal(4))
+    J = autograd.jacobian(lambda a: tg.Tensor(A) @ a, x, mode=mode)
+    assert J.shape == (2, 3, 4)
+    np.testing.assert_allclose(J.numpy(), A, rtol=0, atol=1e-15)
+    y = t64(rng.standard_normal((2, 2)))
+    Js = autograd.jacobian(lambda a, b: ((a * a).sum(), b * 2.0), (x, y), mode=mode)
+    assert isinstance(Js, tuple) and len(Js) == 2 and len(Js[0]) == 2
+    np.testing.assert_allclose(Js[0][0].numpy(), 2 * x.numpy())
+    assert Js[0][1].shape == (2, 2) and not Js[0][1].numpy().any()
+    assert Js[1][1].shape == (2, 2, 2, 2)
+    np.testing.assert_allclose(Js[1][1].numpy().reshape(4, 4), 2 * np.eye(4))
+    with pytest.raises(ValueError, match="mode must be"):
+        autograd.jacobian(lambda a: a, x, mode="sideways")
+
+
+def test_jacobian_create_graph_is_differentiable():
+    x = t64([0.3, -0.7])
+    for mode in ("reverse", "forward"):
+        J = autograd.jacobian(lambda a: a.tanh() * 3.0, x, create_graph=True, mode=mode)
+        (g,) = autograd.grad(J.sum(), x)
+        t = np.tanh(x.numpy())                        # d/dx 3 (1 - tanh^2) = -6 tanh (1 - tanh^2)
+        np.testing.assert_allclose(g.numpy(), -6 * t * (1 - t * t), rtol=1e-12)
+
+
+@pytest.mark.parametrize("spelling", ["linear", "matmul"])
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
+def test_hvp_modes_agree_with_the_dense_hessian(act, spelling):
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((6, 4)), np.array([0, 1, 2, 1, 0, 2])
+    params = _mlp(rng)
+    f = lambda *p: F.cross_entropy(_model(X, act, spelling)(*p), y)  # noqa: E731
+    vs = tuple(rng.standard_normal(p.shape) for p in params)
+    H = autograd.hessian(f, params)
+    sizes = [p.size for p in params]
+    dense = np.block([[H[i][j].numpy().reshape(sizes[i], sizes[j]) for j in range(4)]
+                      for i in range(4)])
+    for mode in (None, "reverse", "forward"):
+        value, hv = autograd.hvp(f, params, vs, mode=mode)
+        np.testing.assert_allclose(_flatv(hv), dense @ _flatv(vs), rtol=1e-10, atol=1e-12)
+        assert value.item() == pytest.approx(f(*params).item())
+    with pytest.raises(ValueError, match="mode must be"):
+        autograd.hvp(f, params, vs, mode="both")
+
+
+def test_hvp_forward_records_no_graph_and_leaves_inputs_alone():
+    x = t64([0.5, -1.0])
+    _, hv = autograd.hvp(lambda a: (a ** 3).sum(), x, np.array([1.0, 2.0]), mode="forward")
+    np.testing.assert_allclose(hv.numpy(), 6 * x.numpy() * [1.0, 2.0])
+    assert not hv.requires_grad and x.grad is None
+
+
+def _dense_ggn(model, loss_fn, params):
+    """J^T H_L J from jacobian (reverse) and hessian: the truth ggnvp must match."""
+    out = model(*params)
+    J = autograd.jacobian(model, params)
+    Jm = np.concatenate([j.numpy().reshape(out.size, -1) for j in J], axis=1)
+    HL = autograd.hessian(loss_fn, out.detach()).numpy().reshape(out.size, out.size)
+    return Jm.T @ HL @ Jm
+
+
+LOSSES = {
+    "cross_entropy": lambda y: (lambda o: F.cross_entropy(o, y)),
+    "cross_entropy_sum": lambda y: (lambda o: F.cross_entropy(o, y, reduction="sum")),
+    "cross_entropy_weighted": lambda y: (lambda o: F.cross_entropy(o, y, weight=np.array([1.0, 2.0, 0.5]))),
+    "mse": lambda y: (lambda o: F.mse_loss(o, np.eye(3)[y])),
+    "mse_sum": lambda y: (lambda o: F.mse_loss(o, np.eye(3)[y], reduction="sum")),
+    "bce": lambda y: (lambda o: F.binary_cross_entropy_with_logits(o, np.eye(3)[y])),
+    "bce_pos_weight": lambda y: (lambda o: F.binary_cross_entropy_with_logits(
+        o, np.eye(3)[y], pos_weight=np.array([2.0, 1.0, 3.0]))),
+    "other": lambda y: (lambda o: (o.exp().sum(axis=1).log() * 0.5).sum() + (o * o * o).sum() * 0.01),
+}
+CLOSED = {"cross_entropy", "cross_entropy_sum", "cross_entropy_weighted", "mse", "mse_sum", "bce"}
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_ggnvp_equals_dense_jt_hl_j(loss, monkeypatch):
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((5, 4)), np.array([0, 1, 2, 1, 0])
+    params = _mlp(rng)
+    model, loss_fn = _model(X), LOSSES[loss](y)
+    vs = tuple(rng.standard_normal(p.shape) for p in params)
+    # which H_L path runs: the closed form for F's losses, double backward for the others
+    calls = []
+    real = autograd._loss_hessian_closed_form
+    monkeypatch.setattr(autograd, "_loss_hessian_closed_form",
+                        lambda *a: calls.append(r := real(*a)) or r)
+    value, gv = autograd.ggnvp(model, loss_fn, params, vs)
+    assert (calls[0] is not None) == (loss in CLOSED)
+    G = _dense_ggn(model, loss_fn, params)
+    np.testing.assert_allclose(_flatv(gv), G @ _flatv(vs), rtol=1e-10, atol=1e-12)
+    assert value.item() == pytest.approx(loss_fn(model(*params)).item(), rel=1e-14)
+    assert isinstance(gv, tuple) and [g.shape for g in gv] == [p.shape for p in params]
+
+
+def test_ggn_of_a_linear_model_with_mse_is_the_hessian():
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((7, 3)), rng.standard_normal((7, 2))
+    W, b = t64(rng.standard_normal((2, 3))), t64(rng.standard_normal(2))
+    model = lambda W, b: ops.linear(tg.Tensor(X), W, b)          # noqa: E731
+    loss_fn = lambda o: F.mse_loss(o, Y)                         # noqa: E731
+    for _ in range(3):
+        v = (rng.standard_normal(W.shape), rng.standard_normal(b.shape))
+        _, gv = autograd.ggnvp(model, loss_fn, (W, b), v)
+        _, hv = autograd.hvp(lambda W, b: loss_fn(model(W, b)), (W, b), v)
+        np.testing.assert_allclose(_flatv(gv), _flatv(hv), rtol=1e-12, atol=1e-14)
+
+
+def test_ggnvp_single_input_and_errors():
+    rng = np.random.default_rng(4)
+    W = t64(rng.standard_normal((3, 4)))
+    X = rng.standard_normal((2, 4))
+    loss, gv = autograd.ggnvp(lambda W: tg.Tensor(X) @ W.T, lambda o: (o * o).sum() * 0.5, W,
+                              np.ones((3, 4)))
+    assert isinstance(gv, tg.Tensor) and gv.shape == (3, 4)
+    # o = X W^T, loss = |o|^2 / 2: H_L = I, so G v = (X^T X V^T)^T = V X^T X
+    np.testing.assert_allclose(gv.numpy(), np.ones((3, 4)) @ X.T @ X, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="one-element"):
+        autograd.ggnvp(lambda W: W * 1.0, lambda o: o, W, np.ones((3, 4)))
+
+
+def test_ggn_operator_is_positive_semidefinite_and_matches_ggnvp():
+    from tinygrad_opt import curvature
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    params = list(_mlp(rng))
+    model = _model(X, "tanh")
+    op = curvature.GGNOperator(lambda: model(*params), lambda o: F.cross_entropy(o, y), params)
+    v = rng.standard_normal(op.n)
+    _, gv = autograd.ggnvp(model, lambda o: F.cross_entropy(o, y), tuple(params),
+                           tuple(op.to_params(v)))
+    np.testing.assert_allclose(op.matvec(v), _flatv(gv), rtol=1e-12, atol=1e-14)
+    low = curvature.bottom_eigenvalues(op, k=1, max_iter=op.n, seed=0).eigenvalues[0]
+    assert low >= -1e-10
+    # the Hessian of the same loss is indefinite here, so the check can fail
+    H = curvature.HVPOperator(lambda: F.cross_entropy(model(*params), y), params)
+    assert curvature.bottom_eigenvalues(H, k=1, max_iter=H.n, seed=0).eigenvalues[0] < -1e-6
+    top = curvature.top_eigenvalues(op, k=1, max_iter=op.n, seed=0).eigenvalues[0]
+    G = _dense_ggn(model, lambda o: F.cross_entropy(o, y), tuple(params))
+    assert top == pytest.approx(np.linalg.eigvalsh(G)[-1], rel=1e-8)
+
+
+def test_custom_function_without_a_tangent_rule_names_itself():
+    from tinygrad_opt.engine import Function
+
+    class Cube(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 3 * ctx.inputs[0] ** 2
+
+    x = t64([1.0, 2.0], rg=False)
+    with pytest.raises(RuntimeError, match="forward mode: Cube has no tangent rule; give it a static method jvp"):
+        autograd.jvp(lambda a: Cube.apply(a).sum(), x, np.ones(2))
+    with pytest.raises(RuntimeError, match="Cube has no tangent rule"):
+        autograd.hvp(lambda a: Cube.apply(a).sum(), t64([1.0, 2.0]), np.ones(2), mode="forward")
+    # without forward mode the op works as before
+    assert Cube.apply(x).sum().item() == 9.0
+
+
+def test_tangent_rule_shape_is_checked():
+    from tinygrad_opt.engine import Function
+
+    class Bad(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+        @staticmethod
+        def jvp(ctx, t):
+            return t.sum()
+
+    with pytest.raises(RuntimeError, match=r"Bad.jvp returned a tangent of shape \(\) for an output of shape \(2,\)"):
+        autograd.jvp(lambda a: Bad.apply(a), t64([1.0, 2.0], rg=False), np.ones(2))
+
+
+def test_nested_levels_give_second_derivatives_without_confusion():
+    """d/dx [d/dy (x * y)] at a point: perturbation confusion would give 2, the truth is 1."""
+    x = t64([3.0], rg=False)
+
+    def inner(a):
+        y = t64([5.0], rg=False)
+        return autograd.jvp(lambda b: a * b, y, np.ones(1), create_graph=True)[1]
+
+    _, t = autograd.jvp(inner, x, np.ones(1))
+    assert t.item() == 1.0
+    # and a scalar's second derivative by forward over forward
+    f = lambda a: a.sin() * a   # noqa: E731
+    _, tt = autograd.jvp(lambda a: autograd.jvp(f, a, np.ones(1), create_graph=True)[1],
+                         x, np.ones(1))
+    xv = 3.0
+    assert tt.item() == pytest.approx(2 * np.cos(xv) - xv * np.sin(xv), rel=1e-12)

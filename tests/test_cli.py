@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tinygrad_opt import cli
+from tinygrad_opt import cli, testfunctions
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -127,8 +127,8 @@ def test_landscape_picture_and_table(tmp_path, capsys):
 
 
 def test_landscape_paths_descend():
-    p = cli.PROBLEMS["rosenbrock"]
-    path = cli.run_path(p, "adam", p.steps)
+    p = testfunctions.PROBLEMS["rosenbrock"]
+    path = testfunctions.run_path(p, "adam", p.steps)
     assert path.shape == (p.steps + 1, 2)
     assert p.f(*path[-1]) < 1e-6 < p.f(*path[0])
 

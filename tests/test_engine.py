@@ -238,9 +238,10 @@ def test_create_graph_backward_leaves_differentiable_grad():
 
 def test_float32_parameters_get_float32_gradients():
     W = tg.Tensor(np.ones((2, 3), np.float32), requires_grad=True)
-    x = tg.Tensor(np.ones((4, 3), np.float64))       # float64 data promotes the forward
-    (x @ W.T).sum().backward()
+    x = tg.Tensor(np.ones((4, 2, 3), np.float64))    # float64 data promotes the forward
+    (x * W).sum().backward()                          # (a product would refuse the mix)
     assert W.grad.dtype == np.float32
+    np.testing.assert_array_equal(W.grad.numpy(), np.full((2, 3), 4.0))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -297,3 +298,31 @@ def test_custom_function_with_wrong_gradient_shape_is_reported():
     x = t64([1.0, 2.0])
     with pytest.raises(RuntimeError, match=r"Bad.backward returned a gradient of shape \(\)"):
         Bad.apply(x).sum().backward()
+
+
+def test_operator_fast_path_and_apply_build_the_same_graph():
+    """Tensor's operators write apply's lines out inline; both must record the same node."""
+    from tinygrad_opt import ops
+    a = t64([[1.0, 2.0], [3.0, 4.0]])
+    b = t64([0.5, -1.0], rg=False)
+    for op, cls in ((lambda x, y: x * y, ops.Mul), (lambda x, y: x + y, ops.Add),
+                    (lambda x, y: x - y, ops.Sub), (lambda x, y: x / y, ops.Div)):
+        for x, y in ((a, b), (b, a), (a, 2.0), (3.0, a)):
+            fast, slow = op(x, y), cls.apply(x, y)
+            nf, ns = fast._node, slow._node
+            assert type(nf) is type(ns) is cls
+            assert all(p is q for p, q in zip(nf.parents, ns.parents)) and len(nf.parents) == 2
+            assert nf.needs_input_grad == tuple(ns.needs_input_grad)
+            assert all((p is q) or (type(p) is float and p == q) for p, q in zip(nf.inputs, ns.inputs))
+            np.testing.assert_array_equal(nf.out, ns.out)
+            assert nf.xp is ns.xp and nf.seq > ns.seq                 # numbered in creation order
+            assert fast.requires_grad and slow.requires_grad and fast.grad is None
+            (fast * 1.0).sum().backward()
+            g_fast = a.grad.numpy()
+            a.grad = None
+            (slow * 1.0).sum().backward()
+            np.testing.assert_array_equal(a.grad.numpy(), g_fast)
+            a.grad = None
+    with tg.no_grad():
+        for r in (a * b, ops.Mul.apply(a, b)):
+            assert r._node is None and not r.requires_grad

@@ -119,3 +119,116 @@ def test_hvpcheck_passes_and_catches():
 def test_nothing_to_check_is_an_error():
     with pytest.raises(ValueError, match="no input requires grad"):
         tg.gradcheck(lambda x: x * 2, tg.Tensor(np.ones(2)))
+
+
+class WrongTangent(tg.Function):
+    """y = x^2 with a right backward (2x) and a wrong tangent rule (3x t)."""
+    @staticmethod
+    def forward(ctx, x):
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2 * ctx.inputs[0]
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * 3 * ctx.inputs[0]
+
+
+class NaNGradient(tg.Function):
+    """y = 2x whose backward and tangent are NaN at one element."""
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        out = g * 2
+        out[0] = np.nan
+        return out
+
+    @staticmethod
+    def jvp(ctx, t):
+        out = t * 2
+        out[0] = np.nan
+        return out
+
+
+def test_check_forward_ad_catches_a_wrong_tangent_rule():
+    x = x64()
+    assert tg.gradcheck(lambda x: WrongTangent.apply(x), x)            # reverse mode is right
+    with pytest.raises(GradcheckError) as e:
+        tg.gradcheck(lambda x: WrongTangent.apply(x), x, check_forward_ad=True)
+    msg = str(e.value)
+    assert "forward mode: the tangent rules" in msg and "output 0 with respect to input 0" in msg
+    k = np.unravel_index(np.argmax(x.numpy()), x.shape)                # worst: |3x - 2x| largest
+    assert f"d input[0]{[int(i) for i in k]}" in msg
+    with pytest.raises(GradcheckError, match="fast mode, forward"):
+        tg.gradcheck(lambda x: WrongTangent.apply(x), x, check_forward_ad=True, fast_mode=True)
+    assert tg.gradcheck(lambda x: (x * x).sin(), x, check_forward_ad=True)
+    assert tg.gradcheck(lambda x: (x * x).sin(), x, check_forward_ad=True, fast_mode=True)
+
+
+def test_check_forward_ad_names_an_op_without_a_tangent_rule():
+    class Square(tg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2 * ctx.inputs[0]
+
+    assert tg.gradcheck(lambda x: Square.apply(x), x64())
+    with pytest.raises(RuntimeError, match="forward mode: Square has no tangent rule"):
+        tg.gradcheck(lambda x: Square.apply(x), x64(), check_forward_ad=True)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("fast", [False, True])
+def test_checks_fail_on_nan(fast):
+    """diff > tol is False for NaN: the checks must not read that as agreement."""
+    x = tg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(GradcheckError, match="numerical: 2  analytical: nan" if not fast else "analytical: nan"):
+        tg.gradcheck(lambda x: NaNGradient.apply(x), x, fast_mode=fast)
+    assert tg.gradcheck(lambda x: NaNGradient.apply(x), x, fast_mode=fast, raise_exception=False) is False
+    # a function that is NaN itself: the numerical side is NaN, never a match either
+    with pytest.raises(GradcheckError):
+        tg.gradcheck(lambda x: (x - 5.0).sqrt(), x, fast_mode=fast)
+
+
+def test_forward_check_fails_on_a_nan_tangent():
+    x = tg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+
+    class RightBackward(NaNGradient):
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+    with pytest.raises(GradcheckError, match="forward mode"):
+        tg.gradcheck(lambda x: RightBackward.apply(x), x, check_forward_ad=True)
+
+
+def test_hvpcheck_fails_on_nan_and_checks_both_modes():
+    x = tg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    for mode in (None, "reverse", "forward"):
+        assert tg.hvpcheck(lambda x: (x ** 3).sum(), x, mode=mode)
+
+    class NaNCurvature(tg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):       # the right 2x, through an op whose own derivative is NaN
+            x = ctx.inputs[0]
+            return g * (NaNGradient.apply(x) if isinstance(x, tg.Tensor) else 2 * x)
+
+        @staticmethod
+        def jvp(ctx, t):
+            return t * 2 * ctx.inputs[0]
+
+    for mode in ("reverse", "forward"):
+        with pytest.raises(GradcheckError, match=r"hvpcheck.*\n.*\[0\][\s\S]*analytical: nan"):
+            tg.hvpcheck(lambda x: NaNCurvature.apply(x).sum(), x, mode=mode)

@@ -229,3 +229,111 @@ def test_to_device_round_trip_is_differentiable(device):
     (y * y).sum().to("cpu").backward() if device == "cpu" else (y * y).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
     assert x.grad.device == "cpu"
+
+
+# ------------------------------------------------------------- PyTorch habits
+def test_array_protocol_gives_a_host_copy():
+    t = tg.Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    a = np.asarray(t)
+    assert a.dtype == np.float64 and a.shape == (2, 3)        # not an object array
+    np.testing.assert_array_equal(a, np.arange(6.0).reshape(2, 3))
+    a[0, 0] = 99.0
+    assert t.numpy()[0, 0] == 0.0                       # a copy, never a view
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    np.testing.assert_allclose(t, np.arange(6.0).reshape(2, 3))  # NumPy's testing takes tensors
+
+
+def test_format_spec_on_one_element_tensors():
+    loss = tg.Tensor(np.float64(0.123456))
+    assert f"{loss:.3f}" == "0.123" and f"{tg.Tensor([2.5]):>6.1f}" == "   2.5"
+    assert f"{tg.Tensor([1.0, 2.0])}" == str(tg.Tensor([1.0, 2.0]))
+    with pytest.raises(TypeError, match=r"format string '\.3f' for a tensor of shape \(2,\)"):
+        f"{tg.Tensor([1.0, 2.0]):.3f}"
+
+
+def test_size_is_the_count_and_callable_like_pytorch():
+    t = tg.zeros(2, 3, 4)
+    assert t.size == 24 and isinstance(t.size, int) and t.size + 1 == 25
+    assert t.size() == (2, 3, 4) and t.size(1) == 3 and t.size(-1) == 4
+    with pytest.raises(IndexError, match="size: dimension 3 is out of range for 3"):
+        t.size(3)
+
+
+def test_view_unsqueeze_squeeze_flatten_t_values():
+    a = np.arange(24.0).reshape(2, 3, 4)
+    t = tg.Tensor(a)
+    assert t.view(6, 4).shape == (6, 4) and t.view(-1).shape == (24,)
+    assert t.unsqueeze(0).shape == (1, 2, 3, 4) and t.unsqueeze(-1).shape == (2, 3, 4, 1)
+    assert t.unsqueeze(1).shape == (2, 1, 3, 4)
+    s = tg.zeros(1, 3, 1)
+    assert s.squeeze().shape == (3,) and s.squeeze(0).shape == (3, 1)
+    assert s.squeeze(1).shape == (1, 3, 1) and s.squeeze(-1).shape == (1, 3)
+    assert t.flatten().shape == (24,) and t.flatten(1).shape == (2, 12)
+    assert t.flatten(0, 1).shape == (6, 4) and t.flatten(-2, -1).shape == (2, 12)
+    np.testing.assert_array_equal(t.flatten(1).numpy(), a.reshape(2, 12))
+    m = tg.Tensor(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(m.t().numpy(), np.arange(6.0).reshape(2, 3).T)
+    v = tg.Tensor([1.0, 2.0])
+    assert v.t() is v
+    with pytest.raises(ValueError, match=r"t\(\): expects a tensor with at most 2 dimensions"):
+        t.t()
+    with pytest.raises(IndexError, match="unsqueeze: dimension 4 is out of range"):
+        t.unsqueeze(4)
+    with pytest.raises(ValueError, match="flatten: start_dim 2 comes after end_dim 1"):
+        t.flatten(2, 1)
+
+
+def test_clone_copies_and_passes_the_gradient():
+    x = tg.Tensor([1.0, 2.0], requires_grad=True)
+    c = x.clone()
+    assert c.data is not x.data and c.requires_grad
+    with tg.no_grad():
+        c += 1.0
+    np.testing.assert_array_equal(x.numpy(), [1.0, 2.0])
+    y = x.clone()
+    (y * 3.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_dtype_conversions():
+    x = tg.Tensor([1.7, -2.2], requires_grad=True)
+    assert x.double().dtype == np.float64 and x.double().requires_grad
+    assert x.double().float().dtype == np.float32
+    n = x.long()
+    assert n.dtype == np.int64 and n.numpy().tolist() == [1, -2] and not n.requires_grad
+    assert x.int().dtype == np.int32
+    assert x.astype(bool).dtype == bool and not x.astype(bool).requires_grad
+
+
+def test_tensor_like_and_from_numpy_creation():
+    base = tg.Tensor(np.ones((2, 3), dtype=np.float64))
+    z, o = tg.zeros_like(base), tg.ones_like(base, dtype=np.float32)
+    assert z.shape == (2, 3) and z.dtype == np.float64 and not z.numpy().any()
+    assert o.dtype == np.float32 and o.numpy().sum() == 6
+    tg.manual_seed(3)
+    r = tg.randn_like(base, requires_grad=True)
+    tg.manual_seed(3)
+    np.testing.assert_array_equal(r.numpy(), tg.randn(2, 3, dtype=np.float64).numpy())
+    assert r.requires_grad and r.dtype == np.float64
+    assert tg.zeros_like(np.ones((4,), np.int64)).dtype == np.int64
+    t = tg.tensor([[1, 2], [3, 4]], requires_grad=True)
+    assert isinstance(t, tg.Tensor) and t.dtype == np.float32 and t.requires_grad
+    src = np.array([1.0, 2.0])
+    assert tg.tensor(src).data is not src
+    shared = tg.from_numpy(src)
+    src[0] = 10.0
+    assert shared.numpy()[0] == 10.0 and shared.dtype == np.float64
+    with pytest.raises(TypeError, match="from_numpy: expected a numpy.ndarray, got list"):
+        tg.from_numpy([1.0])
+
+
+def test_matmul_of_mixed_float_dtypes_is_an_error_naming_the_fix():
+    a64 = tg.Tensor(np.ones((2, 3)))
+    w32 = tg.Tensor(np.ones((3, 4), dtype=np.float32), requires_grad=True)
+    with pytest.raises(TypeError, match=r"matmul: left operand of dtype float64 and right operand "
+                                        r"of dtype float32.*\.astype\(np\.float32\)"):
+        a64 @ w32
+    with pytest.raises(TypeError, match="matmul: .*int64"):
+        tg.Tensor(np.ones((2, 3), dtype=np.int64)) @ w32
+    assert (a64.float() @ w32).dtype == np.float32
+    assert (tg.Tensor(np.ones((2, 3), dtype=np.int64)) @ tg.Tensor(np.ones((3, 1), dtype=np.int64))).dtype == np.int64

@@ -135,6 +135,9 @@ def as_array(data, dtype=None, device=None, copy=True):
         device = device_of(data) if is_array(data) else "cpu"
     xp = get_xp(device)
     if is_array(data):
+        if data.dtype.kind not in "biufc":      # object, string, datetime: not numbers
+            raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {data.dtype}; "
+                            "convert it to a numeric dtype first")
         data = to_device(data, device)
         return xp.array(data, dtype=dtype, copy=True) if copy else xp.asarray(data, dtype=dtype)
     arr = numpy.asarray(data)
@@ -150,6 +153,22 @@ def as_array(data, dtype=None, device=None, copy=True):
 def is_floating(dtype):
     """True for floating dtypes (the ones that can require grad)."""
     return numpy.dtype(dtype).kind == "f"
+
+
+def product_dtype_error(name, a_dtype, b_dtype, what=("input", "weight")):
+    """The error for a matrix product of mixed dtypes, or None when they agree.
+
+    PyTorch's rule: a product never promotes. A float64 batch into a float32 model would
+    otherwise turn every activation, gradient and step into float64 (twice the cost) while
+    the parameters stay float32; the message says how to convert either side.
+    """
+    if a_dtype == b_dtype or (a_dtype.kind != "f" and b_dtype.kind != "f"):
+        return None
+    want = b_dtype if b_dtype.kind == "f" else a_dtype
+    return TypeError(
+        f"{name}: {what[0]} of dtype {a_dtype} and {what[1]} of dtype {b_dtype} (a product "
+        f"does not promote); convert the {what[0]} with .astype(np.{want}) (x.float() for "
+        f"float32, x.double() for float64), or the model with model.to(dtype=...)")
 
 
 def scatter_add(a, index, values):

@@ -64,3 +64,43 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
 def manual_seed(seed):
     """Seed the random generators of every device (randn, rand, init, Dropout, DataLoader)."""
     backend.manual_seed(seed)
+
+
+def _like(t, dtype, device):
+    data = t.data if isinstance(t, Tensor) else backend.as_array(t, copy=False)
+    return (backend.np.dtype(dtype) if dtype is not None else data.dtype,
+            backend.check_device(device) if device is not None else backend.device_of(data),
+            tuple(data.shape))
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    """zeros with t's shape, dtype and device (unless given)."""
+    dtype, device, shape = _like(t, dtype, device)
+    return zeros(shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    """ones with t's shape, dtype and device (unless given)."""
+    dtype, device, shape = _like(t, dtype, device)
+    return ones(shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples with t's shape, dtype and device (unless given)."""
+    dtype, device, shape = _like(t, dtype, device)
+    return randn(shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor holding a copy of data (PyTorch's torch.tensor); the same as Tensor(...)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def from_numpy(array):
+    """A tensor that SHARES the memory of a NumPy array (no copy, like torch.from_numpy):
+    changes to one show in the other. The dtype is kept."""
+    if not isinstance(array, backend.np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"from_numpy: unsupported dtype {array.dtype}")
+    return Tensor._wrap(array)

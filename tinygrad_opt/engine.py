@@ -15,9 +15,13 @@ runs it on raw arrays when no graph is wanted (the fast path: no Tensor wrappers
 Tensors under create_graph=True, where the backward records its own graph and can be
 differentiated again.
 """
+import functools
 import gc
+import inspect
 import itertools
 import sys
+import threading
+import weakref
 from contextlib import contextmanager
 from heapq import heappop, heappush
 
@@ -32,49 +36,196 @@ _refcount = sys.getrefcount
 # it does, so visiting nodes from the lowest (newest) number up is a topological order of
 # any graph, and heapq's min-heap pops them in that order with no negation.
 _next_seq = itertools.count(0, -1).__next__
-_grad_enabled = True
 _anomaly = False
+# Forward-mode levels open in ANY thread (see forward_level); each thread's own levels are
+# _grad.levels. While it is 0 the hot paths need not look for tangents at all.
+_levels = 0
 
 
 # ----------------------------------------------------------------------------- modes
+class _GradState(threading.local):
+    """Grad mode of the current thread (PyTorch keeps it thread-local too): each thread
+    starts with recording on, whatever other threads do, and with no forward-mode level."""
+    enabled = True
+    levels = ()         # this thread's active forward-mode levels, outermost first
+
+
+_grad = _GradState()
+# How many grad-mode overrides (no_grad, enable_grad, a backward pass) are active in ANY
+# thread. While it is 0 every thread is in its default mode, recording, so the hot paths
+# test `not _overrides` (one global read) before reading the thread-local flag.
+_overrides = 0
+_lock = threading.Lock()
+
+
 def is_grad_enabled():
-    """True when new ops record a graph."""
-    return _grad_enabled
+    """True when new ops record a graph (in the calling thread)."""
+    return _grad.enabled
+
+
+def _push_mode(mode):
+    """Set the calling thread's grad mode; returns the previous one for _pop_mode."""
+    global _overrides
+    with _lock:
+        _overrides += 1
+    prev, _grad.enabled = _grad.enabled, mode
+    return prev
+
+
+def _pop_mode(prev):
+    global _overrides
+    _grad.enabled = prev
+    with _lock:
+        _overrides -= 1
 
 
 class _GradMode:
-    """Context manager (and decorator) that sets grad mode and restores it on exit."""
+    """Context manager (and decorator) that sets the thread's grad mode and restores it.
+
+    As a decorator of a generator function it covers the generator's body: the mode is
+    set around each resumption and restored at each yield, so the caller's code between
+    two items runs in its own mode (PyTorch's rule).
+    """
     __slots__ = ("mode", "prev")
 
     def __init__(self, mode):
         self.mode = mode
 
     def __enter__(self):
-        global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, self.mode
+        self.prev = _push_mode(self.mode)
         return self
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self.prev
+        _pop_mode(self.prev)
         return False
 
     def __call__(self, fn):
+        mode = self.mode
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def wrapped_gen(*args, **kwargs):
+                return (yield from _in_mode(fn(*args, **kwargs), mode))
+            return wrapped_gen
+
+        @functools.wraps(fn)
         def wrapped(*args, **kwargs):
-            with _GradMode(self.mode):
+            with _GradMode(mode):
                 return fn(*args, **kwargs)
-        wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
         return wrapped
 
 
-def no_grad():
-    """Context manager: ops inside record no graph (evaluation, optimizer updates)."""
-    return _GradMode(False)
+def _in_mode(gen, mode):
+    """Drive generator gen with grad mode `mode` set only while its own code runs."""
+    try:
+        with _GradMode(mode):
+            item = gen.send(None)
+        while True:
+            try:
+                sent = yield item
+            except GeneratorExit:
+                with _GradMode(mode):
+                    gen.close()
+                raise
+            except BaseException as e:       # thrown into us: pass it on to gen
+                with _GradMode(mode):
+                    item = gen.throw(e)
+            else:
+                with _GradMode(mode):
+                    item = gen.send(sent)
+    except StopIteration as stop:
+        return stop.value
 
 
-def enable_grad():
-    """Context manager: ops inside record a graph even within no_grad()."""
-    return _GradMode(True)
+def no_grad(fn=None):
+    """Context manager: ops inside record no graph (evaluation, optimizer updates).
+
+    Thread-local: it affects the calling thread only. Also a decorator, with or without
+    parentheses (`@no_grad()` or `@no_grad`), of functions and generator functions.
+    """
+    return _GradMode(False) if fn is None else _GradMode(False)(fn)
+
+
+def enable_grad(fn=None):
+    """Context manager: ops inside record a graph even within no_grad() (this thread only)."""
+    return _GradMode(True) if fn is None else _GradMode(True)(fn)
+
+
+# ------------------------------------------------------------- in-place versions
+# Every array changed in place through a Tensor method (x -= y, add_, copy_, ...) gets a
+# version count and the seq stamp of its latest change, keyed by its storage (the array
+# owning the memory, so views and detach()ed tensors share one count, as PyTorch's views
+# share one version counter). A node recorded before the latest in-place change anywhere
+# (seq > _inplace_seq: seqs count down) checks, before its backward runs, that none of the
+# arrays it saved changed since it was recorded. A training loop changes its parameters
+# after the backward and before the next forward, so its nodes never need the check: the
+# cost of it all is one comparison per node.
+_inplace_seq = 1
+_versions = {}          # id(storage) -> [version, seq of the latest change, weakref or None]
+
+
+def _storage(a):
+    """The object that owns a's memory (NumPy and CuPy views point to it through .base)."""
+    while True:
+        b = getattr(a, "base", None)
+        if b is None:
+            return a
+        a = b
+
+
+def _version_entry(a):
+    base = _storage(a)
+    e = _versions.get(id(base))
+    if e is not None and e[2] is not None and e[2]() is not base:
+        return None, base           # a dead array's entry whose id was reused
+    return e, base
+
+
+def version_of(a):
+    """How many times array a's storage was changed in place through Tensor methods."""
+    e, _ = _version_entry(a)
+    return 0 if e is None else e[0]
+
+
+def bump_version(a):
+    """Record an in-place change of array a (Tensor's in-place methods call this)."""
+    global _inplace_seq
+    stamp = _next_seq()
+    e, base = _version_entry(a)
+    if e is None:
+        key = id(base)
+        try:
+            ref = weakref.ref(base, lambda r, key=key: _drop_version(key, r))
+        except TypeError:           # not weakly referenceable (bytes): keep no reference
+            ref = None
+        e = _versions[key] = [0, stamp, ref]
+    e[0] += 1
+    e[1] = stamp
+    _inplace_seq = stamp
+
+
+def _drop_version(key, ref):
+    e = _versions.get(key)
+    if e is not None and e[2] is ref:
+        del _versions[key]
+
+
+def _check_unmodified(n):
+    """Raise if an array node n saved for its backward was changed in place since."""
+    seq = n.seq
+    saved = list(n.inputs) if type(n.inputs) in (tuple, list) else []
+    saved.append(n.out)
+    for a in saved:
+        if a is None or not backend.is_array(a):
+            continue
+        e, _ = _version_entry(a)
+        if e is not None and e[1] < seq:
+            name = type(n).__name__
+            what = "output" if a is n.out else "inputs"
+            raise RuntimeError(
+                f"backward through {name}: one of its saved {what} (shape {tuple(a.shape)}, "
+                f"dtype {a.dtype}) was modified in place after {name} recorded it (now at "
+                f"version {e[0]}), so its gradient would be wrong; do the in-place change "
+                "after backward, or change a copy (x.clone()) instead")
 
 
 @contextmanager
@@ -161,20 +312,9 @@ class Function:
                 out = ctx.xp.asarray(out)
         if _anomaly:
             _check_finite(cls.__name__, out, "forward output")
-        t = _new(Tensor)
-        t.data = out
-        t.grad = None
-        if record and _grad_enabled:
-            ctx.seq = _next_seq()
-            ctx.parents = args
-            ctx.needs_input_grad = tuple(need)
-            ctx.inputs = arrays         # the arrays backward reads on the fast path
-            ctx.out = out
-            t._requires_grad = True
-            t._node = ctx
-        else:
-            t._requires_grad = False
-            t._node = None
+        t = _record(ctx, out, args, need, arrays, record)
+        if _levels:
+            _push_tangents(cls, ctx, args, arrays, t)
         return t
 
     @staticmethod
@@ -184,6 +324,8 @@ class Function:
     @staticmethod
     def backward(ctx, g):
         raise NotImplementedError
+
+    jvp = None      # the tangent rule, jvp(ctx, *tangents) -> the output's tangent; see _push_tangents
 
     @staticmethod
     def error_message(shapes, err):
@@ -218,7 +360,7 @@ def operator_methods(cls, fwd):
         else:
             db = b
             rb = False
-        if _anomaly:
+        if _anomaly or _levels:
             return slow(a, b)
         ctx = _new(cls)
         ctx.xp = _np
@@ -231,7 +373,7 @@ def operator_methods(cls, fwd):
         t = _new(Tensor)
         t.data = out
         t.grad = None
-        if (ra or rb) and _grad_enabled:
+        if (ra or rb) and (not _overrides or _grad.enabled):
             ctx.seq = _next_seq()
             ctx.parents = (a, b)
             # the three possible flags as constant tuples: nothing to build or free
@@ -265,7 +407,7 @@ def layer_apply(cls, x, W, b):
         rb = b._requires_grad
         if type(bd) is not _ndarray:
             return cls.apply(x, W, b)
-    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly:
+    if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly or _levels:
         return cls.apply(x, W, b)
     ctx = _new(cls)
     ctx.xp = _np
@@ -273,16 +415,25 @@ def layer_apply(cls, x, W, b):
         out = cls.forward(ctx, xd, Wd, bd)
     except ValueError as e:
         raise ValueError(_op_error(cls, (x, W, b), e)) from None
+    rx = x._requires_grad
+    rW = W._requires_grad
+    return _record(ctx, out, (x, W, b), (rx, rW, rb), (xd, Wd, bd), rx or rW or rb)
+
+
+def _record(ctx, out, parents, need, inputs, record):
+    """The Tensor around an op's output array; with `record` (some input requires grad)
+    and grad mode on in this thread, ctx becomes its graph node: it keeps the parents
+    (Tensors or constants), which of them need a gradient, the arrays backward reads on
+    the fast path (inputs) and the output array. Function.apply and layer_apply end here;
+    the operators (operator_methods) write the same lines out inline."""
     t = _new(Tensor)
     t.data = out
     t.grad = None
-    rx = x._requires_grad
-    rW = W._requires_grad
-    if (rx or rW or rb) and _grad_enabled:
+    if record and (not _overrides or _grad.enabled):
         ctx.seq = _next_seq()
-        ctx.parents = (x, W, b)
-        ctx.needs_input_grad = (rx, rW, rb)
-        ctx.inputs = (xd, Wd, bd)
+        ctx.parents = parents
+        ctx.needs_input_grad = tuple(need)
+        ctx.inputs = inputs
         ctx.out = out
         t._requires_grad = True
         t._node = ctx
@@ -309,6 +460,94 @@ def _device_error(cls, args):
                        "move them with .to(device) first")
 
 
+# ----------------------------------------------------------------------- forward mode
+class _Level(dict):
+    """One forward-mode pass: maps each Tensor that carries a tangent (and each recorded node,
+    for the backward's output Tensors) to its tangent. `tensors`: tangents are Tensors, so
+    they can be differentiated again (create_graph, or an outer level watching); else arrays."""
+    __slots__ = ("tensors",)
+
+
+@contextmanager
+def forward_level(tensors=False):
+    """Open a forward-mode level: while it is active every op that has an input with a tangent
+    in it also computes its output's tangent, with its jvp rule. Levels nest (a tangent of a
+    tangent): an inner level's rules run under the outer levels only, so each level sees
+    its own perturbation and no other. Yields the level; set leaf tangents with level[x] = v.
+    """
+    global _levels
+    level = _Level()
+    prev = _grad.levels
+    level.tensors = bool(tensors) or bool(prev)
+    with _lock:
+        _levels += 1
+    _grad.levels = prev + (level,)
+    try:
+        yield level
+    finally:
+        _grad.levels = prev
+        with _lock:
+            _levels -= 1
+
+
+def _push_tangents(cls, ctx, args, arrays, t):
+    """Apply's forward-mode step: t's tangent in every active level from its inputs' tangents.
+
+    The rule gets ctx as after forward, with ctx.inputs and ctx.out bound as the backward has
+    them: arrays, or Tensors (the parents and t) in a level that keeps Tensor tangents.
+    """
+    levels = _grad.levels
+    recorded = t._node is ctx
+    for k, level in enumerate(levels):
+        tans = [level.get(a) if type(a) is Tensor else None for a in args]
+        if all(x is None for x in tans):
+            continue
+        rule = cls.jvp
+        if rule is None:
+            raise RuntimeError(
+                f"forward mode: {cls.__name__} has no tangent rule; give it a static method "
+                f"jvp(ctx, *tangents) returning the output's tangent (see docs/custom_functions.md)")
+        tensors = level.tensors
+        if tensors:
+            ctx.inputs, ctx.out = args, t
+        else:
+            ctx.inputs, ctx.out = arrays, t.data
+        _grad.levels = levels[:k]       # the rule's own ops carry the outer levels' tangents
+        try:
+            tan = rule(ctx, *tans)
+        finally:
+            _grad.levels = levels
+            if recorded:
+                ctx.inputs, ctx.out = arrays, t.data
+        if tan is None:
+            continue
+        tan = _conform_tangent(cls, t, tan, tensors)
+        level[t] = tan
+        if recorded:
+            level[ctx] = tan
+
+
+def _conform_tangent(cls, t, tan, tensors):
+    """A rule's result as a tangent for t: its shape, dtype and kind (array or Tensor)."""
+    if type(tan) is Tensor:
+        if not tensors:
+            tan = tan.data
+    else:
+        if not backend.is_array(tan):
+            tan = backend.xp_of(t.data).asarray(tan)
+        if tensors:
+            tan = Tensor._wrap(tan)
+    shape = tan.shape
+    if shape != t.data.shape:
+        raise RuntimeError(f"{cls.__name__}.jvp returned a tangent of shape {tuple(shape)} "
+                           f"for an output of shape {tuple(t.data.shape)}")
+    if tan.dtype != t.data.dtype:
+        tan = tan.astype(t.data.dtype)
+    if _anomaly:
+        _check_finite(cls.__name__, tan.data if tensors else tan, "tangent")
+    return tan
+
+
 # --------------------------------------------------------------------------- backward
 def _freed_error(node):
     return RuntimeError(
@@ -317,7 +556,7 @@ def _freed_error(node):
 
 
 def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_graph=False,
-                 allow_unused=False, dots=None):
+                 allow_unused=False, dots=None, record=True):
     """Propagate root_grads from roots back through the graph.
 
     inputs=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
@@ -326,39 +565,72 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     dots={leaf: v} (create_graph only): instead of the leaves' gradients g, return the
     differentiable scalar sum <g, v> over them, without forming g where an op knows how
     (Function.vjp_dot); autograd.hvp differentiates it once more.
+    record=False (with create_graph): run the backward on Tensors, so its ops carry
+    forward-mode tangents, but record no graph of it (hvp's forward-over-reverse).
     """
-    global _grad_enabled
     if dots is not None and not create_graph:
         raise ValueError("run_backward: dots needs create_graph=True")
-    gc_was_enabled = gc.isenabled()
-    gc.disable()      # the graph holds no cycles; pausing the collector saves its scans
-    grad_was_enabled, _grad_enabled = _grad_enabled, bool(create_graph)   # _GradMode, inline
+    create_graph = bool(create_graph)
+    prev = _enter_backward(create_graph and bool(record))
     try:
-        return _backward(roots, root_grads, inputs, bool(create_graph), retain_graph, dots)
+        pending, heap, leaves, terms = _seed(roots, root_grads, create_graph, dots)
+        wanted = results = None
+        if inputs is not None:
+            # gradients wanted for non-leaf inputs are read off their node once it is complete
+            wanted = {}
+            for i, t in enumerate(inputs):
+                if t._node is not None:
+                    wanted.setdefault(t._node, []).append(i)
+            results = [None] * len(inputs)
+        _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots)
+        return _deliver(inputs, leaves, results, terms, create_graph, dots)
     finally:
-        _grad_enabled = grad_was_enabled
-        if gc_was_enabled:
+        _exit_backward(prev)
+
+
+_gc_pausers = 0         # backward passes running in any thread, which keep gc paused
+_gc_was_enabled = False
+
+
+def _enter_backward(mode):
+    """Pause the cyclic collector (the graph holds no cycles; its scans would only cost
+    time) and set this thread's grad mode for the pass (on only to record a create_graph
+    backward). The collector is
+    process-wide: the first pass in (of any thread) pauses it, the last one out restores it."""
+    global _gc_pausers, _gc_was_enabled, _overrides
+    with _lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+        _overrides += 1
+    prev, _grad.enabled = _grad.enabled, mode
+    return prev
+
+
+def _exit_backward(prev):
+    global _gc_pausers, _overrides
+    _grad.enabled = prev
+    with _lock:
+        _overrides -= 1
+        _gc_pausers -= 1
+        if _gc_pausers == 0 and _gc_was_enabled:
             gc.enable()
 
 
-def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
-    # Gradients wanted for non-leaf inputs are read off their node once it is complete.
-    wanted = None
-    if inputs is not None:
-        wanted = {}
-        for i, t in enumerate(inputs):
-            if t._node is not None:
-                wanted.setdefault(t._node, []).append(i)
-    results = [None] * len(inputs) if inputs is not None else None
+def _seed(roots, root_grads, create_graph, dots):
+    """The pass's starting state from the roots and their gradients.
 
-    # 1. Seed the roots. pending maps a node's seq -> [grad, owned, node]; leaves maps
-    # leaf -> [grad, owned]. `owned` marks a buffer this pass allocated and no one else holds:
-    # only such a buffer may take later contributions in place (a backward may return g
-    # itself, a view of it, or one array for two inputs, as Add does).
+    pending maps a node's seq -> [grad, owned, node]; leaves maps leaf -> [grad, owned];
+    heap holds the seq of every pending node (the next to run on top); terms collects dot
+    mode's <g, v> contributions. `owned` marks a buffer this pass allocated and no one else
+    holds: only such a buffer may take later contributions in place (a backward may return
+    g itself, a view of it, or one array for two inputs, as Add does).
+    """
     pending = {}
     leaves = {}
-    heap = []                       # seq of every pending node: the next to run is on top
-    terms = []                      # dot mode: the <g, v> contributions, as scalar Tensors
+    heap = []
+    terms = []
     for r, g in zip(roots, root_grads):
         n = r._node
         if n is None:
@@ -375,15 +647,21 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 heappush(heap, n.seq)
             else:
                 _add_into(e, g, create_graph)
+    return pending, heap, leaves, terms
 
-    # 2. Run the pending node created last: every node that consumes its output was created
-    # after it, so its gradient is complete. The loop body is the engine's hot path, so the
-    # common case is written out inline.
-    # `nxt` is a node that became pending while no other was (its gradient and ownership in
-    # nxt_g, nxt_owned): as the only one it runs next, so chains (most of a graph) touch
-    # neither the heap nor `pending`.
+
+def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots):
+    """The pass itself: run the pending node created last until none is left.
+
+    Every node that consumes a node's output was created after it, so when a node is the
+    newest pending one its gradient is complete. The loop body is the engine's hot path, so
+    the common case is written out inline. `nxt` is a node that became pending while no
+    other was (its gradient and ownership in nxt_g, nxt_owned): as the only one it runs
+    next, so chains (most of a graph) touch neither the heap nor `pending`.
+    """
     nxt = nxt_g = nxt_owned = None
     anomaly = _anomaly
+    modified = _inplace_seq        # nodes recorded before this stamp may hold changed arrays
     while heap or nxt is not None:
         if nxt is None:
             g, owned, n = pending.pop(heappop(heap))
@@ -396,11 +674,15 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
         parents = n.parents
         if parents is None:
             raise _freed_error(n)
+        if modified < n.seq:
+            _check_unmodified(n)
         if create_graph:          # bind Tensors, so the backward records its own graph
             in_data, out_data = n.inputs, n.out
-            out = _new(Tensor)
-            out.data, out.grad, out._requires_grad, out._node = out_data, None, True, n
+            out = _wrap(out_data, True, n)
             n.inputs, n.out = parents, out
+            for level in _grad.levels:    # forward mode: the output's tangent, kept by node
+                if n in level:
+                    level[out] = level[n]
             try:
                 grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle
@@ -441,8 +723,14 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 e = leaves.get(p)
                 if e is None:
                     leaves[p] = [gx, owned]
+                elif create_graph:
+                    e[0] = e[0] + gx
+                elif e[1]:                      # _add_into, inline: a trained constant
+                    acc = e[0]                  # (a bias used at every step) lands here
+                    acc += gx                   # once per use
                 else:
-                    _add_into(e, gx, create_graph)
+                    e[0] = e[0] + gx
+                    e[1] = True
             elif nxt is None and not heap:     # nothing else is pending: pn runs next
                 if pn.parents is None:
                     raise _freed_error(pn)
@@ -471,9 +759,11 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
         if not retain_graph and _refcount(n) > 2:
             n.parents = n.inputs = n.out = None
             n.__dict__.clear()
-    n = parents = grads = None    # the last node and what it saved go before delivery
 
-    # 3. Deliver leaf gradients (or, in dot mode, their dot product with v).
+
+def _deliver(inputs, leaves, results, terms, create_graph, dots):
+    """The pass's result: in dot mode the sum of the <g, v> terms; with inputs their
+    gradients as a list; else None, after accumulating into the leaves' .grad."""
     if dots is not None:
         total = None
         for t in terms:
@@ -489,12 +779,8 @@ def _backward(roots, root_grads, inputs, create_graph, retain_graph, dots):
                 for r in results]
     for leaf, (g, owned) in leaves.items():
         if leaf.grad is None:
-            if create_graph:
-                leaf.grad = _as_tensor(g, True)
-                continue
-            t = _new(Tensor)                # _as_tensor inline: one per parameter per step
-            t.data, t.grad, t._requires_grad, t._node = g if owned else g.copy(), None, False, None
-            leaf.grad = t
+            leaf.grad = g if create_graph and type(g) is Tensor else \
+                _wrap(g if owned or create_graph else g.copy())
         elif create_graph:
             leaf.grad = leaf.grad + g
         else:
@@ -575,11 +861,9 @@ def _summed(acc, owned, g, create_graph):
 
 
 def _as_tensor(g, create_graph):
-    if g is None or type(g) is Tensor:
-        return g
-    t = Tensor.__new__(Tensor)
-    t.data, t.grad, t._requires_grad, t._node = g, None, False, None
-    return t
+    return g if g is None or type(g) is Tensor else _wrap(g)
 
 
 from .tensor import Tensor  # noqa: E402  (tensor imports engine; bound once both exist)
+
+_wrap = Tensor._wrap

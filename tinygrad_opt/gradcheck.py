@@ -51,6 +51,19 @@ def _eval(func, inputs):
         return tuple(o.data.copy() for o in _as_tuple(func(*inputs)))
 
 
+def _mismatch(xp, ana, num, tol):
+    """Where ana and num disagree: beyond tolerance, or not finite unless equal (NaN never agrees)."""
+    diff = xp.abs(ana - num)
+    bad = ~(diff <= tol) & ~(ana == num)
+    return diff, bad
+
+
+def _worst(xp, diff, tol, bad):
+    """Flat index of the worst mismatch: a NaN first, else the largest excess over tolerance."""
+    score = xp.where(bad, xp.where(xp.isnan(diff), xp.inf, diff - tol), -xp.inf)
+    return int(xp.argmax(score))
+
+
 def _report(name, j, i, worst_out, worst_in, num, ana, diff, tol, raise_exception, extra=""):
     msg = (f"{name}: Jacobian mismatch for output {j} with respect to input {i}{extra}:\n"
            f"  worst element: d output[{j}]{worst_out} / d input[{i}]{worst_in}\n"
@@ -62,14 +75,17 @@ def _report(name, j, i, worst_out, worst_in, num, ana, diff, tol, raise_exceptio
 
 
 def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
-              fast_mode=False, _name="gradcheck"):
+              fast_mode=False, check_forward_ad=False, _name="gradcheck"):
     """Compare the analytical Jacobian of func with central differences; True if they agree.
 
     func maps the inputs to a Tensor or tuple of Tensors; only inputs with requires_grad
     are checked. On mismatch raise GradcheckError naming the output, the input, the worst
-    element and both values (or return False when raise_exception=False).
+    element and both values (or return False when raise_exception=False). A NaN on either
+    side is a mismatch.
     fast_mode compares w^T J u along one random pair of directions per (output, input),
     which costs two function evaluations instead of two per input element.
+    check_forward_ad: also compare forward mode's J u (the ops' tangent rules) with the same
+    numerical Jacobian: column by column, or along the random u in fast mode.
     """
     inputs = _as_tuple(inputs)
     _warn_precision(inputs, _name)
@@ -80,7 +96,8 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
         outputs = _as_tuple(func(*inputs))
     _kink_warning(outputs, eps, _name)
     if fast_mode:
-        return _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, _name)
+        return _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, _name,
+                     check_forward_ad)
     xp = backend.xp_of(inputs[checked[0]].data)
     for i in checked:
         x = inputs[i]
@@ -105,19 +122,57 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
                                  allow_unused=True)
                     if gx is not None:
                         ana[m] = gx.data.reshape(-1)
-            diff = xp.abs(ana - num[j])
-            tol = atol + rtol * xp.abs(num[j])
-            if bool((diff > tol).any()):
-                m, k = (int(a) for a in backend.np.unravel_index(int(xp.argmax(diff - tol)), diff.shape))
-                wo = backend.np.unravel_index(m, o.shape) if o.shape else ()
-                wi = backend.np.unravel_index(k, x.shape) if x.shape else ()
-                return _report(_name, j, i, list(int(a) for a in wo), list(int(a) for a in wi),
-                               float(num[j][m, k]), float(ana[m, k]), float(diff[m, k]),
-                               float(tol[m, k]), raise_exception)
+            bad = _compare(_name, xp, j, i, o, x, ana, num[j], atol, rtol, raise_exception, "")
+            if bad is not None:
+                return bad
+        if check_forward_ad:
+            fwd = _forward_columns(func, inputs, x, len(outputs), xp)
+            for j, o in enumerate(outputs):
+                bad = _compare(_name, xp, j, i, o, x, fwd[j], num[j], atol, rtol, raise_exception,
+                               " (forward mode: the tangent rules)")
+                if bad is not None:
+                    return bad
     return True
 
 
-def _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, name):
+def _compare(name, xp, j, i, o, x, ana, num, atol, rtol, raise_exception, extra):
+    """None if the (output j, input i) Jacobian blocks agree, else _report's answer."""
+    tol = atol + rtol * xp.abs(num)
+    diff, bad = _mismatch(xp, ana, num, tol)
+    if not bool(bad.any()):
+        return None
+    m, k = (int(a) for a in backend.np.unravel_index(_worst(xp, diff, tol, bad), diff.shape))
+    wo = backend.np.unravel_index(m, o.shape) if o.shape else ()
+    wi = backend.np.unravel_index(k, x.shape) if x.shape else ()
+    return _report(name, j, i, list(int(a) for a in wo), list(int(a) for a in wi),
+                   float(num[m, k]), float(ana[m, k]), float(diff[m, k]), float(tol[m, k]),
+                   raise_exception, extra)
+
+
+def _forward_tangents(func, inputs, x, u):
+    """Forward mode's J u for every output of func, with tangent u on input x only (arrays)."""
+    with engine.no_grad(), engine.forward_level() as level:
+        level[x] = u
+        outs = _as_tuple(func(*inputs))
+        return [level.get(o) for o in outs], outs
+
+
+def _forward_columns(func, inputs, x, n_out, xp):
+    """The Jacobian blocks d output_j / d x built a column at a time by forward mode."""
+    cols = None
+    for k in range(x.size):
+        e = xp.zeros(x.size, dtype=x.dtype)
+        e[k] = 1
+        tans, outs = _forward_tangents(func, inputs, x, e.reshape(x.shape))
+        if cols is None:
+            cols = [xp.zeros((o.size, x.size), dtype=backend.np.float64) for o in outs]
+        for j, t in enumerate(tans):
+            if t is not None:
+                cols[j][:, k] = t.reshape(-1)
+    return cols if cols is not None else [xp.zeros((0, 0))] * n_out
+
+
+def _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, name, forward):
     for i in checked:
         x = inputs[i]
         u = backend.random_normal(x.shape, x.dtype, x.device)
@@ -127,6 +182,7 @@ def _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, name
         x.data[...] = old - eps * u
         minus = _eval(func, inputs)
         x.data[...] = old
+        tans = _forward_tangents(func, inputs, x, u)[0] if forward else None
         for j, o in enumerate(outputs):
             w = backend.random_normal(o.shape, o.dtype, o.device)
             num = float(((plus[j] - minus[j]) / (2 * eps) * w).sum())
@@ -135,11 +191,24 @@ def _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, name
                 (gx,) = grad(o, x, grad_outputs=w, retain_graph=True, allow_unused=True)
                 if gx is not None:
                     ana = float((gx.data * u).sum())
-            diff, tol = abs(ana - num), atol + rtol * abs(num)
-            if diff > tol:
-                return _report(name, j, i, "", "", num, ana, diff, tol, raise_exception,
-                               extra=" (fast mode: w^T J u along random directions)")
+            bad = _fast_compare(name, j, i, num, ana, atol, rtol, raise_exception,
+                                " (fast mode: w^T J u along random directions)")
+            if bad is not None:
+                return bad
+            if forward:
+                ana = 0.0 if tans[j] is None else float((tans[j] * w).sum())
+                bad = _fast_compare(name, j, i, num, ana, atol, rtol, raise_exception,
+                                    " (fast mode, forward: w^T (J u) along random directions)")
+                if bad is not None:
+                    return bad
     return True
+
+
+def _fast_compare(name, j, i, num, ana, atol, rtol, raise_exception, extra):
+    diff, tol = abs(ana - num), atol + rtol * abs(num)
+    if diff <= tol or ana == num:
+        return None
+    return _report(name, j, i, "", "", num, ana, diff, tol, raise_exception, extra=extra)
 
 
 def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,
@@ -181,10 +250,12 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
                      raise_exception=raise_exception, _name="gradgradcheck")
 
 
-def hvpcheck(func, inputs, v=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True):
-    """Compare autograd.hvp with central differences of the gradient along v.
+def hvpcheck(func, inputs, v=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
+             mode=None):
+    """Compare autograd.hvp (in `mode`) with central differences of the gradient along v.
 
     H v ~ (grad f(x + eps v) - grad f(x - eps v)) / (2 eps); v is random when None.
+    A NaN on either side is a mismatch.
     """
     xs = _as_tuple(inputs)
     _warn_precision([Tensor._wrap(x.data, requires_grad=True) for x in xs], "hvpcheck")
@@ -192,7 +263,7 @@ def hvpcheck(func, inputs, v=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exce
         v = tuple(backend.random_normal(x.shape, x.dtype, x.device) for x in xs)
     vs = _as_tuple(v) if isinstance(v, (tuple, list, Tensor)) else (v,)
     vs = tuple(vi.data if isinstance(vi, Tensor) else vi for vi in vs)
-    _, hv = hvp(func, xs, vs)
+    _, hv = hvp(func, xs, vs, mode=mode)
     leaves = tuple(Tensor._wrap(x.data.copy(), requires_grad=True) for x in xs)
 
     def grads_at(sign):
@@ -207,10 +278,10 @@ def hvpcheck(func, inputs, v=None, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exce
     xp = backend.xp_of(xs[0].data)
     for i, (h, a, b) in enumerate(zip(hv, gp, gm)):
         num = (a - b) / (2 * eps)
-        diff = xp.abs(h.data - num)
         tol = atol + rtol * xp.abs(num)
-        if bool((diff > tol).any()):
-            k = int(xp.argmax(diff - tol))
+        diff, bad = _mismatch(xp, h.data, num, tol)
+        if bool(bad.any()):
+            k = _worst(xp, diff.reshape(-1), tol.reshape(-1), bad.reshape(-1))
             idx = [int(t) for t in backend.np.unravel_index(k, num.shape)] if num.shape else []
             msg = (f"hvpcheck: Hessian-vector product mismatch for input {i}:\n"
                    f"  worst element: (H v)[{i}]{idx}\n"

@@ -1,4 +1,8 @@
-"""Every op: primitives (Function subclasses, forward beside backward) and composites.
+"""The op catalogue: primitives (Function subclasses, forward beside backward) and composites.
+
+Reductions live in reductions.py, shape and indexing ops in shape_ops.py, and the fused
+layer and loss ops (Linear, LinearReLU, softmax, the cross-entropies) in fused.py; all are
+re-exported here, so `ops.X` names every op.
 
 Backward formulas use only operators and the dual-typed helpers below (sum_to,
 broadcast_to, reshape, where, exp, log, ...), which accept raw arrays and Tensors alike:
@@ -11,10 +15,6 @@ from . import backend
 from .engine import Function
 from .tensor import Tensor
 
-# NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
-# Python-level wrapper first, which costs as much as the sum itself on a bias gradient.
-_ndarray = backend.ndarray
-_add_reduce = backend.np.add.reduce
 
 
 # ============================================================ dual-typed backward helpers
@@ -63,14 +63,14 @@ def broadcast_to(x, shape):
 _SMALL_COPY = 1 << 14               # elements: below this a copy is cheaper than a view
 
 
-def reshape_(x, shape):
+def reshape_to(x, shape):
     """x reshaped (arrays or Tensors)."""
     if type(x) is Tensor:
         return reshape(x, *shape)
     return x.reshape(shape)
 
 
-def transpose_(x, axes=None):
+def permute(x, axes=None):
     """x with axes permuted (arrays or Tensors)."""
     if type(x) is Tensor:
         return Transpose.apply(x, axes=axes)
@@ -99,6 +99,26 @@ def exp(x):
     return x.exp() if type(x) is Tensor else backend.xp_of(x).exp(x)
 
 
+def sin(x):
+    """sin x for arrays or Tensors."""
+    return Sin.apply(x) if type(x) is Tensor else backend.xp_of(x).sin(x)
+
+
+def cos(x):
+    """cos x for arrays or Tensors."""
+    return Cos.apply(x) if type(x) is Tensor else backend.xp_of(x).cos(x)
+
+
+def log1p(x):
+    """log(1 + x) for arrays or Tensors."""
+    return Log1p.apply(x) if type(x) is Tensor else backend.xp_of(x).log1p(x)
+
+
+def expm1(x):
+    """e^x - 1 for arrays or Tensors."""
+    return Expm1.apply(x) if type(x) is Tensor else backend.xp_of(x).expm1(x)
+
+
 def log(x):
     """Natural log for arrays, Tensors or Python numbers."""
     if type(x) is Tensor:
@@ -120,6 +140,27 @@ def cast(x, dtype):
     if type(x) is Tensor:
         return x.astype(dtype)
     return x.astype(dtype, copy=False)
+
+
+def _data(x):
+    return x.data if type(x) is Tensor else x
+
+
+def zeros_like(x):
+    """Zeros of x's shape, dtype and device, as an array (a constant)."""
+    d = x.data if type(x) is Tensor else x
+    return backend.xp_of(d).zeros(d.shape, dtype=d.dtype)
+
+
+def tangent_sum(shape, *terms):
+    """The sum of the tangent terms that are not None, broadcast to `shape` (None if none is)."""
+    total = None
+    for t in terms:
+        if t is not None:
+            total = t if total is None else total + t
+    if total is None or total.shape == shape:
+        return total
+    return broadcast_to(total, shape)
 
 
 def scatter(g, index, shape):
@@ -199,6 +240,10 @@ class Add(Function):
         gb = (g if type(a) is float or g.shape == b.shape else sum_to(g, b.shape)) if nb else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, ta, tb)
+
 
 class Sub(Function):
     """z = a - b; dz/da = 1, dz/db = -1."""
@@ -213,6 +258,10 @@ class Sub(Function):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
         return (sum_to(g, a.shape) if na else None), (sum_to(-g, b.shape) if nb else None)
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, ta, None if tb is None else -tb)
 
 
 class Mul(Function):
@@ -238,6 +287,12 @@ class Mul(Function):
                 gb = sum_to(gb, b.shape)
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * b,
+                           None if tb is None else a * tb)
+
 
 class Div(Function):
     """z = a / b; dz/da = 1/b, dz/db = -a/b^2 = -z/b."""
@@ -255,6 +310,12 @@ class Div(Function):
         gb = sum_to(-(g * ctx.out) / b, b.shape) if nb else None
         return ga, gb
 
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta / b,
+                           None if tb is None else -(ctx.out * tb) / b)
+
 
 class Pow(Function):
     """z = a ** b; dz/da = b a^(b-1), dz/db = z log a."""
@@ -268,9 +329,34 @@ class Pow(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        ga = sum_to(g * (b * a ** (b - 1)), a.shape) if na else None
-        gb = sum_to(g * ctx.out * log(a), b.shape) if nb else None
+        ga = sum_to(g * _pow_da(a, b), a.shape) if na else None
+        gb = sum_to(g * _pow_db(a, b, ctx.out), b.shape) if nb else None
         return ga, gb
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * _pow_da(a, b),
+                           None if tb is None else tb * _pow_db(a, b, ctx.out))
+
+
+def _pow_da(a, b):
+    """d(a^b)/da = b a^(b-1), and 0 where b == 0 (the formula gives 0 * inf at a = 0)."""
+    if type(b) in (int, float):
+        return b * a ** (b - 1) if b != 0 else 0 * a
+    return where(_data(b) == 0, 0.0, b * a ** (b - 1))
+
+
+def _pow_db(a, b, out):
+    """d(a^b)/db = a^b log a, and 0 where a == 0 and b >= 0 (PyTorch's answer: 0^b does not
+    change with b there); a Python-number base <= 0 gives -inf or NaN, never a domain error."""
+    if type(a) in (int, float):
+        if a > 0:
+            return out * math.log(a)
+        if a < 0:
+            return out * math.nan
+        return where(_data(b) >= 0, 0.0, out * -math.inf)
+    return where((_data(a) == 0) & (_data(b) >= 0), 0.0, out * log(a))
 
 
 def pow(a, b):
@@ -298,6 +384,11 @@ class Maximum(Function):
                 sum_to(g * (1 - ctx.wa), b.shape) if nb else None)
 
     @staticmethod
+    def jvp(ctx, ta, tb):
+        return tangent_sum(ctx.out.shape, None if ta is None else ta * ctx.wa,
+                           None if tb is None else tb * (1 - ctx.wa))
+
+    @staticmethod
     def kink_distance(ctx):
         a, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
         return float(backend.xp_of(a if backend.is_array(a) else b).abs(a - b).min())
@@ -314,6 +405,7 @@ class Minimum(Function):
         return out
 
     backward = staticmethod(Maximum.backward)
+    jvp = staticmethod(Maximum.jvp)
     kink_distance = staticmethod(Maximum.kink_distance)
 
 
@@ -332,6 +424,12 @@ class Where(Function):
                 sum_to(where(cond, g, 0), a.shape) if na else None,
                 sum_to(where(cond, 0, g), b.shape) if nb else None)
 
+    @staticmethod
+    def jvp(ctx, tc, ta, tb):
+        cond = ctx.inputs[0]
+        return tangent_sum(ctx.out.shape, None if ta is None else where(cond, ta, 0),
+                           None if tb is None else where(cond, 0, tb))
+
 
 # ================================================================== elementwise unary
 class Neg(Function):
@@ -344,6 +442,10 @@ class Neg(Function):
     def backward(ctx, g):
         return -g
 
+    @staticmethod
+    def jvp(ctx, t):
+        return -t
+
 
 class Exp(Function):
     """y = e^x; dy/dx = y."""
@@ -354,6 +456,10 @@ class Exp(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.out
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.out
 
 
 class Log(Function):
@@ -366,6 +472,10 @@ class Log(Function):
     def backward(ctx, g):
         return g / ctx.inputs[0]
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t / ctx.inputs[0]
+
 
 class Sqrt(Function):
     """y = sqrt(x); dy/dx = 1 / (2y)."""
@@ -376,6 +486,70 @@ class Sqrt(Function):
     @staticmethod
     def backward(ctx, g):
         return g / (ctx.out * 2)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t / (ctx.out * 2)
+
+
+class Sin(Function):
+    """y = sin x; dy/dx = cos x."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * cos(ctx.inputs[0])
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * cos(ctx.inputs[0])
+
+
+class Cos(Function):
+    """y = cos x; dy/dx = -sin x."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.cos(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -(g * sin(ctx.inputs[0]))
+
+    @staticmethod
+    def jvp(ctx, t):
+        return -(t * sin(ctx.inputs[0]))
+
+
+class Log1p(Function):
+    """y = log(1 + x), exact for tiny x; dy/dx = 1 / (1 + x)."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.log1p(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (ctx.inputs[0] + 1)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t / (ctx.inputs[0] + 1)
+
+
+class Expm1(Function):
+    """y = e^x - 1, exact for tiny x; dy/dx = e^x = y + 1."""
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.expm1(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (ctx.out + 1)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * (ctx.out + 1)
 
 
 class Tanh(Function):
@@ -388,6 +562,11 @@ class Tanh(Function):
     def backward(ctx, g):
         y = ctx.out
         return g * (1 - y * y)
+
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return t * (1 - y * y)
 
 
 class Sigmoid(Function):
@@ -406,6 +585,11 @@ class Sigmoid(Function):
         y = ctx.out
         return g * (y * (1 - y))
 
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return t * (y * (1 - y))
+
 
 class ReLU(Function):
     """y = max(x, 0); dy/dx = [x > 0] (0 at the kink). Its second derivative is 0 a.e."""
@@ -420,6 +604,10 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return g * ctx.mask
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.mask
 
     @staticmethod
     def kink_distance(ctx):
@@ -444,6 +632,10 @@ class Abs(Function):
     def backward(ctx, g):
         return g * ctx.sign
 
+    @staticmethod
+    def jvp(ctx, t):
+        return t * ctx.sign
+
     kink_distance = staticmethod(ReLU.kink_distance)
 
 
@@ -467,6 +659,10 @@ class Clip(Function):
         return g if ctx.mask is None else g * ctx.mask
 
     @staticmethod
+    def jvp(ctx, t):
+        return t if ctx.mask is None else t * ctx.mask
+
+    @staticmethod
     def kink_distance(ctx):
         x = ctx.parents[0].data
         xp = backend.xp_of(x)
@@ -484,6 +680,10 @@ class Cast(Function):
     def backward(ctx, g):
         return cast(g, ctx.inputs[0].dtype)
 
+    @staticmethod
+    def jvp(ctx, t):
+        return cast(t, ctx.out.dtype)
+
 
 class ToDevice(Function):
     """y = x on another device; the gradient moves back."""
@@ -496,276 +696,10 @@ class ToDevice(Function):
     def backward(ctx, g):
         return g.to(ctx.src) if type(g) is Tensor else backend.to_device(g, ctx.src)
 
-
-# ========================================================================= reductions
-class Sum(Function):
-    """y = sum of x over axis; dy/dx = 1 broadcast back."""
     @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
-        ctx.axis, ctx.keepdims = axis, keepdims
-        return x.sum(axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def backward(ctx, g):
-        shape = ctx.inputs[0].shape
-        if not ctx.keepdims:
-            g = reshape_(g, _keepdims_shape(shape, ctx.axis))
-        return broadcast_to(g, shape)
-
-
-class Max(Function):
-    """y = max of x over axis; the gradient goes to the maxima, split evenly among ties.
-
-    Its second derivative is zero almost everywhere.
-    """
-    @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
-        if x.size == 0:
-            raise ValueError(f"max of an empty tensor of shape {tuple(x.shape)}")
-        ctx.axis, ctx.keepdims = axis, keepdims
-        m = ctx.xp.max(x, axis=axis, keepdims=True)
-        hit = x == m
-        ctx.w = hit / hit.sum(axis=axis, keepdims=True).astype(x.dtype)
-        return m if keepdims else m.reshape(_reduced_shape(x.shape, axis))
-
-    @staticmethod
-    def backward(ctx, g):
-        shape = ctx.inputs[0].shape
-        if not ctx.keepdims:
-            g = reshape_(g, _keepdims_shape(shape, ctx.axis))
-        return g * ctx.w
-
-    @staticmethod
-    def kink_distance(ctx):
-        """Gap between the largest and second-largest entries (0 at a tie)."""
-        x = ctx.parents[0].data
-        xp = backend.xp_of(x)
-        m = xp.max(x, axis=ctx.axis, keepdims=True) if type(ctx).__name__ == "Max" else \
-            xp.min(x, axis=ctx.axis, keepdims=True)
-        d = xp.abs(m - x)
-        n_hit = (d == 0).sum(axis=ctx.axis)
-        if bool((n_hit > 1).any()):
-            return 0.0
-        d = xp.where(d == 0, xp.inf, d)
-        return float(d.min()) if d.size else math.inf
-
-
-class Min(Function):
-    """y = min of x over axis; the gradient goes to the minima, split evenly among ties."""
-    @staticmethod
-    def forward(ctx, x, axis=None, keepdims=False):
-        if x.size == 0:
-            raise ValueError(f"min of an empty tensor of shape {tuple(x.shape)}")
-        ctx.axis, ctx.keepdims = axis, keepdims
-        m = ctx.xp.min(x, axis=axis, keepdims=True)
-        hit = x == m
-        ctx.w = hit / hit.sum(axis=axis, keepdims=True).astype(x.dtype)
-        return m if keepdims else m.reshape(_reduced_shape(x.shape, axis))
-
-    backward = staticmethod(Max.backward)
-    kink_distance = staticmethod(Max.kink_distance)
-
-
-def _reduced_shape(shape, axis):
-    if axis is None:
-        return ()
-    axes = (axis,) if isinstance(axis, int) else axis
-    axes = {a % len(shape) for a in axes}
-    return tuple(s for i, s in enumerate(shape) if i not in axes)
-
-
-def mean(x, axis=None, keepdims=False):
-    """Mean over axis: sum / count."""
-    axis = _axis(axis)
-    if axis is None:
-        n = x.size
-    else:
-        axes = (axis,) if isinstance(axis, int) else axis
-        n = 1
-        for a in axes:
-            n *= x.shape[a]
-    return Sum.apply(x, axis=axis, keepdims=keepdims) * (1.0 / n)
-
-
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) over axis, shifted by the (constant) max so it never overflows."""
-    axis = _axis(axis)
-    m = Tensor._wrap(x.data.max(axis=axis, keepdims=True))
-    out = m + (x - m).exp().sum(axis=axis, keepdims=True).log()
-    return out if keepdims else reshape(out, *_reduced_shape(x.shape, axis))
-
-
-class SumTo(Function):
-    """y = x summed down to `shape` (the adjoint of broadcast_to)."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return _sum_to_array(x, shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return broadcast_to(g, ctx.inputs[0].shape)
-
-
-class BroadcastTo(Function):
-    """y = x broadcast to `shape` (the adjoint of sum_to)."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return ctx.xp.broadcast_to(x, shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return sum_to(g, ctx.inputs[0].shape)
-
-
-# ======================================================================= shape ops
-class Reshape(Function):
-    """y = x with a new shape; the gradient is reshaped back."""
-    @staticmethod
-    def forward(ctx, x, shape):
-        return x.reshape(shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        return reshape_(g, ctx.inputs[0].shape)
-
-
-def reshape(x, *shape):
-    """x with a new shape; accepts reshape(2, 3) and reshape((2, 3))."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    if tuple(shape) == x.shape:
-        return x
-    return Reshape.apply(x, shape=tuple(shape))
-
-
-class Transpose(Function):
-    """y = x with axes permuted; the gradient takes the inverse permutation."""
-    @staticmethod
-    def forward(ctx, x, axes=None):
-        ctx.axes = axes
-        return x.transpose(axes)
-
-    @staticmethod
-    def backward(ctx, g):
-        axes = ctx.axes
-        if axes is None:
-            return transpose_(g)
-        inv = [0] * len(axes)
-        for i, a in enumerate(axes):
-            inv[a] = i
-        return transpose_(g, tuple(inv))
-
-
-def transpose(x, *axes):
-    """x with axes permuted (reversed when none are given), like NumPy."""
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    if axes and sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"transpose: axes {axes} are not a permutation of a tensor of shape {x.shape}")
-    return Transpose.apply(x, axes=tuple(a % x.ndim for a in axes) if axes else None)
-
-
-def _is_basic(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
-
-
-class GetItem(Function):
-    """y = x[index] (basic or integer-array indexing); the gradient is scattered back."""
-    @staticmethod
-    def forward(ctx, x, index):
-        ctx.index = index
-        return x[index]
-
-    @staticmethod
-    def backward(ctx, g):
-        return scatter(g, ctx.index, ctx.inputs[0].shape)
-
-
-class Scatter(Function):
-    """y = zeros(shape) with g added at index (repeated indices add up); adjoint of GetItem."""
-    @staticmethod
-    def forward(ctx, g, index, shape):
-        ctx.index = index
-        out = ctx.xp.zeros(shape, dtype=g.dtype)
-        if _is_basic(index):
-            out[index] = g
-        else:
-            backend.scatter_add(out, index, g)
-        return out
-
-    @staticmethod
-    def backward(ctx, gg):
-        return gg[ctx.index]
-
-
-def _index_part(p, xp):
-    if type(p) is Tensor:
-        return p.data
-    if isinstance(p, list):
-        return xp.asarray(p)
-    return p
-
-
-def getitem(x, index):
-    """x[index]: ints, slices, None, Ellipsis, integer or boolean arrays/Tensors/lists."""
-    xp = backend.xp_of(x.data)
-    index = tuple(_index_part(p, xp) for p in index) if isinstance(index, tuple) else _index_part(index, xp)
-    try:
-        return GetItem.apply(x, index=index)
-    except IndexError as e:
-        raise IndexError(f"getitem: index {index!r} is out of range for a tensor of shape {x.shape} ({e})") from None
-
-
-class Concatenate(Function):
-    """y = inputs joined along axis; the gradient is split back into pieces."""
-    @staticmethod
-    def forward(ctx, *xs, axis=0):
-        ctx.axis = axis
-        return ctx.xp.concatenate(xs, axis=axis)
-
-    @staticmethod
-    def backward(ctx, g):
-        axis = ctx.axis % g.ndim
-        grads, start = [], 0
-        for x, need in zip(ctx.inputs, ctx.needs_input_grad):
-            n = x.shape[axis]
-            if need:
-                grads.append(g[(slice(None),) * axis + (slice(start, start + n),)])
-            else:
-                grads.append(None)
-            start += n
-        return tuple(grads)
-
-
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis, like numpy.concatenate."""
-    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("concatenate: need at least one tensor")
-    nd = tensors[0].ndim
-    for t in tensors:
-        if t.ndim != nd:
-            raise ValueError(f"concatenate: all tensors need the same number of dimensions, "
-                             f"got shapes {[u.shape for u in tensors]}")
-    return Concatenate.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis=0):
-    """Join tensors along a new axis, like numpy.stack."""
-    tensors = [t if type(t) is Tensor else Tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("stack: need at least one tensor")
-    shape = tensors[0].shape
-    for t in tensors:
-        if t.shape != shape:
-            raise ValueError(f"stack: all tensors need the same shape, got {[u.shape for u in tensors]}")
-    nd = len(shape) + 1
-    if not -nd <= axis < nd:
-        raise ValueError(f"stack: axis {axis} is out of range for {nd}-d output")
-    a = axis % nd
-    new = shape[:a] + (1,) + shape[a:]
-    return Concatenate.apply(*[reshape(t, *new) for t in tensors], axis=a)
+    def jvp(ctx, t):
+        dst = backend.device_of(ctx.out.data if type(ctx.out) is Tensor else ctx.out)
+        return t.to(dst) if type(t) is Tensor else backend.to_device(t, dst)
 
 
 # ========================================================================== matmul
@@ -781,6 +715,12 @@ class MatMul(Function):
         na, nb = ctx.needs_input_grad
         return (sum_to(g @ swap_last(b), a.shape) if na else None,
                 sum_to(swap_last(a) @ g, b.shape) if nb else None)
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum(ctx.out.shape, None if ta is None else ta @ b,
+                           None if tb is None else a @ tb)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
@@ -816,6 +756,9 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)}: scalar operands "
                          "are not allowed, use * instead")
+    err = backend.product_dtype_error("matmul", a.dtype, b.dtype, ("left operand", "right operand"))
+    if err is not None:
+        raise err
     if a.ndim >= 2 and b.ndim >= 2:
         return MatMul.apply(a, b)
     if a.ndim == 1 and b.ndim == 1:
@@ -840,365 +783,6 @@ def _squeeze_axis(x, axis):
     return reshape(x, *shape)
 
 
-class Linear(Function):
-    """y = x @ W^T + b, fused; dx = G W, dW = G^T x, db = sum of G over the batch.
-
-    One op instead of transpose, matmul and add: fewer nodes, no transposed copies.
-    """
-    @staticmethod
-    def forward(ctx, x, W, b=None):
-        out = x @ W.T
-        if b is not None:
-            out += b
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        x, W, b = ctx.inputs
-        nx, nW, nb = ctx.needs_input_grad
-        return _linear_grads(g, x, W, b, nx, nW, nb)
-
-    @staticmethod
-    def vjp_dot(ctx, g, vs):
-        """sum_i <grad of input i, vs[i]> without forming the gradients (hvp's dot mode).
-
-        The weight gradient G^T x would cost a product with the batch that the second backward
-        never reads, while <G^T x, V> + <sum of G over the batch, v> = <G, x V^T + v> costs
-        that product once, as a constant, and differentiates elementwise (one LinearDot node).
-        """
-        x, W, b = ctx.inputs
-        vW, vb, vx = vs.get(1), vs.get(2), vs.get(0)
-        total = None
-        if vW is not None:
-            total = LinearDot.apply(g, x, vW, vb)
-        elif vb is not None:
-            total = (g * vb).sum()
-        if vx is not None:                              # <G W, V> = <G, V W^T>
-            t = LinearDot.apply(g, vx, W, None)
-            total = t if total is None else total + t
-        return total
-
-    @staticmethod
-    def error_message(shapes, err):
-        sx, sW = shapes[0], shapes[1]
-        return (f"linear: input of shape {sx} does not match weight of shape {sW} "
-                f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
-
-
-def _linear_grads(g, x, W, b, nx, nW, nb):
-    """Linear's input gradients for output gradient g: (g W, g^T x, g summed over the batch),
-    each only where asked; for arrays and Tensors alike."""
-    gx = g @ W if nx else None
-    gW = gb = None
-    flat = g.ndim == 2                  # a batch of rows, the common case: .T and .sum
-    if nW:
-        if flat:
-            gW = g.T @ x
-        else:
-            gW = swap_last(reshape_(g, (-1, g.shape[-1]))) @ reshape_(x, (-1, x.shape[-1]))
-    if nb:
-        if not flat:
-            gb = sum_to(g, b.shape)
-        else:
-            gb = _add_reduce(g, axis=0) if type(g) is _ndarray else g.sum(axis=0)
-    return gx, gW, gb
-
-
-class LinearDot(Function):
-    """y = <G, x V^T + v> = sum(G * (x @ V.T + v)); dG = (x V^T + v) gy, and x, V, v get
-    Linear's gradients for the output gradient G gy.
-
-    The term Linear.vjp_dot adds to hvp's scalar, as one node instead of a linear, a product
-    and a sum: the recorded first backward and the second backward through it both shrink.
-    """
-    @staticmethod
-    def forward(ctx, g, x, V, v):       # v may be None, but is always passed
-        xv = x @ V.T
-        if v is not None:
-            xv += v
-        ctx.xv = xv
-        return (g * xv).sum()
-
-    @staticmethod
-    def backward(ctx, gy):
-        g, x, V, v = ctx.inputs
-        ng, nx, nV, nv = ctx.needs_input_grad
-        dg = dx = dV = dv = None
-        if ng:                          # under create_graph the product is an op of x, V, v
-            dg = (Linear.apply(x, V, v) if type(g) is Tensor else ctx.xv) * gy
-        if nx or nV or nv:
-            dx, dV, dv = _linear_grads(g * gy, x, V, v, nx, nV, nv)
-        return dg, dx, dV, dv
-
-
-class LinearReLU(Function):
-    """y = relu(x @ W^T + b), fused; the gradient is Linear's applied to G * [y > 0].
-
-    nn.Sequential runs a Linear followed by a ReLU as this one node: the ReLU works in place
-    on the product, the graph has one node per hidden layer instead of two, and on the CPU
-    the mask [y > 0] is read off the output in the backward instead of being kept (the
-    pre-activation, the output and the mask of the two-op form, only the output here).
-    Values and gradients are exactly those of the two ops.
-    """
-    @staticmethod
-    def forward(ctx, x, W, b=None):
-        out = x @ W.T
-        if b is not None:
-            out += b
-        if type(out) is not backend.ndarray:    # GPU: one kernel gives output and mask
-            out, ctx.mask = _relu_gpu(out)
-            return out
-        return ctx.xp.maximum(out, 0, out=out)  # out is this op's own new array
-
-    @staticmethod
-    def backward(ctx, g):
-        return Linear.backward(ctx, g * _relu_mask(ctx))
-
-    @staticmethod
-    def vjp_dot(ctx, g, vs):
-        return Linear.vjp_dot(ctx, g * _relu_mask(ctx), vs)
-
-    @staticmethod
-    def kink_distance(ctx):
-        x, W, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
-        z = x @ W.T
-        if b is not None:
-            z = z + b
-        return float(backend.xp_of(z).abs(z).min())
-
-    error_message = staticmethod(Linear.error_message)
-
-
-def _relu_mask(ctx):
-    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output."""
-    mask = ctx.__dict__.get("mask")
-    if mask is None:
-        out = ctx.out
-        mask = (out.data if type(out) is Tensor else out) > 0
-    return mask
-
-
-def _shape_of(x):
-    return x.data.shape if type(x) is Tensor else x.shape
-
-
-def linear(x, W, b=None):
-    """x @ W.T + b with W of shape (out_features, in_features), as nn.Linear computes it."""
-    _check_linear(x, W, b)
-    return Linear.apply(x, W, b)
-
-
-def linear_relu(x, W, b=None):
-    """relu(x @ W.T + b) as one node (LinearReLU)."""
-    _check_linear(x, W, b)
-    return LinearReLU.apply(x, W, b)
-
-
-def _check_linear(x, W, b):
-    # shapes read once off the arrays: this check runs on every layer call
-    ws, xs = _shape_of(W), _shape_of(x)
-    if len(ws) != 2:
-        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {W.shape}")
-    if not xs or xs[-1] != ws[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
-                         f"(expected last input dim {W.shape[1]})")
-    if b is not None and _shape_of(b) != (ws[0],):
-        raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
-                         f"{W.shape} (expected ({W.shape[0]},))")
-
-
-# ======================================================================= softmax family
-class LogSoftmax(Function):
-    """y = x - logsumexp(x) along axis; dx = g - softmax(x) * sum(g).
-
-    The forward subtracts the max, so logits of +-1000 stay finite. The backward uses
-    exp(y) = softmax(x), recorded under create_graph, so it is twice differentiable.
-    """
-    @staticmethod
-    def forward(ctx, x, axis=-1):
-        ctx.axis = axis
-        xp = ctx.xp
-        s = x - x.max(axis=axis, keepdims=True)
-        e = xp.exp(s)
-        s -= xp.log(e.sum(axis=axis, keepdims=True))
-        return s
-
-    @staticmethod
-    def backward(ctx, g):
-        return g - exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
-
-
-class Softmax(Function):
-    """y = e / sum(e) along axis with e = exp(x - max(x)); dx = y * (g - sum(g * y)).
-
-    One node where exp(log_softmax(x)) takes two; it never overflows, and the backward is
-    written in ops of the saved output, so it is twice differentiable.
-    """
-    @staticmethod
-    def forward(ctx, x, axis=-1):
-        ctx.axis = axis
-        e = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
-        e /= e.sum(axis=axis, keepdims=True)
-        return e
-
-    @staticmethod
-    def backward(ctx, g):
-        y = ctx.out
-        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True))
-
-
-class Softplus(Function):
-    """y = log(1 + e^x), computed as logaddexp(0, x) so it never overflows; dy/dx = sigmoid(x).
-
-    One smooth op rather than max(x, 0) + log(1 + e^-|x|): that composite has two kinks at
-    0 whose one-sided conventions give a wrong gradient and curvature exactly there.
-    """
-    @staticmethod
-    def forward(ctx, x):
-        return ctx.xp.logaddexp(0, x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * sigmoid(ctx.inputs[0])
-
-
-def softplus(x):
-    """log(1 + e^x), stable for large |x|, smooth everywhere."""
-    return Softplus.apply(x)
-
-
-def log_softmax(x, axis=-1):
-    """log(softmax(x)) along axis, computed stably."""
-    return LogSoftmax.apply(x, axis=axis)
-
-
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along axis, after subtracting the max (never overflows)."""
-    return Softmax.apply(x, axis=axis)
-
-
-class SoftmaxCrossEntropy(Function):
-    """y = -sum(T * log_softmax(x)) / denom over the last axis (and the rows, unless rows=True);
-    dx = (softmax(x) * rowsum(T) - T) * g / denom, dT = -log_softmax(x) * g / denom.
-
-    Cross-entropy against a target-weight matrix T of x's shape (one-hot, label-smoothed or
-    class-weighted rows) in one node instead of log_softmax, mul, sum and neg; the forward
-    keeps softmax and log_softmax for the backward. Under create_graph the backward rebuilds
-    them from x with ops, so it is twice differentiable. `row_sums` may give rowsum(T) when
-    the caller knows it for a constant T (1 for one-hot and label-smoothed rows).
-    """
-    @staticmethod
-    def forward(ctx, x, T, denom=1.0, rows=False, row_sums=None):
-        if T.shape != x.shape:
-            raise ValueError("the target weights T must have the shape of x")
-        ctx.denom, ctx.rows, ctx.row_sums = denom, rows, row_sums
-        if not rows and type(x) is not backend.ndarray:
-            return _sce_forward_gpu(ctx, x, T, denom)
-        xp = ctx.xp
-        logp = x - x.max(axis=-1, keepdims=True)
-        p = xp.exp(logp)
-        z = p.sum(axis=-1, keepdims=True)
-        logp -= xp.log(z)
-        xp.exp(logp, out=p)     # softmax as exp(log_softmax), exactly as the graph backward has it
-        ctx.p, ctx.logp = p, logp
-        if rows:
-            return (T * logp).sum(axis=-1) * (-1.0 / denom)
-        return (T * logp).sum() * (-1.0 / denom)
-
-    @staticmethod
-    def backward(ctx, g):
-        x, T = ctx.inputs
-        nx, nT = ctx.needs_input_grad
-        if (nx and not nT and not ctx.rows and _is_one(ctx.row_sums)
-                and type(x) is not Tensor and type(x) is not backend.ndarray):
-            # GPU, the usual case: (p - T) * g / denom as one kernel
-            return backend.elementwise_kernel(
-                "T p, T t, T g, T s", "T gx", "gx = (p - t) * (g * s)", "tinygrad_opt_sce_grad")(
-                ctx.p, T, g, x.dtype.type(1.0 / ctx.denom)), None
-        if ctx.denom != 1:
-            g = g * (1.0 / ctx.denom)
-        if ctx.rows:
-            g = reshape_(g, g.shape + (1,))
-        if type(x) is Tensor:            # create_graph: softmax and log_softmax as ops of x
-            logp = log_softmax(x, axis=-1)
-            p = exp(logp)
-        else:
-            logp, p = ctx.logp, ctx.p
-        gx = gT = None
-        if nx:
-            r = ctx.row_sums
-            if r is None:
-                r = T.sum(axis=-1, keepdims=True)
-            gx = ((p - T) if _is_one(r) else (p * r - T)) * g
-        if nT:
-            gT = logp * -g
-        return gx, gT
-
-
-class ClassCrossEntropy(Function):
-    """y = -sum_n log_softmax(x)[n, t_n] / denom for constant class indices t (rows of x);
-    dx = (softmax(x) - onehot(t)) * g / denom.
-
-    SoftmaxCrossEntropy with a one-hot T, for plain class targets on the CPU: gathering N
-    log-probabilities and subtracting g / denom at N places replaces building the N x C
-    matrix T and two N x C products with it. The caller checks that t holds valid indices.
-    With z = x - rowmax(x) and e = exp(z), log_softmax(x)[n, t] = z[n, t] - log(sum_c e[n, c]),
-    so the forward needs e and its row sums only. Under create_graph the backward takes
-    softmax from the Softmax op, whose forward is the same arithmetic, and subtracts T s
-    after scaling as the fast path does, so both backwards agree to the last bit.
-    """
-    @staticmethod
-    def forward(ctx, x, t, denom=1.0):
-        xp = ctx.xp
-        z = x - x.max(axis=-1, keepdims=True)
-        p = xp.exp(z)
-        sums = p.sum(axis=-1, keepdims=True)
-        ctx.rows = rows = xp.arange(x.shape[0])
-        loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
-        p /= sums
-        ctx.p, ctx.denom = p, denom
-        return loss
-
-    @staticmethod
-    def backward(ctx, g):
-        x, t = ctx.inputs
-        s = g * (1.0 / ctx.denom)
-        if type(x) is Tensor:            # create_graph: softmax as an op of x
-            T = ctx.xp.zeros(x.shape, dtype=x.dtype)
-            T[ctx.rows, t] = 1
-            return Softmax.apply(x, axis=-1) * s - T * s, None
-        gx = ctx.p * s
-        gx[ctx.rows, t] -= s
-        return gx, None
-
-
-def _sce_forward_gpu(ctx, x, T, denom):
-    """The forward above in four kernels instead of ten: row max, the sum of exp(x - max),
-    log_softmax and softmax together, and the scaled sum of T * log_softmax."""
-    m = x.max(axis=-1, keepdims=True)
-    z = backend.reduction_kernel("T x, T m", "T z", "exp(x - m)", "a + b", "z = a", "0",
-                                 "tinygrad_opt_sum_exp")(x, m, axis=-1, keepdims=True)
-    ctx.logp, ctx.p = backend.elementwise_kernel(
-        "T x, T m, T z", "T logp, T p", "logp = x - m - log(z); p = exp(logp)",
-        "tinygrad_opt_log_softmax")(x, m, z)
-    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t * logp", "a + b",
-                                    "y = a * scale", "0", "tinygrad_opt_sce_loss")(
-        T, ctx.logp, x.dtype.type(-1.0 / denom))
-
-
-def _is_one(r):
-    return type(r) in (int, float) and r == 1
-
-
-def softmax_cross_entropy(x, T, denom=1.0, rows=False, row_sums=None):
-    """-sum(T * log_softmax(x, axis=-1)) / denom: the whole sum, or one value per row if rows=True.
-
-    T holds the target weights per class (x's shape); F.cross_entropy builds it from class
-    indices, class weights and label smoothing.
-    """
-    return SoftmaxCrossEntropy.apply(x, T, denom=denom, rows=rows, row_sums=row_sums)
-
-
 # ======================================================================= comparisons
 def compare(a, b, name):
     """Elementwise comparison as a bool Tensor (not differentiable)."""
@@ -1210,3 +794,14 @@ def compare(a, b, name):
     except ValueError as e:
         raise ValueError(f"{name}: shapes {getattr(ad, 'shape', ())} and {getattr(bd, 'shape', ())} "
                          f"cannot be broadcast together ({e})") from None
+
+
+from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
+    ClassCrossEntropy, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
+    Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
+    Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
+    var)
+from .shape_ops import (  # noqa: E402,F401  (shape_ops.py builds on the helpers above)
+    BroadcastTo, Concatenate, GetItem, Reshape, Scatter, SumTo, Transpose, concatenate, getitem,
+    reshape, stack, transpose)

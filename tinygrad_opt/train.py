@@ -13,6 +13,7 @@ Resuming continues bit for bit:
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from . import backend, engine
@@ -130,6 +131,9 @@ class Callback:
 
         on_train_begin(run)                  once, before the first epoch
         on_epoch_begin(run)                  run.epoch is the epoch about to start
+            backward_context(run, xb, yb)    before each loss.backward(), parameters not yet
+                                             updated: a context manager to run the backward
+                                             in (e.g. extensions.collect(...)), or None
             on_step_end(info)                after each optimizer step (and lr schedule step),
                                              with the parameters already updated
         on_epoch_end(run)                    after validation; history holds this epoch
@@ -149,6 +153,9 @@ class Callback:
 
     def on_epoch_begin(self, run):
         pass
+
+    def backward_context(self, run, xb, yb):
+        return None
 
     def on_step_end(self, info):
         pass
@@ -228,7 +235,8 @@ def _use_tqdm(progress):
     return tqdm
 
 
-def _epoch_line(history, epochs):
+def epoch_line(history, epochs):
+    """'epoch 3/20  train_loss 0.1234  val_loss ...  val_acc 97.00%  lr 0.01  1.23s'."""
     i = -1
     parts = [f"epoch {history.epoch[i] + 1}/{epochs}", f"train_loss {history.train_loss[i]:.4f}"]
     if history.val_loss and len(history.val_loss) == len(history.epoch):
@@ -237,6 +245,51 @@ def _epoch_line(history, epochs):
             parts.append(f"val_acc {100 * history.val_acc[i]:.2f}%")
     parts += [f"lr {history.lr[i]:.3g}", f"{history.epoch_time[i]:.2f}s"]
     return "  ".join(parts)
+
+
+class Progress(Callback):
+    """What fit() shows while it trains: a tqdm bar per epoch, one line per epoch, or nothing.
+
+    mode: "bar" (tqdm, required), "lines", "none", or "auto" (True): a bar when tqdm is
+    installed and stdout is a terminal, else lines; False is "none". A bar ends with the
+    epoch's numbers as its postfix (leave=True) or vanishes (leave=False). `label` prefixes
+    every bar and line, e.g. "[2/5] adam: ".
+    """
+
+    MODES = ("auto", "bar", "lines", "none")
+
+    def __init__(self, mode="auto", label="", leave=True):
+        mode = {True: "auto", False: "none", None: "none"}.get(mode, mode)
+        if mode not in self.MODES:
+            raise ValueError(f"Progress: mode must be one of {', '.join(self.MODES)}, got {mode!r}")
+        self.tqdm = None
+        if mode == "bar":
+            from ._optional import require
+            self.tqdm = require("tqdm", "a progress bar").tqdm
+        elif mode == "auto":
+            self.tqdm = _use_tqdm(True)
+            mode = "bar" if self.tqdm else "lines"
+        self.mode, self.label, self.leave, self.bar = mode, label, leave, None
+
+    def on_epoch_begin(self, run):
+        if self.tqdm is not None:
+            self.bar = self.tqdm(total=len(run.loader), desc=f"{self.label}epoch "
+                                 f"{run.epoch + 1}/{run.epochs}", file=sys.stdout,
+                                 leave=self.leave)
+
+    def on_step_end(self, info):
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{info.smoothed_loss:.4f}", refresh=False)
+
+    def on_epoch_end(self, run):
+        line = epoch_line(run.history, run.epochs)
+        if self.bar is not None:
+            self.bar.set_postfix_str(line.split("  ", 1)[1], refresh=True)
+            self.bar.close()
+            self.bar = None
+        elif self.mode == "lines":
+            print(self.label + line, flush=True)
 
 
 # ---------------------------------------------------------------- fit
@@ -264,8 +317,8 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
     scheduler.step() if scheduler_interval="epoch". `epochs` counts from 0, so a run resumed
     with start_epoch=2 and epochs=4 trains epochs 2 and 3; pass the earlier History as
     `history` to extend it. A NaN or infinite loss raises TrainingDiverged.
-    Progress: a tqdm bar when tqdm is installed and stdout is a terminal, otherwise one line
-    per epoch; progress=False prints nothing.
+    progress: a Progress mode ("auto" = True: a tqdm bar when tqdm is installed and stdout is
+    a terminal, otherwise one line per epoch; "bar", "lines"; False or "none" prints nothing).
     """
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
@@ -289,7 +342,8 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
     run = TrainRun(model, optimizer, loader, loss_fn, history, epochs, scheduler,
                    epoch=start_epoch, global_step=len(history.step_loss))
     params = list(model.parameters())
-    tqdm = _use_tqdm(progress)
+    if progress:
+        callbacks = [Progress(progress), *callbacks]
 
     for cb in callbacks:
         cb.on_train_begin(run)
@@ -301,8 +355,6 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
         epoch_lr = optimizer.param_groups[0]["lr"]
         ewma = EWMA(ewma_beta)
         t0 = time.perf_counter()
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{epochs}", file=sys.stdout,
-                   leave=True) if tqdm else None
         for step, (xb, yb) in enumerate(loader):
             lr = optimizer.param_groups[0]["lr"]
             grad_norm = None
@@ -318,7 +370,15 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
                 value = float(loss.item())
                 if not math.isfinite(value):
                     raise _diverged(epoch, step, value)
-                loss.backward()
+                contexts = [c for c in (cb.backward_context(run, xb, yb) for cb in callbacks)
+                            if c is not None] if callbacks else None
+                if contexts:
+                    with ExitStack() as stack:
+                        for c in contexts:
+                            stack.enter_context(c)
+                        loss.backward()
+                else:
+                    loss.backward()
                 if clip is not None:
                     grad_norm = clip_grad_norm_(params, clip)
                 optimizer.step()
@@ -331,9 +391,6 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
                             grad_norm)
             for cb in callbacks:
                 cb.on_step_end(info)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{smoothed:.4f}", refresh=False)
 
         if val_loader is not None:
             val_loss, val_acc = evaluate(model, val_loader, loss_fn)
@@ -345,11 +402,6 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
         history.epoch_time.append(time.perf_counter() - t0)
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
-        if bar is not None:
-            bar.set_postfix_str(_epoch_line(history, epochs).split("  ", 1)[1], refresh=True)
-            bar.close()
-        elif progress:
-            print(_epoch_line(history, epochs), flush=True)
         for cb in callbacks:
             cb.on_epoch_end(run)
         if run.stop_training:

@@ -138,7 +138,7 @@ def test_sequential_fuses_only_exact_linear_then_relu():
         def forward(self, x):
             return x.maximum(x * 0.1)
 
-    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    x = Tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
     assert _node_types(nn.Sequential(nn.Linear(3, 2), Leaky())(x))[0] == "Maximum"
     assert _node_types(nn.Sequential(nn.Linear(3, 2), nn.Tanh())(x)) == ["Tanh", "Linear"]
     assert _node_types(nn.Sequential(nn.ReLU(), nn.Linear(3, 2))(x)) == ["Linear", "ReLU"]
@@ -329,3 +329,45 @@ def test_layers_on_device(device):
     ref = (lin(x).numpy() - bn.running_mean.numpy()) / np.sqrt(bn.running_var.numpy() + 1e-5)
     np.testing.assert_allclose(y1, np.maximum(ref * bn.weight.numpy() + bn.bias.numpy(), 0),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_float64_input_into_a_float32_layer_is_an_error_naming_the_fix():
+    """sklearn hands out float64: PyTorch raises on the mismatched product, and so do we,
+    rather than run the whole model in float64 while its parameters stay float32."""
+    from tinygrad_opt.nn import functional as F
+    lin = nn.Linear(3, 2)
+    x64 = np.ones((4, 3))
+    for call in (lambda: lin(Tensor(x64)), lambda: lin(x64),
+                 lambda: nn.Sequential(lin, nn.ReLU())(Tensor(x64)),
+                 lambda: F.linear(Tensor(x64), lin.weight, lin.bias)):
+        with pytest.raises(TypeError, match=r"(?i)linear: input of dtype float64 and weight of "
+                                            r"dtype float32.*\.astype\(np\.float32\)"):
+            call()
+    with pytest.raises(TypeError, match="Linear: input of dtype int64"):
+        lin(Tensor(np.ones((4, 3), dtype=np.int64)))
+    assert lin(Tensor(x64.astype(np.float32))).dtype == np.float32
+    assert lin.double()(Tensor(x64)).dtype == np.float64
+
+
+def test_sequential_sees_a_forward_assigned_after_the_first_call():
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = Tensor(np.ones((2, 3), dtype=np.float32))
+    y0 = model(x).numpy()                      # builds and caches the fusion plan
+    model[1].forward = lambda h: h.tanh()      # the ReLU of a fused pair
+    W0, b0 = model[0].weight.numpy(), model[0].bias.numpy()
+    W2, b2 = model[2].weight.numpy(), model[2].bias.numpy()
+    expect = np.tanh(x.numpy() @ W0.T + b0) @ W2.T + b2
+    np.testing.assert_allclose(model(x).numpy(), expect, rtol=1e-6)
+    del model[1].forward
+    np.testing.assert_allclose(model(x).numpy(), y0, rtol=1e-6)
+    model[0].forward = lambda h: nn.Linear.forward(model[0], h) * 0.0
+    np.testing.assert_allclose(model(x).numpy(), np.broadcast_to(b2, (2, 2)), rtol=1e-6)
+
+
+def test_sequential_sees_a_class_forward_patched_after_the_first_call(monkeypatch):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    x = Tensor(np.ones((2, 3), dtype=np.float32))
+    model(x)
+    monkeypatch.setattr(nn.ReLU, "forward", lambda self, h: h * 0.0 - 1.0)
+    np.testing.assert_array_equal(model(x).numpy(), -np.ones((2, 4)))

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import tinygrad_opt as tg
 from tinygrad_opt import Tensor, backend, nn
 
 rng = np.random.default_rng(0)
@@ -213,3 +214,36 @@ def test_to_device_and_state_dict_across_devices(device):
     back = moved.state_dict()
     assert all(backend.device_of(v) == device for v in back.values())
     assert net.load_state_dict(back).missing_keys == []
+
+
+def test_module_float_double_and_to_dtype():
+    bn = nn.BatchNorm1d(3)
+    model = nn.Sequential(nn.Linear(2, 3), bn)
+    model(tg.Tensor(np.ones((4, 2), dtype=np.float32))).sum().backward()
+    w = model[0].weight
+    assert model.double() is model
+    assert all(p.dtype == np.float64 for p in model.parameters())
+    assert w.grad.dtype == np.float64 and bn.running_var.dtype == np.float64
+    assert bn.num_batches_tracked.dtype == np.int64       # integer buffers keep their dtype
+    assert model(tg.Tensor(np.ones((4, 2)))).dtype == np.float64
+    model.float()
+    assert w.dtype == np.float32 and w.requires_grad and w.is_leaf
+    model.to(dtype=np.float64)
+    assert w.dtype == np.float64
+    model.to("cpu", np.float32)
+    assert w.dtype == np.float32 and w.device == "cpu"
+    with pytest.raises(TypeError, match="Module.to: dtype must be a floating dtype"):
+        model.to(dtype=np.int32)
+
+
+def test_nn_utils_aliases_are_the_homes_functions():
+    from tinygrad_opt import autograd, optim
+    assert nn.utils.clip_grad_norm_ is optim.clip_grad_norm_
+    assert nn.utils.clip_grad_value_ is optim.clip_grad_value_
+    assert nn.utils.parameters_to_vector is autograd.parameters_to_vector
+    lin = nn.Linear(2, 2)
+    lin(tg.Tensor(np.ones((1, 2), dtype=np.float32))).sum().backward()
+    total = nn.utils.clip_grad_norm_(lin.parameters(), 0.5)
+    norm = np.sqrt(sum((p.grad.numpy().astype(np.float64) ** 2).sum() for p in lin.parameters()))
+    np.testing.assert_allclose(float(total), np.sqrt(1 + 1 + 1 + 1 + 1 + 1), rtol=1e-6)
+    np.testing.assert_allclose(norm, 0.5, rtol=1e-5)

@@ -1,13 +1,14 @@
 """Test problems shared by the second-order optimizer tests (float64)."""
 import numpy as np
 
+from tinygrad_opt import testfunctions
 from tinygrad_opt.tensor import Tensor
 
 
 def rosenbrock(start=(-1.5, 2.0), dtype=np.float64, device=None):
     """x and the closure of (1 - x1)^2 + 100 (x2 - x1^2)^2; minimum 0 at (1, 1)."""
     x = Tensor(np.array(start, dtype=dtype), requires_grad=True, device=device)
-    return x, lambda: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    return x, lambda: testfunctions.rosenbrock(x[0], x[1])
 
 
 def conditioned_quadratic(n=10, seed=0, cond=100.0):

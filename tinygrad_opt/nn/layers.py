@@ -49,10 +49,15 @@ class Linear(Module):
     def _checked(self, x):
         if not isinstance(x, Tensor):
             x = Tensor(x)
-        shape = x.data.shape
+        xd = x.data
+        shape = xd.shape
         if not shape or shape[-1] != self.in_features:
             raise ValueError(f"Linear: expected input with last dimension in_features="
                              f"{self.in_features}, got input of shape {tuple(shape)}")
+        dt = self.weight.data.dtype
+        if xd.dtype is not dt and xd.dtype != dt:
+            raise backend.product_dtype_error("Linear", xd.dtype, dt) or TypeError(
+                f"Linear: input of dtype {xd.dtype} does not match the weight's {dt}")
         return x
 
     def extra_repr(self):
@@ -87,8 +92,13 @@ class Sequential(Module):
         plan = self._plan
         if plan is None:
             plan = self._plan = _fusion_plan(list(self._layers.values()))
-        for m, fused in plan:
-            x = m._forward_relu(x) if fused else m(x)
+        for m, relu in plan:
+            if relu is None:
+                x = m(x)
+            elif _still_plain(m, relu):
+                x = m._forward_relu(x)
+            else:               # given a forward of its own since the plan was made
+                x = relu(m(x))
         return x
 
     def append(self, module):
@@ -112,9 +122,10 @@ class Sequential(Module):
 
 
 def _fusion_plan(layers):
-    """(module, fused) per step of a forward: fused means a Linear that also applies the ReLU
-    after it. Exact types with their own forward only, so a subclass or an instance given
-    another forward is never bypassed."""
+    """(module, relu) per step of a forward: relu is the ReLU after a Linear that runs fused
+    with it, else None. Exact types with their own forward only, so a subclass or an
+    instance given another forward is never bypassed; the forward checks the same again on
+    every call (_still_plain), so a forward assigned after the plan was made is not either."""
     def plain(m, cls):
         return type(m) is cls and "forward" not in vars(m)
 
@@ -122,9 +133,15 @@ def _fusion_plan(layers):
     while i < len(layers):
         m = layers[i]
         fused = plain(m, Linear) and i + 1 < len(layers) and plain(layers[i + 1], ReLU)
-        plan.append((m, fused))
+        plan.append((m, layers[i + 1] if fused else None))
         i += 2 if fused else 1
     return tuple(plan)
+
+
+def _still_plain(lin, relu):
+    """True while neither the Linear nor the ReLU (instance or class) has another forward."""
+    return ("forward" not in lin.__dict__ and "forward" not in relu.__dict__
+            and Linear.forward is _LINEAR_FORWARD and ReLU.forward is _RELU_FORWARD)
 
 
 class ReLU(Module):
@@ -240,6 +257,7 @@ class BatchNorm1d(Module):
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
 
+_LINEAR_FORWARD, _RELU_FORWARD = Linear.forward, ReLU.forward
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 

@@ -151,13 +151,38 @@ class Module:
             elif p.grad is not None:
                 p.grad.data[...] = 0
 
-    def to(self, device):
-        """Move every parameter, gradient and buffer to `device` in place; returns self."""
+    def to(self, *args, device=None, dtype=None):
+        """Move every parameter, gradient and buffer to `device` and/or cast the floating
+        ones to `dtype`, in place; returns self. Like PyTorch, to("cuda"), to(np.float64)
+        and to(device=..., dtype=...) all work; integer buffers keep their dtype."""
+        for a in args:
+            if isinstance(a, str):
+                device = a
+            else:
+                dtype = a
+        if device is None and dtype is None:
+            raise TypeError("Module.to: give a device ('cpu', 'cuda') and/or a dtype")
+        if dtype is not None:
+            dtype = backend.np.dtype(dtype)
+            if not backend.is_floating(dtype):
+                raise TypeError(f"Module.to: dtype must be a floating dtype, got {dtype}")
         for t in list(self.parameters()) + list(self.buffers()):
-            t.data = backend.to_device(t.data, device)
-            if t.grad is not None:
-                t.grad.data = backend.to_device(t.grad.data, device)
+            for x in (t, t.grad):
+                if x is None:
+                    continue
+                if device is not None:
+                    x.data = backend.to_device(x.data, device)
+                if dtype is not None and backend.is_floating(x.data.dtype):
+                    x.data = x.data.astype(dtype, copy=False)
         return self
+
+    def float(self):
+        """Cast the floating parameters and buffers to float32; returns self."""
+        return self.to(dtype=backend.np.float32)
+
+    def double(self):
+        """Cast the floating parameters and buffers to float64; returns self."""
+        return self.to(dtype=backend.np.float64)
 
     # ------------------------------------------------------------ state
     def state_dict(self):

@@ -9,7 +9,15 @@ from .newton import Newton, NewtonCG
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
+from .lion import Lion
+from .lookahead import Lookahead
+from .sam import SAM
+from .adahessian import AdaHessian
+from .sophia import Sophia
+from .hessianfree import HessianFree
+from .kfac import KFAC
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Newton", "NewtonCG",
            "ConjugateGradient", "LBFGS", "clip_grad_norm_", "clip_grad_value_", "lr_scheduler",
-           "textbook"]
+           "textbook", "Lion", "Lookahead", "SAM", "AdaHessian", "Sophia",
+           "HessianFree", "KFAC"]

@@ -23,6 +23,7 @@ class ConjugateGradient(Optimizer):
     The first trial step has length lr; later ones are alpha_{t-1} g_{t-1}^T d_{t-1} / g_t^T d_t
     (N&W eq. 3.60).
     """
+    needs_closure = True
 
     def __init__(self, params, lr=1.0, beta="polak-ribiere", line_search="strong_wolfe",
                  restart=None, c1=1e-4, c2=0.1, max_ls=25):

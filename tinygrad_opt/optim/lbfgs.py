@@ -23,6 +23,7 @@ class LBFGS(Optimizer):
     tolerance_grad, or when the step max|s| or the change of the loss falls below
     tolerance_change. It returns the loss before the first iteration.
     """
+    needs_closure = True
 
     def __init__(self, params, lr=1.0, history_size=10, max_iter=20, max_eval=None,
                  tolerance_grad=1e-7, tolerance_change=1e-9, line_search="strong_wolfe"):

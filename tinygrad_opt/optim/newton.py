@@ -19,6 +19,7 @@ class Newton(Optimizer):
     with |H| every direction of negative curvature becomes one of descent, so saddles repel it
     (Dauphin et al. 2014). H comes from one differentiable gradient and one backward pass per row.
     """
+    needs_closure = True
 
     def __init__(self, params, lr=1.0, damping=0.0, saddle_free=False):
         if not lr > 0:
@@ -85,6 +86,7 @@ class NewtonCG(Optimizer):
     backward pass of g . p through it (Pearlmutter's trick), never the full Hessian.
     cg_max_iter=None means min(n, 100) for n parameters.
     """
+    needs_closure = True
 
     def __init__(self, params, lr=1.0, damping=0.0, cg_max_iter=None, cg_tol=None,
                  line_search=None):

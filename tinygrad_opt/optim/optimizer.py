@@ -19,6 +19,7 @@ class Optimizer:
 
     `self.state[p]` is keyed by the parameter Tensor (identity hash), as in PyTorch.
     """
+    needs_closure = False      # True where step(closure) must be given the loss closure
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)

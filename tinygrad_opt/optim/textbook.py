@@ -78,6 +78,7 @@ class Nesterov(_Textbook):
     its gradient there (autograd.grad, so .grad is not touched), restores theta and applies the
     update. It returns the loss at the interim point.
     """
+    needs_closure = True
 
     def __init__(self, params, lr, alpha=0.9):
         super().__init__(params, dict(lr=lr, alpha=alpha))
@@ -141,6 +142,7 @@ class RMSPropNesterov(_Textbook):
     The book has no delta in this algorithm; a coordinate whose gradient has been exactly zero
     so far then gives 0/0. Pass delta > 0 to put one inside the root as in Alg. 8.5.
     """
+    needs_closure = True
 
     def __init__(self, params, lr=1e-3, rho=0.9, alpha=0.9, delta=0.0):
         super().__init__(params, dict(lr=lr, rho=rho, alpha=alpha, delta=delta))
@@ -213,6 +215,7 @@ class Newton(_Textbook):
     Unlike optim.Newton there is no damping or step size. step(closure) returns the loss
     before the step.
     """
+    needs_closure = True
 
     def __init__(self, params):
         super().__init__(params, {})
@@ -259,6 +262,7 @@ class NonlinearCG(_Textbook):
     quadratic J as the book suggests) or "golden" (a numeric golden-section search).
     step(closure) returns the loss before the step.
     """
+    needs_closure = True
 
     def __init__(self, params, beta="polak-ribiere", line_search="exact", reset_every=None,
                  tol=1e-10):

@@ -1,0 +1,173 @@
+"""HessianFree: the Gauss-Newton product against a dense J^T H_L J, a step worked by hand,
+Martens' CG stopping and backtracking schedules, the damping rule, checkpoints."""
+import math
+
+import numpy as np
+import pytest
+
+import tinygrad_opt as tg
+from tinygrad_opt import Tensor, autograd, nn
+from tinygrad_opt.nn import functional as F
+from tinygrad_opt.optim import HessianFree
+from tinygrad_opt.optim.hessianfree import _martens_cg, gauss_newton_product, loss_output
+
+from resume import assert_resume_bit_identical, mlp_problem, trajectory
+from conftest import CUDA
+
+
+def dense_ggn(loss_kind):
+    """The problem's parameters, closure, and G = J^T H_L J built from Jacobian rows."""
+    model, closure = mlp_problem(loss=loss_kind)
+    params = list(model.parameters())
+    loss = closure()
+    z, kind = loss_output(loss, "test")
+    assert kind == loss_kind
+    zf = z.data.reshape(-1)
+    rows = []
+    for k in range(zf.size):
+        e = np.zeros(zf.size)
+        e[k] = 1.0
+        gs = autograd.grad(z, params, grad_outputs=e.reshape(z.shape), retain_graph=True)
+        rows.append(np.concatenate([g.numpy().reshape(-1) for g in gs]))
+    J = np.array(rows)
+    n, c = z.shape
+    if loss_kind == "mse":
+        HL = 2.0 / (n * c) * np.eye(n * c)
+    else:
+        logits = z.numpy()
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        HL = np.zeros((n * c, n * c))
+        for i in range(n):
+            HL[i * c:(i + 1) * c, i * c:(i + 1) * c] = (np.diag(p[i]) - np.outer(p[i], p[i])) / n
+    return params, loss, z, J.T @ HL @ J
+
+
+@pytest.mark.parametrize("loss_kind", ["cross_entropy", "mse"])
+def test_gauss_newton_product_equals_dense_jt_hl_j(loss_kind):
+    params, loss, z, G = dense_ggn(loss_kind)
+    product = gauss_newton_product(loss, z, params)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        v = rng.standard_normal(G.shape[0])
+        parts, off = [], 0
+        for p in params:
+            parts.append(v[off:off + p.size].reshape(p.shape))
+            off += p.size
+        gv = np.concatenate([a.reshape(-1) for a in product(parts)])
+        np.testing.assert_allclose(gv, G @ v, rtol=1e-10, atol=1e-12)
+    assert np.linalg.eigvalsh(G).min() > -1e-12          # positive semi-definite
+
+
+def one_weight_problem():
+    # z = w x, f(w) = mean((w x - t)^2) with x = (1, 2), t = (1, 3): g = -7 at w = 0, G = 5
+    w = Tensor(np.zeros((1, 1)), requires_grad=True)
+    X = Tensor(np.array([[1.0], [2.0]]))
+    T = Tensor(np.array([[1.0], [3.0]]))
+    return w, lambda: F.mse_loss(X @ w.T, T)
+
+
+def test_two_steps_by_hand_on_a_quadratic():
+    # f is quadratic, so G = f'' = 5 and one CG iteration solves (G + lambda) d = -g exactly.
+    # step 1 (lambda = 1): d = 7/6; rho = 1 > 3/4, so lambda <- 2/3; Armijo takes alpha = 1.
+    # step 2: g = -7/6; the warm start 0.95*7/6 has q > 0 and is dropped;
+    #         d = (7/6) / (5 + 2/3) = 7/34, w = 7/6 + 7/34 = 70/51; lambda <- 4/9.
+    w, closure = one_weight_problem()
+    opt = HessianFree([w], damping=1.0, precondition=False)
+    assert opt.step(closure) == 5.0
+    np.testing.assert_allclose(w.numpy(), [[7 / 6]], rtol=1e-14)
+    opt.step(closure)
+    np.testing.assert_allclose(w.numpy(), [[70 / 51]], rtol=1e-14)
+    a, b = opt.log
+    assert (a["cg_iters"], a["iterate"], a["alpha"], b["cg_iters"]) == (1, 1, 1.0, 1)
+    np.testing.assert_allclose([a["rho"], b["rho"]], [1.0, 1.0], rtol=1e-12)
+    np.testing.assert_allclose([a["damping"], b["damping"]], [1.0, 2 / 3], rtol=1e-15)
+    np.testing.assert_allclose(opt.param_groups[0]["damping"], 4 / 9, rtol=1e-15)
+    np.testing.assert_allclose(a["new_loss"], 5 - 7 * 7 / 6 + 2.5 * (7 / 6) ** 2, rtol=1e-14)
+
+
+def cg_group(**kw):
+    g = dict(cg_max_iter=250, cg_min_iter=10, cg_tol=5e-4, backtrack_gamma=1.3)
+    g.update(kw)
+    return g
+
+
+def test_martens_cg_stops_by_relative_progress_and_saves_at_ceil_gamma_powers():
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((60, 60)))
+    A = Q @ np.diag(np.geomspace(1e-3, 1.0, 60)) @ Q.T
+    g = rng.standard_normal(60)
+    d, qs, saved, iters = _martens_cg(np, lambda v: A @ v, g, 0.0, None, None, cg_group())
+    k = max(10, int(0.1 * iters))
+    assert iters > k and qs[iters] < 0
+    assert (qs[iters] - qs[iters - k]) / qs[iters] < k * 5e-4          # stopped by the rule ...
+    for i in range(11, iters):                                         # ... and not before
+        ki = max(10, int(0.1 * i))
+        assert not (i > ki and (qs[i] - qs[i - ki]) / qs[i] < ki * 5e-4)
+    for i, di in saved:                                                # q(d) = g.d + d.A d / 2
+        np.testing.assert_allclose(qs[i], g @ di + 0.5 * di @ A @ di, rtol=1e-9)
+    idx = [i for i, _ in saved]
+    expect = sorted({math.ceil(1.3 ** j) for j in range(40)} & set(range(1, iters + 1)))
+    assert idx[:len(expect)] == expect and idx[-1] == iters
+    # more iterations only if the tolerance is tightened; then the solve is (nearly) exact
+    d2, _, _, iters2 = _martens_cg(np, lambda v: A @ v, g, 0.0, None, None, cg_group(cg_tol=0))
+    assert iters2 > iters
+    np.testing.assert_allclose(A @ d2, -g, atol=1e-6)
+
+
+def test_martens_cg_with_damping_preconditioner_and_warm_start_solves_the_damped_system():
+    rng = np.random.default_rng(1)
+    B = rng.standard_normal((8, 8))
+    A = B @ B.T
+    g = rng.standard_normal(8)
+    m = (np.abs(rng.standard_normal(8)) + 0.5) ** 0.75
+    exact = -np.linalg.solve(A + 0.3 * np.eye(8), g)
+    d, _, _, iters = _martens_cg(np, lambda v: A @ v, g, 0.3, m, 0.9 * exact,
+                                 cg_group(cg_tol=0, cg_max_iter=40))
+    np.testing.assert_allclose(d, exact, rtol=1e-8)
+
+
+def test_damping_follows_the_reduction_ratio_and_the_loss_never_rises():
+    model, closure = mlp_problem()
+    opt = HessianFree(model.parameters(), damping=1e-4, precondition=False)
+    for _ in range(12):
+        opt.step(closure)
+    seen = set()
+    for a, b in zip(opt.log, opt.log[1:]):
+        if a["rho"] < 0.25:
+            factor, seen = 1.5, seen | {"up"}
+        elif a["rho"] > 0.75:
+            factor, seen = 2 / 3, seen | {"down"}
+        else:
+            factor = 1.0
+        np.testing.assert_allclose(b["damping"], a["damping"] * factor, rtol=1e-14)
+    assert seen == {"up", "down"}
+    for e in opt.log:
+        assert e["new_loss"] <= e["loss"] and 1 <= e["cg_iters"] <= 250
+    assert opt.log[-1]["new_loss"] < 0.5 * opt.log[0]["loss"]
+
+
+def test_hessianfree_resume_is_bit_identical():
+    assert_resume_bit_identical(lambda p: HessianFree(p, damping=0.5, precondition=False),
+                                before=2, after=2, loss="mse")
+
+
+def test_hessianfree_errors():
+    w = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(ValueError, match="model output.*Sum"):
+        HessianFree([w], precondition=False).step(lambda: (w * w).sum())
+    with pytest.raises(TypeError, match="closure"):
+        HessianFree([w], precondition=False).step()
+    with pytest.raises(ValueError, match="damping"):
+        HessianFree([w], damping=0)
+    with pytest.raises(ValueError, match="parameter groups"):
+        HessianFree([{"params": [w]}, {"params": [Tensor(np.ones(1), requires_grad=True)]}])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")
+def test_hessianfree_on_gpu_follows_the_cpu_run():
+    make = lambda p: HessianFree(p, damping=0.5, precondition=False)    # noqa: E731
+    for a, b in zip(trajectory(make, 3), trajectory(make, 3, device="cuda")):
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(y, x, rtol=1e-9, atol=1e-10)

@@ -1,0 +1,450 @@
+"""The speed primitives: fused layer and loss ops that the catalogue in ops.py could write as
+composites, made single nodes because they are measurably faster or more stable that way.
+
+Each is still forward beside backward (and its tangent rule), written with the dual-typed
+helpers of ops.py, so everything said there holds here: plain gradients on arrays, recorded
+ones under create_graph, tangents in forward mode.
+"""
+from . import backend
+from .engine import Function
+from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last, tangent_sum
+from .tensor import Tensor
+
+# NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
+# Python-level wrapper first, which costs as much as the sum itself on a bias gradient.
+_ndarray = backend.ndarray
+_add_reduce = backend.np.add.reduce
+
+
+# ============================================================================ layers
+def affine(x, W, b=None):
+    """x @ W^T (+ b): the product every layer op computes, on arrays (a new array, b added in
+    place) or on Tensors (one Linear node)."""
+    if type(x) is Tensor or type(W) is Tensor or type(b) is Tensor:
+        return Linear.apply(x, W, b)
+    out = x @ W.T
+    if b is not None:
+        out += b
+    return out
+
+
+class Linear(Function):
+    """y = x @ W^T + b, fused; dx = G W, dW = G^T x, db = sum of G over the batch.
+
+    One op instead of transpose, matmul and add: fewer nodes, no transposed copies.
+    """
+    @staticmethod
+    def forward(ctx, x, W, b=None):
+        return affine(x, W, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W, b = ctx.inputs
+        nx, nW, nb = ctx.needs_input_grad
+        return _linear_grads(g, x, W, b, nx, nW, nb)
+
+    @staticmethod
+    def jvp(ctx, tx, tW, tb):
+        x, W, b = ctx.inputs
+        return _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
+
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        """sum_i <grad of input i, vs[i]> without forming the gradients (hvp's dot mode).
+
+        The weight gradient G^T x would cost a product with the batch that the second backward
+        never reads, while <G^T x, V> + <sum of G over the batch, v> = <G, x V^T + v> costs
+        that product once, as a constant, and differentiates elementwise (one LinearDot node).
+        """
+        x, W, b = ctx.inputs
+        vW, vb, vx = vs.get(1), vs.get(2), vs.get(0)
+        total = None
+        if vW is not None:
+            total = LinearDot.apply(g, x, vW, vb)
+        elif vb is not None:
+            total = (g * vb).sum()
+        if vx is not None:                              # <G W, V> = <G, V W^T>
+            t = LinearDot.apply(g, vx, W, None)
+            total = t if total is None else total + t
+        return total
+
+    @staticmethod
+    def error_message(shapes, err):
+        sx, sW = shapes[0], shapes[1]
+        return (f"linear: input of shape {sx} does not match weight of shape {sW} "
+                f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
+
+
+def _affine_tangent(shape, x, W, tx, tW, tb):
+    """The tangent of x W^T + b: tx W^T + x tW^T + tb (None if no input carries one)."""
+    return tangent_sum(shape, None if tx is None else affine(tx, W),
+                       None if tW is None else affine(x, tW), tb)
+
+
+def _linear_grads(g, x, W, b, nx, nW, nb):
+    """Linear's input gradients for output gradient g: (g W, g^T x, g summed over the batch),
+    each only where asked; for arrays and Tensors alike."""
+    gx = g @ W if nx else None
+    gW = gb = None
+    flat = g.ndim == 2                  # a batch of rows, the common case: .T and .sum
+    if nW:
+        if flat:
+            gW = g.T @ x
+        else:
+            gW = swap_last(reshape_to(g, (-1, g.shape[-1]))) @ reshape_to(x, (-1, x.shape[-1]))
+    if nb:
+        if not flat:
+            gb = sum_to(g, b.shape)
+        else:
+            gb = _add_reduce(g, axis=0) if type(g) is _ndarray else g.sum(axis=0)
+    return gx, gW, gb
+
+
+class LinearDot(Function):
+    """y = <G, x V^T + v> = sum(G * (x @ V.T + v)); dG = (x V^T + v) gy, and x, V, v get
+    Linear's gradients for the output gradient G gy.
+
+    The term Linear.vjp_dot adds to hvp's scalar, as one node instead of a linear, a product
+    and a sum: the recorded first backward and the second backward through it both shrink.
+    """
+    @staticmethod
+    def forward(ctx, g, x, V, v):       # v may be None, but is always passed
+        ctx.xv = xv = affine(x, V, v)
+        return (g * xv).sum()
+
+    @staticmethod
+    def backward(ctx, gy):
+        g, x, V, v = ctx.inputs
+        ng, nx, nV, nv = ctx.needs_input_grad
+        dg = dx = dV = dv = None
+        if ng:                          # under create_graph the product is an op of x, V, v
+            dg = (affine(x, V, v) if type(g) is Tensor else ctx.xv) * gy
+        if nx or nV or nv:
+            dx, dV, dv = _linear_grads(g * gy, x, V, v, nx, nV, nv)
+        return dg, dx, dV, dv
+
+    @staticmethod
+    def jvp(ctx, tg, tx, tV, tv):
+        g, x, V, v = ctx.inputs
+        xv = affine(x, V, v) if type(g) is Tensor else ctx.xv
+        t_xv = _affine_tangent(xv.shape, x, V, tx, tV, tv)
+        return tangent_sum((), None if tg is None else (tg * xv).sum(),
+                           None if t_xv is None else (g * t_xv).sum())
+
+
+class LinearReLU(Function):
+    """y = relu(x @ W^T + b), fused; the gradient is Linear's applied to G * [y > 0].
+
+    nn.Sequential runs a Linear followed by a ReLU as this one node: the ReLU works in place
+    on the product, the graph has one node per hidden layer instead of two, and on the CPU
+    the mask [y > 0] is read off the output in the backward instead of being kept (the
+    pre-activation, the output and the mask of the two-op form, only the output here).
+    Values and gradients are exactly those of the two ops.
+    """
+    @staticmethod
+    def forward(ctx, x, W, b=None):
+        out = affine(x, W, b)
+        if type(out) is not backend.ndarray:    # GPU: one kernel gives output and mask
+            out, ctx.mask = _relu_gpu(out)
+            return out
+        return ctx.xp.maximum(out, 0, out=out)  # out is this op's own new array
+
+    @staticmethod
+    def backward(ctx, g):
+        return Linear.backward(ctx, g * _relu_mask(ctx))
+
+    @staticmethod
+    def jvp(ctx, tx, tW, tb):
+        x, W, b = ctx.inputs
+        t = _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
+        return None if t is None else t * _relu_mask(ctx)
+
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        return Linear.vjp_dot(ctx, g * _relu_mask(ctx), vs)
+
+    @staticmethod
+    def kink_distance(ctx):
+        x, W, b = (p.data if type(p) is Tensor else p for p in ctx.parents)
+        z = affine(x, W, b)
+        return float(backend.xp_of(z).abs(z).min())
+
+    error_message = staticmethod(Linear.error_message)
+
+
+def _relu_mask(ctx):
+    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output."""
+    mask = ctx.__dict__.get("mask")
+    if mask is None:
+        out = ctx.out
+        mask = (out.data if type(out) is Tensor else out) > 0
+    return mask
+
+
+def _shape_of(x):
+    return x.data.shape if type(x) is Tensor else x.shape
+
+
+def linear(x, W, b=None):
+    """x @ W.T + b with W of shape (out_features, in_features), as nn.Linear computes it."""
+    _check_linear(x, W, b)
+    return Linear.apply(x, W, b)
+
+
+def linear_relu(x, W, b=None):
+    """relu(x @ W.T + b) as one node (LinearReLU)."""
+    _check_linear(x, W, b)
+    return LinearReLU.apply(x, W, b)
+
+
+def _check_linear(x, W, b):
+    # shapes read once off the arrays: this check runs on every layer call
+    ws, xs = _shape_of(W), _shape_of(x)
+    if len(ws) != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {W.shape}")
+    if not xs or xs[-1] != ws[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape {W.shape} "
+                         f"(expected last input dim {W.shape[1]})")
+    err = backend.product_dtype_error("linear", x.dtype, W.dtype)
+    if err is not None:
+        raise err
+    if b is not None and _shape_of(b) != (ws[0],):
+        raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
+                         f"{W.shape} (expected ({W.shape[0]},))")
+
+
+# ======================================================================= softmax family
+class LogSoftmax(Function):
+    """y = x - logsumexp(x) along axis; dx = g - softmax(x) * sum(g).
+
+    The forward subtracts the max, so logits of +-1000 stay finite. The backward uses
+    exp(y) = softmax(x), recorded under create_graph, so it is twice differentiable.
+    """
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        ctx.axis = axis
+        xp = ctx.xp
+        if x.shape[axis] == 0:          # nothing to normalise over: an empty result
+            return x.copy()
+        s = x - x.max(axis=axis, keepdims=True)
+        e = xp.exp(s)
+        s -= xp.log(e.sum(axis=axis, keepdims=True))
+        return s
+
+    @staticmethod
+    def backward(ctx, g):
+        return g - exp(ctx.out) * g.sum(axis=ctx.axis, keepdims=True)
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t - (exp(ctx.out) * t).sum(axis=ctx.axis, keepdims=True)
+
+
+class Softmax(Function):
+    """y = e / sum(e) along axis with e = exp(x - max(x)); dx = y * (g - sum(g * y)).
+
+    One node where exp(log_softmax(x)) takes two; it never overflows, and the backward is
+    written in ops of the saved output, so it is twice differentiable.
+    """
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        ctx.axis = axis
+        if x.shape[axis] == 0:
+            return x.copy()
+        e = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        return e
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.out
+        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True))
+
+    @staticmethod
+    def jvp(ctx, t):
+        y = ctx.out
+        return y * (t - (y * t).sum(axis=ctx.axis, keepdims=True))
+
+
+class Softplus(Function):
+    """y = log(1 + e^x), computed as logaddexp(0, x) so it never overflows; dy/dx = sigmoid(x).
+
+    One smooth op rather than max(x, 0) + log(1 + e^-|x|): that composite has two kinks at
+    0 whose one-sided conventions give a wrong gradient and curvature exactly there.
+    """
+    @staticmethod
+    def forward(ctx, x):
+        return ctx.xp.logaddexp(0, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * sigmoid(ctx.inputs[0])
+
+    @staticmethod
+    def jvp(ctx, t):
+        return t * sigmoid(ctx.inputs[0])
+
+
+def softplus(x):
+    """log(1 + e^x), stable for large |x|, smooth everywhere."""
+    return Softplus.apply(x)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along axis, computed stably."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, after subtracting the max (never overflows)."""
+    return Softmax.apply(x, axis=axis)
+
+
+class SoftmaxCrossEntropy(Function):
+    """y = -sum(T * log_softmax(x)) / denom over the last axis (and the rows, unless rows=True);
+    dx = (softmax(x) * rowsum(T) - T) * g / denom, dT = -log_softmax(x) * g / denom.
+
+    Cross-entropy against a target-weight matrix T of x's shape (one-hot, label-smoothed or
+    class-weighted rows) in one node instead of log_softmax, mul, sum and neg; the forward
+    keeps softmax and log_softmax for the backward. Under create_graph the backward rebuilds
+    them from x with ops, so it is twice differentiable. `row_sums` may give rowsum(T) when
+    the caller knows it for a constant T (1 for one-hot and label-smoothed rows).
+    """
+    @staticmethod
+    def forward(ctx, x, T, denom=1.0, rows=False, row_sums=None):
+        if T.shape != x.shape:
+            raise ValueError("the target weights T must have the shape of x")
+        ctx.denom, ctx.rows, ctx.row_sums = denom, rows, row_sums
+        if not rows and type(x) is not backend.ndarray:
+            return _sce_forward_gpu(ctx, x, T, denom)
+        xp = ctx.xp
+        logp = x - x.max(axis=-1, keepdims=True)
+        p = xp.exp(logp)
+        z = p.sum(axis=-1, keepdims=True)
+        logp -= xp.log(z)
+        xp.exp(logp, out=p)     # softmax as exp(log_softmax), exactly as the graph backward has it
+        ctx.p, ctx.logp = p, logp
+        # 0 * log p = 0 where a class has weight 0, also for a masked (-inf) logit: log p = -inf
+        tl = T * xp.where(T == 0, 0, logp)
+        if rows:
+            return tl.sum(axis=-1) * (-1.0 / denom)
+        return tl.sum() * (-1.0 / denom)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, T = ctx.inputs
+        nx, nT = ctx.needs_input_grad
+        if (nx and not nT and not ctx.rows and _is_one(ctx.row_sums)
+                and type(x) is not Tensor and type(x) is not backend.ndarray):
+            # GPU, the usual case: (p - T) * g / denom as one kernel
+            return backend.elementwise_kernel(
+                "T p, T t, T g, T s", "T gx", "gx = (p - t) * (g * s)", "tinygrad_opt_sce_grad")(
+                ctx.p, T, g, x.dtype.type(1.0 / ctx.denom)), None
+        if ctx.denom != 1:
+            g = g * (1.0 / ctx.denom)
+        if ctx.rows:
+            g = reshape_to(g, g.shape + (1,))
+        if type(x) is Tensor:            # create_graph: softmax and log_softmax as ops of x
+            logp = log_softmax(x, axis=-1)
+            p = exp(logp)
+        else:
+            logp, p = ctx.logp, ctx.p
+        gx = gT = None
+        if nx:
+            r = ctx.row_sums
+            if r is None:
+                r = T.sum(axis=-1, keepdims=True)
+            gx = ((p - T) if _is_one(r) else (p * r - T)) * g
+        if nT:
+            gT = logp * -g
+        return gx, gT
+
+    @staticmethod
+    def jvp(ctx, tx, tT):
+        x, T = ctx.inputs
+        if type(x) is Tensor:
+            logp = log_softmax(x, axis=-1)
+            p = exp(logp)
+        else:
+            logp, p = ctx.logp, ctx.p
+        s = None                 # d(T * log_softmax(x)), with d log_softmax = tx - <p, tx>
+        if tx is not None:
+            s = T * (tx - (p * tx).sum(axis=-1, keepdims=True))
+        if tT is not None:
+            s = tangent_sum(x.shape, s, tT * logp)
+        s = s.sum(axis=-1) if ctx.rows else s.sum()
+        return s * (-1.0 / ctx.denom)
+
+
+class ClassCrossEntropy(Function):
+    """y = -sum_n log_softmax(x)[n, t_n] / denom for constant class indices t (rows of x);
+    dx = (softmax(x) - onehot(t)) * g / denom.
+
+    SoftmaxCrossEntropy with a one-hot T, for plain class targets on the CPU: gathering N
+    log-probabilities and subtracting g / denom at N places replaces building the N x C
+    matrix T and two N x C products with it. The caller checks that t holds valid indices.
+    With z = x - rowmax(x) and e = exp(z), log_softmax(x)[n, t] = z[n, t] - log(sum_c e[n, c]),
+    so the forward needs e and its row sums only. Under create_graph the backward takes
+    softmax from the Softmax op, whose forward is the same arithmetic, and subtracts T s
+    after scaling as the fast path does, so both backwards agree to the last bit.
+    """
+    @staticmethod
+    def forward(ctx, x, t, denom=1.0):
+        xp = ctx.xp
+        z = x - x.max(axis=-1, keepdims=True)
+        p = xp.exp(z)
+        sums = p.sum(axis=-1, keepdims=True)
+        ctx.rows = rows = xp.arange(x.shape[0])
+        loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
+        p /= sums
+        ctx.p, ctx.denom = p, denom
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.inputs
+        s = g * (1.0 / ctx.denom)
+        if type(x) is Tensor:            # create_graph: softmax as an op of x
+            T = ctx.xp.zeros(x.shape, dtype=x.dtype)
+            T[ctx.rows, t] = 1
+            return Softmax.apply(x, axis=-1) * s - T * s, None
+        gx = ctx.p * s
+        gx[ctx.rows, t] -= s
+        return gx, None
+
+    @staticmethod
+    def jvp(ctx, tx, tt):
+        x, t = ctx.inputs
+        if tx is None:
+            return None
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        # d(-sum_n log_softmax(x)[n, t_n]) = sum(p * tx) - sum_n tx[n, t_n]
+        return ((p * tx).sum() - tx[ctx.rows, t].sum()) * (1.0 / ctx.denom)
+
+
+def _sce_forward_gpu(ctx, x, T, denom):
+    """The forward above in four kernels instead of ten: row max, the sum of exp(x - max),
+    log_softmax and softmax together, and the scaled sum of T * log_softmax."""
+    m = x.max(axis=-1, keepdims=True)
+    z = backend.reduction_kernel("T x, T m", "T z", "exp(x - m)", "a + b", "z = a", "0",
+                                 "tinygrad_opt_sum_exp")(x, m, axis=-1, keepdims=True)
+    ctx.logp, ctx.p = backend.elementwise_kernel(
+        "T x, T m, T z", "T logp, T p", "logp = x - m - log(z); p = exp(logp)",
+        "tinygrad_opt_log_softmax")(x, m, z)
+    return backend.reduction_kernel("T t, T logp, T scale", "T y", "t == 0 ? (T)0 : t * logp", "a + b",
+                                    "y = a * scale", "0", "tinygrad_opt_sce_loss")(
+        T, ctx.logp, x.dtype.type(-1.0 / denom))
+
+
+def _is_one(r):
+    return type(r) in (int, float) and r == 1
+
+
+def softmax_cross_entropy(x, T, denom=1.0, rows=False, row_sums=None):
+    """-sum(T * log_softmax(x, axis=-1)) / denom: the whole sum, or one value per row if rows=True.
+
+    T holds the target weights per class (x's shape); F.cross_entropy builds it from class
+    indices, class weights and label smoothing.
+    """
+    return SoftmaxCrossEntropy.apply(x, T, denom=denom, rows=rows, row_sums=row_sums)
+

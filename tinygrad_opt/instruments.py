@@ -1,0 +1,613 @@
+"""Instruments for training: Cockpit's quantities, recorded by a `fit` callback.
+
+    inst = Instruments("economy", every=1)
+    fit(model, opt, loader, F.cross_entropy, epochs=5, callbacks=[inst])
+    inst.history["NormTest"]                    # one column per quantity, aligned with "step"
+    dashboard(inst.history, "dashboard.png")
+
+Each quantity is measured on the step's own minibatch B (size N) at the parameters theta_t the
+step's gradient was taken at. The loss must be a mean over the batch (as in Cockpit).
+Notation: l_n the loss of example n, g_n = grad l_n its individual gradient, g = (1/N) sum_n g_n
+the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
+
+Per-example gradients come from the training backward itself, through
+`extensions.collect(BatchGrad(), ...)` (BackPACK's semantics: grad_batch_n = g_n / N), so a
+recorded step costs little more than an unrecorded one. Where tinygrad_opt.extensions is not
+available, or with per_example="loop", they are computed with one backward per example (exact,
+slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
+graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
+instruments takes the same steps as one without. Formulas and papers: each quantity's docstring,
+and docs/instruments.md.
+"""
+import math
+from contextlib import contextmanager
+
+from . import autograd, backend
+from .curvature import HVPOperator, _Probes, _lanczos_tridiagonal, _tridiag_eigh
+from .tensor import Tensor
+from .train import Callback
+
+np = backend.np     # host NumPy for the recorded numbers
+
+
+# ---------------------------------------------------------------- quantities
+class Quantity:
+    """One instrument. `needs`: what it reads from a Batch (see Batch)."""
+    needs = ()
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def compute(self, b):
+        raise NotImplementedError
+
+
+class Loss(Quantity):
+    """The minibatch loss L_B(theta_t) = (1/N) sum_n l_n."""
+
+    def compute(self, b):
+        return b.loss
+
+
+class GradNorm(Quantity):
+    """|g|, the norm of the minibatch gradient."""
+
+    def compute(self, b):
+        return math.sqrt(b.gg)
+
+
+class UpdateSize(Quantity):
+    """|s_t| = |theta_{t+1} - theta_t|, the length of the step the optimizer took."""
+
+    def compute(self, b):
+        return b.update_norm
+
+
+class Distance(Quantity):
+    """|theta_{t+1} - theta_0|, how far training has moved from the initialization."""
+
+    def compute(self, b):
+        return b.distance
+
+
+class GradHist1d(Quantity):
+    """Histogram of the individual gradient elements g_{n,j} over examples n and parameters j.
+
+    Recorded as (edges, counts) on `bins` bins symmetric about 0 that span the largest
+    |g_{n,j}| (Cockpit: Schneider et al. 2021, Fig. 1 "gradient element histogram").
+    """
+    needs = ("batch_grad",)
+
+    def __init__(self, bins=41):
+        self.bins = int(bins)
+
+    def compute(self, b):
+        top = max(float(abs(a).max()) for a in b.individual) or 1.0
+        edges = np.linspace(-top, top, self.bins + 1)
+        counts = np.zeros(self.bins, dtype=np.int64)
+        for a in b.individual:
+            counts += np.histogram(backend.to_numpy(a).ravel(), bins=edges)[0]
+        return edges, counts
+
+
+class NormTest(Quantity):
+    """Norm test (Byrd, Chin, Nocedal & Wu 2012), as Cockpit reports it:
+
+        sqrt( sum_n |g_n - g|^2 / (N (N - 1) |g|^2) )
+
+    the estimated relative error |g - grad L| / |grad L| of the minibatch gradient. Byrd et al.
+    grow the batch when it exceeds a threshold theta (Cockpit plots it against theta = 1).
+    """
+    needs = ("sq",)
+
+    def compute(self, b):
+        return _ratio(b.sq.sum() - b.n * b.gg, b.n * (b.n - 1) * b.gg)
+
+
+class InnerTest(Quantity):
+    """Inner-product test (Bollapragada, Byrd & Nocedal 2018):
+
+        sqrt( sum_n (g_n^T g - |g|^2)^2 / (N (N - 1) |g|^4) )
+
+    the relative spread of g_n^T g: below 1, the minibatch gradient is a descent direction for
+    the expected loss with high probability.
+    """
+    needs = ("dots",)
+
+    def compute(self, b):
+        return _ratio(float(((b.dots - b.gg) ** 2).sum()), b.n * (b.n - 1) * b.gg ** 2)
+
+
+class OrthoTest(Quantity):
+    """Orthogonality test (Bollapragada, Byrd & Nocedal 2018):
+
+        sqrt( sum_n |g_n - (g_n^T g / |g|^2) g|^2 / (N (N - 1) |g|^2) )
+
+    the spread of the individual gradients orthogonal to g, relative to |g|; the companion of
+    the inner-product test, which only sees the spread along g.
+    """
+    needs = ("sq", "dots")
+
+    def compute(self, b):
+        ortho = b.sq.sum() - float((b.dots ** 2).sum()) / b.gg if b.gg > 0 else math.nan
+        return _ratio(ortho, b.n * (b.n - 1) * b.gg)
+
+
+class GSNR(Quantity):
+    """Mean gradient signal-to-noise ratio (Liu et al. 2020), over the parameters j:
+
+        r_j = g_j^2 / sigma_j^2,   sigma_j^2 = (1/N) sum_n g_{n,j}^2 - g_j^2
+
+    averaged over the coordinates with sigma_j^2 > 0. A large GSNR means the examples agree on
+    the direction of coordinate j.
+    """
+    needs = ("sgs",)
+
+    def compute(self, b):
+        num, count = 0.0, 0
+        for gj, sj in zip(b.grad, b.sgs):
+            var = sj / b.n - gj * gj
+            live = var > 1e-12 * sj / b.n          # 0 up to rounding: all examples agree
+            num += float((gj[live] ** 2 / var[live]).sum())
+            count += int(live.sum())
+        return num / count if count else math.nan
+
+
+class GradientNoiseScale(Quantity):
+    """The simple gradient noise scale (McCandlish, Kaplan, Amodei et al. 2018):
+
+        B_simple = tr(Sigma) / |G|^2
+
+    the batch size at which noise and signal in the gradient are equal; Sigma is the covariance
+    of the individual gradients and G the full-batch gradient. Per step, unbiased estimates
+        tr(Sigma) ~= sum_n |g_n - g|^2 / (N - 1),   |G|^2 ~= |g|^2 - tr(Sigma) / N
+    are each smoothed by an exponential moving average (weight `beta`) before dividing, as
+    McCandlish et al. (App. A) recommend: the per-step |G|^2 estimate is noisy and may be
+    negative. (The paper estimates both from two batch sizes; per-example gradients give the
+    same unbiased estimates from one batch.)
+    """
+    needs = ("sq",)
+
+    def __init__(self, beta=0.9):
+        self.beta = beta
+        self._trace = self._g2 = 0.0
+        self._t = 0
+
+    def compute(self, b):
+        trace = (b.sq.sum() - b.n * b.gg) / (b.n - 1)
+        g2 = b.gg - trace / b.n
+        self._t += 1
+        self._trace = self.beta * self._trace + (1 - self.beta) * trace
+        self._g2 = self.beta * self._g2 + (1 - self.beta) * g2
+        return self._trace / self._g2 if self._g2 > 0 else math.nan
+
+
+class Alpha(Quantity):
+    """Step-size quality alpha (Schneider et al. 2021, Cockpit):
+
+    A parabola q(tau) along the step, tau in [0, 1] from theta_t to theta_{t+1}, is fitted by
+    least squares to the losses and slopes measured at both ends,
+        q(0) = L_t, q'(0) = g_t^T s_t, q(1) = L_{t+1}, q'(1) = g_{t+1}^T s_t,
+    and alpha = 1 / tau* - 1 places the step's end relative to the parabola's minimum tau*:
+    -1 the step did not move, 0 it landed on the minimum, 1 it jumped to the point of equal
+    loss on the other side (beyond 1: it overshot). nan when the parabola has no minimum.
+    The end values come from the next step's minibatch, as in Cockpit; Cockpit weighs the four
+    equations by their estimated noise, we weigh them equally. Needs the next step, so the
+    value of step t is filled in at step t + 1 (the last recorded step keeps nan).
+    """
+    needs = ("update",)
+
+    def compute(self, b):
+        return math.nan                   # filled in by Instruments when step t + 1 is done
+
+    @staticmethod
+    def fit(loss0, slope0, loss1, slope1):
+        """alpha from the four measurements (see the class docstring)."""
+        # q(tau) = a tau^2 + c1 tau + c0; rows: q(0), q'(0), q(1), q'(1)
+        A = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [2.0, 1.0, 0.0]])
+        a, c1, _ = np.linalg.lstsq(A, np.array([loss0, slope0, loss1, slope1]), rcond=None)[0]
+        if not a > 0:
+            return math.nan
+        tau = -c1 / (2 * a)
+        return 1.0 / tau - 1.0 if tau != 0 else math.inf
+
+
+class TICDiag(Quantity):
+    """Takeuchi information criterion, diagonal approximation (Thomas et al. 2020), as Cockpit:
+
+        TIC ~= tr(H^-1 C) ~= sum_j C_jj / (H_jj + eps),   C_jj = (1/N) sum_n g_{n,j}^2
+
+    with H_jj the diagonal of the generalized Gauss-Newton matrix (extensions.DiagGGN, exact;
+    it equals the Hessian's diagonal for piecewise-linear networks such as ReLU MLPs; Cockpit
+    uses the Hessian's diagonal) and eps = 1e-7 guarding flat directions. Thomas et al. relate
+    tr(H^-1 C) / N_train to the generalization gap. Without extensions the diagonal is a
+    Hutchinson estimate E[z * Hz] from `n_probes` Rademacher probes.
+    """
+    needs = ("sgs", "diag_h")
+
+    def __init__(self, eps=1e-7):
+        self.eps = eps
+
+    def compute(self, b):
+        return float(sum(float((s / b.n / (h + self.eps)).sum())
+                         for s, h in zip(b.sgs, b.diag_h)))
+
+
+class HessTrace(Quantity):
+    """tr(H) of the minibatch loss by Hutchinson's estimator, n * mean_z (z^T H z / |z|^2) with
+    Rademacher probes z (Cockpit computes it exactly from the Hessian's diagonal). The first
+    probe is the start vector of HessMaxEV's Lanczos run, so the two share products.
+    """
+    needs = ("hvp",)
+
+    def compute(self, b):
+        return b.hess_trace
+
+
+class HessMaxEV(Quantity):
+    """The largest Hessian eigenvalue of the minibatch loss (the sharpness), from `lanczos_steps`
+    Lanczos steps (a lower bound that is usually tight after about 10 steps); gradient descent
+    with learning rate lr is stable along the top eigenvector only while lr * HessMaxEV < 2.
+    """
+    needs = ("hvp",)
+
+    def compute(self, b):
+        return b.hess_max_ev
+
+
+def _ratio(num, den):
+    if not den > 0:
+        return math.nan
+    return math.sqrt(max(float(num), 0.0) / den)
+
+
+QUANTITIES = {c.__name__: c for c in (Loss, GradNorm, UpdateSize, Distance, GradHist1d, NormTest,
+                                      InnerTest, OrthoTest, GSNR, GradientNoiseScale, Alpha,
+                                      TICDiag, HessTrace, HessMaxEV)}
+ECONOMY = ["Loss", "GradNorm", "UpdateSize", "Distance", "GradHist1d", "NormTest", "InnerTest",
+           "OrthoTest", "Alpha"]
+PRESETS = {"economy": ECONOMY,
+           "business": ECONOMY + ["GSNR", "GradientNoiseScale", "TICDiag", "HessTrace"],
+           "full": ECONOMY + ["GSNR", "GradientNoiseScale", "TICDiag", "HessTrace", "HessMaxEV"]}
+
+
+def _make(quantities):
+    if isinstance(quantities, str):
+        if quantities not in PRESETS:
+            raise ValueError(f"Instruments: unknown preset {quantities!r}; choose one of "
+                             f"{sorted(PRESETS)} or give a list of quantity names")
+        quantities = PRESETS[quantities]
+    out = []
+    for q in quantities:
+        if isinstance(q, str):
+            if q not in QUANTITIES:
+                raise ValueError(f"Instruments: unknown quantity {q!r}; known: "
+                                 f"{', '.join(QUANTITIES)}")
+            q = QUANTITIES[q]()
+        elif not isinstance(q, Quantity):
+            raise TypeError(f"Instruments: a quantity must be a name or a Quantity, got "
+                            f"{type(q).__name__}")
+        out.append(q)
+    if len({q.name for q in out}) != len(out):
+        raise ValueError("Instruments: a quantity is listed twice")
+    return out
+
+
+# ---------------------------------------------------------------- one measured step
+class Batch:
+    """What the quantities read about one step (host floats and per-parameter arrays).
+
+    n, loss, gg = |g|^2, grad (g per parameter); individual (g_n per parameter, (N, *shape));
+    sq (N,) = |g_n|^2; dots (N,) = g_n^T g; sgs = sum_n g_n^2 per parameter; diag_h; update_norm,
+    distance; hess_trace, hess_max_ev.
+    """
+    individual = sq = dots = sgs = diag_h = None
+    update_norm = distance = hess_trace = hess_max_ev = math.nan
+
+
+@contextmanager
+def _same_random_stream():
+    """Leave the CPU generator as it was (extra forwards must not change dropout masks)."""
+    state = backend.get_rng_state()
+    try:
+        yield
+    finally:
+        backend.set_rng_state(state)
+
+
+def _extensions():
+    try:
+        from . import extensions
+    except ImportError:
+        return None
+    return extensions
+
+
+def _sqnorm(a):
+    return float((a * a).sum())
+
+
+class _StepContext:
+    """Entered around a recorded step's backward: snapshots theta_t, collects per-example
+    quantities in that same backward, and fills the step's Batch on exit."""
+
+    def __init__(self, inst, run, xb, yb):
+        self.inst, self.run, self.xb, self.yb = inst, run, xb, yb
+        self.params = inst._params
+        self.collect = None
+
+    def __enter__(self):
+        inst = self.inst
+        self.before = [p.data.copy() for p in self.params]
+        if "hvp" in inst._needs or ("diag_h" in inst._needs and inst._ext is None):
+            inst._curvature(self.run, self.xb, self.yb)
+        wanted = inst._extension_quantities()
+        if wanted:
+            self.collect = inst._ext.collect(*wanted)
+            self.collect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.collect is not None:
+            self.collect.__exit__(*exc)
+        if exc[0] is None:
+            self.inst._after_backward(self)
+        return False
+
+
+class Instruments(Callback):
+    """Records Cockpit-style quantities during `fit` every `every` steps.
+
+    quantities: "economy" (Loss, GradNorm, UpdateSize, Distance, GradHist1d, NormTest, InnerTest,
+    OrthoTest, Alpha: first order, from one backward), "business" (adds GSNR,
+    GradientNoiseScale, TICDiag, HessTrace), "full" (adds HessMaxEV), or a list of names or
+    Quantity instances. every: an int, or a function step -> bool (steps count from 1).
+    per_example: "auto" (extensions when available, else "loop"), "extensions" or "loop".
+    `history` maps "step" and each quantity's name to a list, one entry per recorded step.
+    """
+
+    def __init__(self, quantities="economy", every=1, per_example="auto", lanczos_steps=10,
+                 n_probes=4, seed=0):
+        self.quantities = _make(quantities)
+        if callable(every):
+            self._due = every
+        else:
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise ValueError(f"Instruments: every must be a positive int or a function of "
+                                 f"the step, got {every!r}")
+            self._due = lambda step, k=every: step % k == 0
+        if per_example not in ("auto", "extensions", "loop"):
+            raise ValueError(f"Instruments: per_example must be 'auto', 'extensions' or 'loop', "
+                             f"got {per_example!r}")
+        self._ext = None if per_example == "loop" else _extensions()
+        if per_example == "extensions" and self._ext is None:
+            raise ImportError("Instruments: per_example='extensions' needs tinygrad_opt.extensions")
+        self.lanczos_steps, self.n_probes, self.seed = int(lanczos_steps), int(n_probes), seed
+        self._needs = {n for q in self.quantities for n in q.needs}
+        if self._needs & {"sq", "dots", "sgs"}:
+            self._needs.add("per_example")
+        self.history = {"step": [], **{q.name: [] for q in self.quantities}}
+        self._params = None
+        self._theta0 = None
+        self._batch = None
+        self._alpha_pending = None      # (row, loss_t, slope_t, s_t) waiting for step t + 1
+        self._probe_calls = 0
+
+    # ---- fit hooks
+    def on_train_begin(self, run):
+        self._params = [p for p in run.model.parameters() if p.requires_grad]
+        if self._theta0 is None:
+            self._theta0 = [p.data.copy() for p in self._params]
+
+    def backward_context(self, run, xb, yb):
+        step = run.global_step + 1
+        self._batch = None
+        if self._due(step) or (self._alpha_pending is not None and "Alpha" in self.history):
+            self._batch = Batch()
+            self._batch.step = step
+            self._batch.recorded = bool(self._due(step))
+            return _StepContext(self, run, xb, yb)
+        return None
+
+    def on_step_end(self, info):
+        b, self._batch = self._batch, None
+        if b is None:
+            return
+        b.loss = float(info.loss)
+        s = [p.data - t for p, t in zip(self._params, b.before)]
+        b.update_norm = math.sqrt(sum(_sqnorm(x) for x in s))
+        b.distance = math.sqrt(sum(_sqnorm(p.data - t) for p, t in zip(self._params, self._theta0)))
+        self._finish_alpha(b)
+        if not b.recorded:
+            return
+        self.history["step"].append(b.step)
+        for q in self.quantities:
+            self.history[q.name].append(q.compute(b))
+        if "Alpha" in self.history:
+            slope = sum(float((gi * si).sum()) for gi, si in zip(b.grad_arrays, s))
+            self._alpha_pending = (len(self.history["step"]) - 1, b.loss, slope, s)
+
+    # ---- measurement
+    def _finish_alpha(self, b):
+        if self._alpha_pending is None:
+            return
+        row, loss0, slope0, s = self._alpha_pending
+        self._alpha_pending = None
+        if b.step != self.history["step"][row] + 1:
+            return
+        slope1 = sum(float((gi * si).sum()) for gi, si in zip(b.grad_arrays, s))
+        self.history["Alpha"][row] = Alpha.fit(loss0, slope0, b.loss, slope1)
+
+    def _extension_quantities(self):
+        ext = self._ext
+        if ext is None or self._batch is None or not self._batch.recorded:
+            return []
+        wanted = []
+        if "per_example" in self._needs or "batch_grad" in self._needs:
+            wanted.append(ext.BatchGrad())
+        if "diag_h" in self._needs:
+            wanted.append(ext.DiagGGN())
+        return wanted
+
+    def _after_backward(self, ctx):
+        b = self._batch
+        b.before = ctx.before
+        # copies: clipping and some optimizers change p.grad in place after the backward
+        b.grad_arrays = [p.grad.data.copy() if p.grad is not None else p.data * 0
+                         for p in self._params]
+        if not b.recorded:
+            return
+        b.grad = [backend.to_numpy(g).astype(np.float64) for g in b.grad_arrays]
+        b.gg = sum(float((g * g).sum()) for g in b.grad)
+        b.n = int(ctx.xb.shape[0])
+        if "per_example" in self._needs or "batch_grad" in self._needs:
+            b.individual = self._individual(ctx)
+            b.sq = sum((g.reshape(b.n, -1) ** 2).sum(axis=1) for g in b.individual)
+            b.dots = sum(g.reshape(b.n, -1) @ gm.reshape(-1)
+                         for g, gm in zip(b.individual, b.grad))
+            b.sgs = [(g * g).sum(axis=0) for g in b.individual]
+        if "diag_h" in self._needs:
+            if self._ext is not None:
+                b.diag_h = [backend.to_numpy(p.diag_ggn).astype(np.float64) for p in self._params]
+            else:
+                b.diag_h = self._hutchinson_diag
+        if "hvp" in self._needs:
+            b.hess_trace, b.hess_max_ev = self._hess
+
+    def _individual(self, ctx):
+        """g_n per parameter as host float64 arrays (N, *shape)."""
+        n = int(ctx.xb.shape[0])
+        if self._ext is not None:
+            out = []
+            for p in self._params:
+                gb = getattr(p, "grad_batch", None)
+                if gb is None:
+                    raise RuntimeError("Instruments: extensions.collect gave no grad_batch for a "
+                                       f"parameter of shape {p.shape}")
+                gb = gb.data if isinstance(gb, Tensor) else gb
+                out.append(backend.to_numpy(gb).astype(np.float64) * n)   # g_n = N grad_batch_n
+            return out
+        run = ctx.run
+        out = [np.empty((n,) + tuple(p.shape)) for p in self._params]
+        with _same_random_stream():
+            for i in range(n):
+                loss = run.loss_fn(run.model(ctx.xb[i:i + 1]), ctx.yb[i:i + 1])
+                grads = autograd.grad(loss, self._params, allow_unused=True)
+                for o, g in zip(out, grads):
+                    o[i] = 0.0 if g is None else backend.to_numpy(g.data)
+        return out
+
+    def _curvature(self, run, xb, yb):
+        """HessTrace and HessMaxEV (one Lanczos run from a Rademacher probe plus n_probes - 1
+        more probes), and without extensions the Hutchinson diagonal for TICDiag."""
+        self._hess, self._hutchinson_diag = (math.nan, math.nan), None
+        if self._batch is None or not self._batch.recorded:
+            return
+        with _same_random_stream():
+            op = HVPOperator(lambda: run.loss_fn(run.model(xb), yb), self._params)
+            probes = _Probes(op.xp, op.dtype, op.device, None if self.seed is None
+                             else self.seed + self._probe_calls)
+            self._probe_calls += 1
+            if "hvp" in self._needs:
+                z = probes.rademacher(op.n)
+                alpha, beta = _lanczos_tridiagonal(op, z / math.sqrt(op.n),
+                                                   min(self.lanczos_steps, op.n))
+                samples = [alpha[0] * op.n]       # z^T H z / |z|^2 * n with |z|^2 = n
+                for _ in range(self.n_probes - 1):
+                    z = probes.rademacher(op.n)
+                    samples.append(float(z @ op.matvec(z)))
+                self._hess = (float(np.mean(samples)), float(_tridiag_eigh(alpha, beta)[0][-1]))
+            if "diag_h" in self._needs and self._ext is None:
+                acc = op.xp.zeros(op.n, dtype=op.dtype)
+                for _ in range(max(self.n_probes, 1)):
+                    z = probes.rademacher(op.n)
+                    acc += z * op.matvec(z)
+                flat = backend.to_numpy(acc / max(self.n_probes, 1)).astype(np.float64)
+                self._hutchinson_diag = [a.copy() for a in _split(flat, self._params)]
+
+    def column(self, name):
+        """A scalar quantity's values as a float array (nan where not measured)."""
+        if name not in self.history:
+            raise KeyError(f"Instruments: no column {name!r}; columns: {list(self.history)}")
+        return np.array([math.nan if v is None else v for v in self.history[name]], dtype=float)
+
+
+def _split(flat, params):
+    out, i = [], 0
+    for p in params:
+        out.append(flat[i:i + p.size].reshape(p.shape))
+        i += p.size
+    return out
+
+
+# ---------------------------------------------------------------- the dashboard
+_LOG = ("GradNorm", "UpdateSize", "Distance", "NormTest", "InnerTest", "OrthoTest", "GSNR",
+        "GradientNoiseScale", "TICDiag", "HessMaxEV", "Loss")
+_LABELS = {
+    "Loss": "minibatch loss", "GradNorm": "|g|", "UpdateSize": "|theta_t+1 - theta_t|",
+    "Distance": "|theta - theta_0|", "NormTest": "norm test", "InnerTest": "inner-product test",
+    "OrthoTest": "orthogonality test", "GSNR": "mean GSNR", "Alpha": "alpha",
+    "GradientNoiseScale": "B_simple (examples)", "TICDiag": "tr(diag(H)^-1 C)",
+    "HessTrace": "tr(H)", "HessMaxEV": "lambda_max(H)",
+}
+
+
+def dashboard(history, path, title="Instruments"):
+    """One PNG with a titled panel per quantity in `history` (Instruments.history); returns
+    the matplotlib Figure.
+
+    Log scales where a positive series spans more than two decades; the gradient-test panels
+    draw the threshold 1; GradHist1d shows the first and the last recorded histogram.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    steps = np.asarray(history["step"], dtype=float)
+    names = [k for k in history if k != "step"]
+    if not names or steps.size == 0:
+        raise ValueError("dashboard: the history holds no recorded steps")
+    cols = 3 if len(names) > 4 else 2
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4.6 * cols, 3.1 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        if name == "GradHist1d":
+            _hist_panel(ax, history[name], steps)
+            continue
+        y = np.array([math.nan if v is None else v for v in history[name]], dtype=float)
+        ax.plot(steps, y, ".-" if y.size < 60 else "-", lw=1.2, ms=3)
+        if name in ("NormTest", "InnerTest", "OrthoTest"):
+            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold 1")
+            ax.legend(fontsize=7, loc="best")
+        if name == "Alpha":
+            ax.axhline(0.0, color="k", ls="--", lw=0.8, label="lands on the minimum")
+            ax.legend(fontsize=7, loc="best")
+        pos = y[np.isfinite(y) & (y > 0)]
+        if name in _LOG and pos.size == np.isfinite(y).sum() and pos.size and \
+                pos.max() > 100 * pos.min():
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step")
+        ax.set_ylabel(_LABELS.get(name, name))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _hist_panel(ax, hists, steps):
+    shown = [(0, "first"), (len(hists) - 1, "last")] if len(hists) > 1 else [(0, "")]
+    for i, label in shown:
+        edges, counts = hists[i]
+        ax.stairs(counts, edges, label=f"step {int(steps[i])} {label}".strip())
+    ax.set_yscale("log", nonpositive="mask")
+    ax.set_title("GradHist1d")
+    ax.set_xlabel("individual gradient element g_n,j")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)

@@ -1,0 +1,267 @@
+"""Hessian-free optimization with Gauss-Newton products (Martens 2010, "Deep learning via
+Hessian-free optimization"); and `loss_output`, which finds the model output in a loss's graph."""
+import importlib.util
+import math
+import warnings
+
+from .. import autograd, backend, engine, fused, ops
+from ..tensor import Tensor
+from .linesearch import FlatObjective, single_group
+from .optimizer import Optimizer
+
+
+def loss_output(loss, name):
+    """(output, kind): the model output z that the loss was computed from, read off the graph
+    the closure built, and kind 'cross_entropy' or 'mse'.
+
+    Supported: F.cross_entropy(z, y) (any reduction that gives a scalar) and
+    F.mse_loss(z, t) (mean or sum). The loss must be the closure's return value itself.
+    """
+    node = getattr(loss, "_node", None)
+    if isinstance(node, (fused.ClassCrossEntropy, fused.SoftmaxCrossEntropy)):
+        return node.parents[0], "cross_entropy"
+    # mse: [Mul(., 1/n) of] Sum of Mul(d, d) with d = Sub(z, t)
+    n = node
+    if isinstance(n, ops.Mul) and not any(isinstance(a, Tensor) and a._node is not None
+                                          and isinstance(a._node, ops.Mul) for a in n.parents):
+        src = [a for a in n.parents if isinstance(a, Tensor) and a._node is not None]
+        n = src[0]._node if len(src) == 1 else None
+    if isinstance(n, ops.Sum):
+        sq = n.parents[0]._node
+        if (isinstance(sq, ops.Mul) and sq.parents[0] is sq.parents[1]
+                and isinstance(sq.parents[0]._node, ops.Sub)):
+            return sq.parents[0]._node.parents[0], "mse"
+    op = "a leaf" if node is None else type(node).__name__
+    raise ValueError(f"{name}: cannot find the model output in the loss's graph (its last op "
+                     f"is {op}); the closure must return F.cross_entropy(output, y) or "
+                     "F.mse_loss(output, target) computed from the model output")
+
+
+def gauss_newton_product(loss, output, params):
+    """v -> G v for G = J^T H_L J at the graph the closure built (lists of arrays).
+
+    J = d output / d params and H_L = d^2 loss / d output^2, both read off that graph:
+    J v = d/du <J^T u, v> with J^T u = grad(output, params, u) recorded once for a dummy u
+    (the adjoint trick, since J^T u is linear in u), H_L u by autograd.curvature_of_loss
+    (closed form for F's losses), and J^T (H_L J v) by one backward of the output. Each
+    product is two backward passes through recorded graphs and no new forward pass
+    (autograd.ggnvp instead takes J v in forward mode, which needs a model function).
+    """
+    xp = backend.xp_of(output.data)
+    with engine.enable_grad():
+        u = Tensor._wrap(xp.zeros_like(output.data), requires_grad=True)
+        jtu = autograd.grad(output, params, grad_outputs=u, create_graph=True, allow_unused=True)
+    live = [i for i, t in enumerate(jtu) if t is not None and t.requires_grad]
+
+    def product(vs):
+        if not live:
+            return [xp.zeros_like(p.data) for p in params]
+        jv, = autograd.grad([jtu[i] for i in live], u, grad_outputs=[vs[i] for i in live],
+                            retain_graph=True)
+        with engine.enable_grad():
+            hjv = autograd.curvature_of_loss(loss, output, jv.data)
+        gv = autograd.grad(output, params, grad_outputs=hjv, retain_graph=True,
+                           allow_unused=True)
+        return [xp.zeros_like(p.data) if g is None else g.data for p, g in zip(params, gv)]
+    return product
+
+
+def _empirical_fisher_diagonal(loss, params):
+    """Per-parameter sum over examples of the squared per-example gradients (of the loss as
+    reduced), and the gradient, from one backward with extensions.SumGradSquared; None
+    where the extensions are not available."""
+    try:
+        from .. import extensions
+    except ImportError:
+        return None
+    for p in params:
+        p.grad = None
+    with engine.enable_grad(), extensions.collect(extensions.SumGradSquared()):
+        loss.backward(retain_graph=True)
+    return [p.sum_grad_squared.data for p in params]
+
+
+class HessianFree(Optimizer):
+    """Hessian-free optimization with Gauss-Newton products (Martens 2010).
+
+        this implementation, one step(closure)            paper (Martens 2010, Alg. 1; sec. 4)
+        +-----------------------------------------------+ +------------------------------------+
+        | g <- grad f;  G v off the closure's graph     | | B = G (GGN, sec. 4.2)              |
+        | M <- (diag(sum_i g_i^2) + lambda)^0.75        | | preconditioner (4.7), alpha = 3/4  |
+        | d_0 <- zeta d_prev  (zeta = 0.95)             | | CG init p_{n-1} decayed (4.5)      |
+        | CG on (G + lambda I) d = -g, preconditioned,  | | damped CG, at most 250 its.        |
+        |   stop at i > k when q_i < 0 and              | | stopping rule (4.4)                |
+        |   (q_i - q_{i-k}) / q_i < k eps,              | |   k = max(10, 0.1 i),              |
+        |   k = max(10, 0.1 i), eps = 5e-4              | |   eps = 5e-4                       |
+        | keep iterates i = ceil(1.3^j) and the last;   | | CG backtracking (4.6),             |
+        |   walk back while f(theta + d_i) decreases    | |   gamma = 1.3                      |
+        | rho <- (f(theta+d) - f) / (g.d + d.G d / 2)   | | reduction ratio (4.1)              |
+        | rho < 1/4: lambda *= 3/2; rho > 3/4: *= 2/3   | | Levenberg-Marquardt                |
+        | alpha <- lr, 0.8 lr, ... until f(theta+a d)   | | backtracking line search           |
+        |   <= f + 1e-2 a g.d  (alpha = 0 after 60)     | |   (Martens & Sutskever 2012, 8.8)  |
+        +-----------------------------------------------+ +------------------------------------+
+
+    The loss graph the closure returns must end in F.cross_entropy or F.mse_loss applied to
+    the model output; G uses that loss's Hessian in the output, so G is positive
+    semi-definite and equals the Fisher for these losses. The paper computes G v by the
+    R-operator and uses minibatches for G; here G v is the double backward of
+    `gauss_newton_product` on the closure's whole batch. The preconditioner's sum of squared
+    per-example gradients comes from extensions.SumGradSquared (without it, precondition=False).
+    damping=45 is the initial lambda of Martens' released code; the ratio rho uses the
+    undamped model, as the paper does. A zero step (every trial failed) keeps theta and
+    raises lambda. `self.log` holds one dict per step: loss, new_loss, rho, damping (the
+    lambda used), cg_iters, iterate (the backtracked CG iteration) and alpha.
+    Arrays stay on the parameters' device; the CG and line-search tests read scalars.
+    """
+
+    needs_closure = True
+
+    def __init__(self, params, lr=1.0, damping=45.0, cg_max_iter=250, cg_min_iter=10,
+                 cg_tol=5e-4, cg_decay=0.95, backtrack_gamma=1.3, precondition=True,
+                 precond_power=0.75, armijo_c=1e-2, armijo_beta=0.8, max_line_search=60):
+        if not lr > 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not damping > 0:
+            raise ValueError(f"Invalid damping: {damping} (Levenberg-Marquardt needs lambda > 0)")
+        if not (isinstance(cg_max_iter, int) and cg_max_iter >= 1):
+            raise ValueError(f"Invalid cg_max_iter: {cg_max_iter}")
+        if not 0 <= cg_decay <= 1:
+            raise ValueError(f"Invalid cg_decay: {cg_decay} (need 0 <= zeta <= 1)")
+        if not backtrack_gamma > 1:
+            raise ValueError(f"Invalid backtrack_gamma: {backtrack_gamma} (need > 1)")
+        if not (0 < armijo_c < 1 and 0 < armijo_beta < 1):
+            raise ValueError(f"Invalid line search constants c={armijo_c}, beta={armijo_beta}")
+        super().__init__(params, dict(lr=lr, damping=damping, cg_max_iter=cg_max_iter,
+                                      cg_min_iter=cg_min_iter, cg_tol=cg_tol, cg_decay=cg_decay,
+                                      backtrack_gamma=backtrack_gamma, precondition=precondition,
+                                      precond_power=precond_power, armijo_c=armijo_c,
+                                      armijo_beta=armijo_beta, max_line_search=max_line_search))
+        single_group(self, "HessianFree")
+        if precondition and importlib.util.find_spec("tinygrad_opt.extensions") is None:
+            warnings.warn("HessianFree: tinygrad_opt.extensions is not available, so CG runs "
+                          "without Martens' diagonal preconditioner; pass precondition=False "
+                          "to silence this")
+        self.log = []
+
+    def step(self, closure=None):
+        """One Hessian-free update; returns the loss before it (a float)."""
+        group = self.param_groups[0]
+        params = single_group(self, "HessianFree")
+        obj = FlatObjective(closure, params, "HessianFree")
+        xp = obj.xp
+        loss = obj.loss()
+        output, _ = loss_output(loss, "HessianFree")
+        f0 = float(loss.item())
+        diag = _empirical_fisher_diagonal(loss, params) if group["precondition"] else None
+        if diag is None:
+            g = obj.flat(autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+        else:
+            g = obj.flat([p.grad for p in params])
+        product = gauss_newton_product(loss, output, params)    # the one call to swap for ggnvp
+        shapes = [p.data.shape for p in params]
+
+        def G(v):
+            parts, off = [], 0
+            for s in shapes:
+                n = int(math.prod(s))
+                parts.append(v[off:off + n].reshape(s))
+                off += n
+            return xp.concatenate([a.reshape(-1) for a in product(parts)])
+
+        lam = group["damping"]
+        m = None if diag is None else \
+            (xp.concatenate([d.reshape(-1) for d in diag]) + lam) ** group["precond_power"]
+        state = self.state[params[0]]
+        prev = state.get("cg_prev")
+        x0 = None if prev is None else group["cg_decay"] * prev
+        d, qs, saved, iters = _martens_cg(xp, G, g, lam, m, x0, group)
+        state["cg_prev"] = d                                    # the last iterate, not the chosen one
+        state["step"] = state.get("step", 0) + 1
+        x = obj.get()
+
+        def f_at(step):
+            obj.set(x + step)
+            with engine.no_grad():
+                return float(obj.closure().item())
+
+        # CG backtracking: walk back from the last iterate while f keeps decreasing
+        best_i, best = saved[-1]
+        fbest = f_at(best)
+        for i, di in reversed(saved[:-1]):
+            fi = f_at(di)
+            if not fi < fbest:
+                break
+            best_i, best, fbest = i, di, fi
+        q_undamped = qs[best_i] - 0.5 * lam * float(xp.dot(best, best))
+        rho = (fbest - f0) / q_undamped if q_undamped < 0 else -math.inf
+        if rho < 0.25:
+            group["damping"] = lam * 1.5
+        elif rho > 0.75:
+            group["damping"] = lam * (2.0 / 3.0)
+        # Armijo backtracking along the chosen direction
+        slope = float(xp.dot(g, best))
+        alpha, f_new = group["lr"], None
+        for k in range(group["max_line_search"]):
+            f_try = fbest if alpha == 1.0 else f_at(alpha * best)
+            if slope < 0 and f_try <= f0 + group["armijo_c"] * alpha * slope:
+                f_new = f_try
+                break
+            alpha *= group["armijo_beta"]
+        if f_new is None:
+            alpha, f_new = 0.0, f0
+        obj.set(x + alpha * best)
+        self.log.append(dict(loss=f0, new_loss=f_new, rho=rho, damping=lam, cg_iters=iters,
+                             iterate=best_i, alpha=alpha))
+        return f0
+
+
+def _martens_cg(xp, G, g, lam, m, x0, group):
+    """Preconditioned CG on q(d) = g.d + d.(G + lam I) d / 2 from x0 (or 0), with Martens'
+    relative-progress stop. Returns the last iterate, q per iteration {i: q_i}, the saved
+    iterates [(i, d_i)] at i = ceil(gamma^j) and the last, and the iteration count."""
+    def A(v):
+        return G(v) + lam * v
+
+    def q(d, r):                        # q(d) = d.(A d + g)/2 + g.d/2 = d.(r + g)/2
+        return 0.5 * float(xp.dot(d, r + g))
+
+    d = xp.zeros_like(g)
+    r = g.copy()                        # r = A d + g, the gradient of q
+    if x0 is not None:
+        r0 = A(x0) + g
+        if q(x0, r0) < 0:               # a warm start worse than d = 0 is dropped
+            d, r = x0.copy(), r0
+    y = r if m is None else r / m
+    p = -y
+    ry = float(xp.dot(r, y))
+    qs, saved = {0: q(d, r)}, []
+    if ry == 0:                         # g = 0 (and no warm start): d = 0 is the minimizer
+        return d, qs, [(0, d)], 0
+    gamma, next_save, j = group["backtrack_gamma"], 1, 0
+    max_iter, min_iter, eps = group["cg_max_iter"], group["cg_min_iter"], group["cg_tol"]
+    i = 0
+    for i in range(1, max_iter + 1):
+        Ap = A(p)
+        pAp = float(xp.dot(p, Ap))
+        if not pAp > 0:                 # no curvature left along p (G + lam I is PD in exact math)
+            i -= 1
+            break
+        a = ry / pAp
+        d = d + a * p
+        r = r + a * Ap
+        y = r if m is None else r / m
+        ry_new = float(xp.dot(r, y))
+        qs[i] = q(d, r)
+        if i == next_save:
+            saved.append((i, d))
+            while next_save <= i:
+                j += 1
+                next_save = math.ceil(gamma ** j)
+        k = max(min_iter, int(0.1 * i))
+        if ry_new == 0 or (i > k and qs[i] < 0 and (qs[i] - qs[i - k]) / qs[i] < k * eps):
+            break                       # solved exactly, or too little progress over k steps
+        p = -y + (ry_new / ry) * p
+        ry = ry_new
+    if not saved or saved[-1][0] != i:
+        saved.append((i, d))
+    return d, qs, saved, i

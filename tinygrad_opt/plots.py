@@ -1,0 +1,173 @@
+"""Pictures of optimizer comparisons, paths on 2-D test functions and curvature over training.
+
+Each function draws on an off-screen matplotlib Figure (no pyplot, no window, no global
+backend switch) and writes a PNG to `path`; it returns the Figure, so a notebook can show or
+change it. matplotlib is optional: a missing install raises MissingDependency naming the extra.
+"""
+import math
+
+from . import backend
+from ._optional import require
+
+np = backend.np                 # host NumPy: contour grids and plotted series
+
+
+def new_figure(*args, **kwargs):
+    """A matplotlib Figure drawn off-screen."""
+    require("matplotlib", "drawing pictures")
+    from matplotlib.figure import Figure
+    return Figure(*args, **kwargs)
+
+
+def colours(n):
+    """n distinct colours (tab10, then tab20)."""
+    from matplotlib import colormaps
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i) for i in range(n)]
+
+
+def _integer_epochs(*axes):
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+# ---------------------------------------------------------------- compare
+def plot_compare(results, path, target=None, title=None):
+    """Training loss (log scale) and validation accuracy per epoch, one colour per optimizer.
+
+    results: objects with .name, .lr and .history (a train.History, or None for a run that
+    diverged or failed, which is left out); target: a validation accuracy in (0, 1) drawn as a
+    dashed line.
+    """
+    fig = new_figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    done = [r for r in results if r.history is not None]
+    for r, c in zip(results, colours(len(results))):
+        if r.history is None:
+            continue
+        h = r.history
+        epochs = [e + 1 for e in h.epoch]
+        ax_loss.plot(epochs, h.train_loss, color=c, lw=1.8, label=f"{r.name} (lr {r.lr:g})")
+        if h.val_acc and None not in h.val_acc:
+            ax_acc.plot(epochs, [100 * a for a in h.val_acc], color=c, lw=1.8, label=r.name)
+    ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (smoothed, log scale)",
+                title="Training loss")
+    _integer_epochs(ax_loss, ax_acc)
+    accs = [100 * a for r in done for a in r.history.val_acc if a is not None]
+    if target is not None:
+        ax_acc.axhline(100 * target, color="0.5", ls="--", lw=1,
+                       label=f"target {100 * target:g}%")
+        accs.append(100 * target)
+        lo = min(accs)
+        ax_acc.set_ylim(max(0.0, min(lo, 100 * target - 5) - 1), 100.5)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(True, which="major", alpha=0.3)
+    ax_loss.legend(fontsize=9)
+    if target is not None:
+        ax_acc.legend(fontsize=9, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+# ---------------------------------------------------------------- landscape
+def plot_landscape(problems, names, paths, path, resolution=300):
+    """One panel per 2-D problem (contours, minima, start, each optimizer's path) and a legend.
+
+    problems: testfunctions.Problem objects; names: optimizer names; paths[problem.name, name]:
+    the (n, 2) iterates.
+    """
+    n = len(problems) + 1
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig = new_figure(figsize=(5.2 * cols, 4.3 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    colour = dict(zip(names, colours(len(names))))
+    for ax, p in zip(axes, problems):
+        xs = np.linspace(*p.xlim, resolution)
+        ys = np.linspace(*p.ylim, resolution)
+        X, Y = np.meshgrid(xs, ys)
+        Z = p.f(X, Y)
+        if p.log_levels:
+            lo = max(Z.min(), 1e-3)
+            levels = np.logspace(np.log10(lo), np.log10(Z.max()), 20)
+        else:
+            levels = np.linspace(Z.min(), Z.max(), 22)
+        ax.contour(X, Y, Z, levels=levels, colors="0.6", linewidths=0.6, linestyles="solid")
+        for name in names:
+            xy = paths[p.name, name]
+            ax.plot(xy[:, 0], xy[:, 1], "-", color=colour[name], lw=1.6, alpha=0.9)
+            ax.plot(xy[-1, 0], xy[-1, 1], "o", color=colour[name], ms=4)
+        ax.plot(*p.start, "k^", ms=8)
+        for m in p.minima:
+            ax.plot(*m, "*", color="gold", mec="k", ms=14)
+        for m in p.saddles:
+            ax.plot(*m, "X", color="w", mec="k", ms=10)
+        ax.set(xlim=p.xlim, ylim=p.ylim, title=p.tex)
+    legend_ax = axes[len(problems)]
+    legend_ax.axis("off")
+    handles = [legend_ax.plot([], [], "-", color=colour[n], lw=2.5, label=n)[0] for n in names]
+    handles.append(legend_ax.plot([], [], "k^", ms=8, label="start")[0])
+    handles.append(legend_ax.plot([], [], "*", color="gold", mec="k", ms=14, label="minimum")[0])
+    handles.append(legend_ax.plot([], [], "X", color="w", mec="k", ms=10, label="saddle point")[0])
+    legend_ax.legend(handles=handles, loc="center", fontsize=12, frameon=False,
+                     title="optimizer", title_fontsize=12)
+    legend_ax.text(0.5, 0.0, "same start for all; lr tuned per function and optimizer",
+                   ha="center", va="bottom", fontsize=9, color="0.3",
+                   transform=legend_ax.transAxes)
+    for ax in axes[len(problems) + 1:]:
+        ax.axis("off")
+    fig.savefig(path, dpi=80)
+    return fig
+
+
+# ---------------------------------------------------------------- curvature
+def spread(record):
+    """lambda_max / |lambda_min| of a curvature record: the condition number when PD."""
+    r = record
+    return r.lambda_max / abs(r.lambda_min) if r.lambda_min != 0 else math.inf
+
+
+def plot_curvature(records, path, title=None):
+    """Top eigenvalues with 2/lr and g^T H g / g^T g; lambda_min; the spread, per epoch.
+
+    records: CurvatureMonitor.history (CurvatureRecord objects with step, lr, top_eigenvalues,
+    lambda_min, lambda_max, condition_number, positive_definite, grad_curvature).
+    """
+    fig = new_figure(figsize=(13, 4), layout="constrained")
+    ax_top, ax_min, ax_cond = fig.subplots(1, 3)
+    ep = [r.step for r in records]
+    tops = np.array([r.top_eigenvalues for r in records])
+    c = colours(tops.shape[1] + 1)
+    for i in range(tops.shape[1]):
+        ax_top.plot(ep, tops[:, i], "o-", ms=3, color=c[i], label=rf"$\lambda_{i + 1}$")
+    ax_top.plot(ep, [r.grad_curvature for r in records], "s--", ms=3, color=c[-1],
+                label=r"$g^\top H g \,/\, g^\top g$")
+    ax_top.plot(ep, [2.0 / r.lr for r in records], ":", color="k",
+                label=r"$2/\mathrm{lr}$ (stability edge)")
+    ax_top.set_yscale("log")
+    ax_top.set(xlabel="epoch", ylabel="curvature", title="Largest Hessian eigenvalues")
+    ax_top.legend(fontsize=8)
+    ax_min.plot(ep, [r.lambda_min for r in records], "o-", ms=3, color="tab:red")
+    ax_min.axhline(0.0, color="0.5", lw=1)
+    ax_min.set(xlabel="epoch", ylabel=r"$\lambda_{\min}$",
+               title=r"Smallest eigenvalue ($< 0$: indefinite)")
+    ax_cond.plot(ep, [spread(r) for r in records], "o-", ms=3, color="tab:purple",
+                 label=r"$\lambda_{\max} / |\lambda_{\min}|$")
+    pd = [(e, r.condition_number) for e, r in zip(ep, records) if r.positive_definite]
+    if pd:
+        ax_cond.plot(*zip(*pd), "D", color="k", ms=5, label=r"condition number (PD)")
+    ax_cond.set_yscale("log")
+    ax_cond.set(xlabel="epoch", ylabel="ratio", title="Spread of the spectrum")
+    ax_cond.legend(fontsize=8)
+    for ax in (ax_top, ax_min, ax_cond):
+        ax.grid(True, alpha=0.3)
+    _integer_epochs(ax_top, ax_min, ax_cond)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return fig
