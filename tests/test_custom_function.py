@@ -53,3 +53,21 @@ def test_documented_contract_needs_input_grad_skips_work():
     Scale.apply(x, w).sum().backward()
     assert calls == [(False, True)]
     np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+
+
+def test_every_example_of_the_page_runs_as_written():
+    import pathlib
+    import re
+    page = pathlib.Path(__file__).parents[1] / "docs" / "custom_functions.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) >= 2                          # Softplus, and Hypot with two inputs
+    namespace = {}
+    for code in blocks:
+        exec(compile(code, str(page), "exec"), namespace)      # the asserts inside must hold
+    Hypot, a, b = namespace["Hypot"], namespace["a"], namespace["b"]
+    z = Hypot.apply(a, b)
+    z.sum().backward()
+    A, B = a.numpy(), b.numpy()
+    np.testing.assert_allclose(z.numpy(), np.hypot(A, B), rtol=1e-15)
+    np.testing.assert_allclose(a.grad.numpy(), A / np.hypot(A, B), rtol=1e-14)
+    np.testing.assert_allclose(b.grad.numpy(), (B / np.hypot(A, B)).sum(axis=0), rtol=1e-14)
