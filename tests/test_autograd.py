@@ -475,3 +475,4 @@ def test_nested_levels_give_second_derivatives_without_confusion():
                          x, np.ones(1))
     xv = 3.0
     assert tt.item() == pytest.approx(2 * np.cos(xv) - xv * np.sin(xv), rel=1e-12)
+
