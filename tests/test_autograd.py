@@ -431,7 +431,8 @@ def test_custom_function_without_a_tangent_rule_names_itself():
             return g * 3 * ctx.inputs[0] ** 2
 
     x = t64([1.0, 2.0], rg=False)
-    with pytest.raises(RuntimeError, match="forward mode: Cube has no tangent rule; give it a static method jvp"):
+    with pytest.raises(RuntimeError,
+                       match="forward mode: Cube has no tangent rule; give it a static method jvp"):
         autograd.jvp(lambda a: Cube.apply(a).sum(), x, np.ones(2))
     with pytest.raises(RuntimeError, match="Cube has no tangent rule"):
         autograd.hvp(lambda a: Cube.apply(a).sum(), t64([1.0, 2.0]), np.ones(2), mode="forward")
@@ -455,7 +456,8 @@ def test_tangent_rule_shape_is_checked():
         def jvp(ctx, t):
             return t.sum()
 
-    with pytest.raises(RuntimeError, match=r"Bad.jvp returned a tangent of shape \(\) for an output of shape \(2,\)"):
+    with pytest.raises(RuntimeError,
+                       match=r"Bad.jvp returned a tangent of shape \(\) for an output of shape \(2,\)"):
         autograd.jvp(lambda a: Bad.apply(a), t64([1.0, 2.0], rg=False), np.ones(2))
 
 
