@@ -542,72 +542,8 @@ def _split(flat, params):
 
 
 # ---------------------------------------------------------------- the dashboard
-_LOG = ("GradNorm", "UpdateSize", "Distance", "NormTest", "InnerTest", "OrthoTest", "GSNR",
-        "GradientNoiseScale", "TICDiag", "HessMaxEV", "Loss")
-_LABELS = {
-    "Loss": "minibatch loss", "GradNorm": "|g|", "UpdateSize": "|theta_t+1 - theta_t|",
-    "Distance": "|theta - theta_0|", "NormTest": "norm test", "InnerTest": "inner-product test",
-    "OrthoTest": "orthogonality test", "GSNR": "mean GSNR", "Alpha": "alpha",
-    "GradientNoiseScale": "B_simple (examples)", "TICDiag": "tr(diag(H)^-1 C)",
-    "HessTrace": "tr(H)", "HessMaxEV": "lambda_max(H)",
-}
-
-
 def dashboard(history, path, title="Instruments"):
     """One PNG with a titled panel per quantity in `history` (Instruments.history); returns
-    the matplotlib Figure.
-
-    Log scales where a positive series spans more than two decades; the gradient-test panels
-    draw the threshold 1; GradHist1d shows the first and the last recorded histogram.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    steps = np.asarray(history["step"], dtype=float)
-    names = [k for k in history if k != "step"]
-    if not names or steps.size == 0:
-        raise ValueError("dashboard: the history holds no recorded steps")
-    cols = 3 if len(names) > 4 else 2
-    rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.1 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        if name == "GradHist1d":
-            _hist_panel(ax, history[name], steps)
-            continue
-        y = np.array([math.nan if v is None else v for v in history[name]], dtype=float)
-        ax.plot(steps, y, ".-" if y.size < 60 else "-", lw=1.2, ms=3)
-        if name in ("NormTest", "InnerTest", "OrthoTest"):
-            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold 1")
-            ax.legend(fontsize=7, loc="best")
-        if name == "Alpha":
-            ax.axhline(0.0, color="k", ls="--", lw=0.8, label="lands on the minimum")
-            ax.legend(fontsize=7, loc="best")
-        pos = y[np.isfinite(y) & (y > 0)]
-        if name in _LOG and pos.size == np.isfinite(y).sum() and pos.size and \
-                pos.max() > 100 * pos.min():
-            ax.set_yscale("log")
-        ax.set_title(name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("step")
-        ax.set_ylabel(_LABELS.get(name, name))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    return fig
-
-
-def _hist_panel(ax, hists, steps):
-    shown = [(0, "first"), (len(hists) - 1, "last")] if len(hists) > 1 else [(0, "")]
-    for i, label in shown:
-        edges, counts = hists[i]
-        ax.stairs(counts, edges, label=f"step {int(steps[i])} {label}".strip())
-    ax.set_yscale("log", nonpositive="mask")
-    ax.set_title("GradHist1d")
-    ax.set_xlabel("individual gradient element g_n,j")
-    ax.set_ylabel("count")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    the matplotlib Figure (drawn by plots.plot_dashboard)."""
+    from .plots import plot_dashboard
+    return plot_dashboard(history, path, title)

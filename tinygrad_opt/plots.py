@@ -1,4 +1,5 @@
-"""Pictures of optimizer comparisons, paths on 2-D test functions and curvature over training.
+"""Pictures of optimizer comparisons, paths on 2-D test functions, curvature over training,
+instrument dashboards, Hessian spectra and loss surfaces.
 
 Each function draws on an off-screen matplotlib Figure (no pyplot, no window, no global
 backend switch) and writes a PNG to `path`; it returns the Figure, so a notebook can show or
@@ -169,5 +170,144 @@ def plot_curvature(records, path, title=None):
     _integer_epochs(ax_top, ax_min, ax_cond)
     if title:
         fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+# ---------------------------------------------------------------- instruments, spectra, surfaces
+_LOG = ("GradNorm", "UpdateSize", "Distance", "NormTest", "InnerTest", "OrthoTest", "GSNR",
+        "GradientNoiseScale", "TICDiag", "HessMaxEV", "Loss")
+_LABELS = {
+    "Loss": "minibatch loss", "GradNorm": "|g|", "UpdateSize": "|theta_t+1 - theta_t|",
+    "Distance": "|theta - theta_0|", "NormTest": "norm test", "InnerTest": "inner-product test",
+    "OrthoTest": "orthogonality test", "GSNR": "mean GSNR", "Alpha": "alpha",
+    "GradientNoiseScale": "B_simple (examples)", "TICDiag": "tr(diag(H)^-1 C)",
+    "HessTrace": "tr(H)", "HessMaxEV": "lambda_max(H)",
+}
+
+
+def plot_dashboard(history, path, title="Instruments"):
+    """One PNG with a titled panel per quantity in `history` (Instruments.history); returns
+    the matplotlib Figure.
+
+    Log scales where a positive series spans more than two decades; the gradient-test panels
+    draw the threshold 1; GradHist1d shows the first and the last recorded histogram.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    steps = np.asarray(history["step"], dtype=float)
+    names = [k for k in history if k != "step"]
+    if not names or steps.size == 0:
+        raise ValueError("dashboard: the history holds no recorded steps")
+    cols = 3 if len(names) > 4 else 2
+    rows = math.ceil(len(names) / cols)
+    fig = new_figure(figsize=(4.6 * cols, 3.1 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        if name == "GradHist1d":
+            _hist_panel(ax, history[name], steps)
+            continue
+        y = np.array([math.nan if v is None else v for v in history[name]], dtype=float)
+        ax.plot(steps, y, ".-" if y.size < 60 else "-", lw=1.2, ms=3)
+        if name in ("NormTest", "InnerTest", "OrthoTest"):
+            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold 1")
+            ax.legend(fontsize=7, loc="best")
+        if name == "Alpha":
+            ax.axhline(0.0, color="k", ls="--", lw=0.8, label="lands on the minimum")
+            ax.legend(fontsize=7, loc="best")
+        pos = y[np.isfinite(y) & (y > 0)]
+        if name in _LOG and pos.size == np.isfinite(y).sum() and pos.size and \
+                pos.max() > 100 * pos.min():
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step")
+        ax.set_ylabel(_LABELS.get(name, name))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _hist_panel(ax, hists, steps):
+    shown = [(0, "first"), (len(hists) - 1, "last")] if len(hists) > 1 else [(0, "")]
+    for i, label in shown:
+        edges, counts = hists[i]
+        ax.stairs(counts, edges, label=f"step {int(steps[i])} {label}".strip())
+    ax.set_yscale("log", nonpositive="mask")
+    ax.set_title("GradHist1d")
+    ax.set_xlabel("individual gradient element g_n,j")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def plot_spectra(records, path, title="Hessian eigenvalue density over training"):
+    """The densities of studies.SpectrumRecorder.records on a log scale, one colour per epoch, and the
+    negative mass and extreme eigenvalues per epoch beside them."""
+    from matplotlib import colormaps
+    fig = new_figure(figsize=(12, 4.2))
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.6, 1)))
+    cmap = colormaps["viridis"]
+    for i, r in enumerate(records):
+        c = cmap(i / max(len(records) - 1, 1))
+        ax.semilogy(r["grid"], np.maximum(r["density"], 1e-8), color=c, lw=1.3,
+                    label=f"epoch {r['epoch']}")
+    ax.axvline(0.0, color="k", lw=0.7, ls="--")
+    ax.set_ylim(1e-6, None)
+    ax.set_xlabel("eigenvalue lambda")
+    ax.set_ylabel("density (log scale)")
+    ax.set_title("spectral density (stochastic Lanczos quadrature)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    epochs = [r["epoch"] for r in records]
+    ax2.plot(epochs, [100 * r["negative_mass"] for r in records], "o-", color="C3")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("eigenvalues below 0 (%)", color="C3")
+    ax2.set_title("negative mass and the spectrum's ends")
+    ax3 = ax2.twinx()
+    ax3.plot(epochs, [r["lambda_max"] for r in records], "s-", color="C0", label="lambda_max")
+    ax3.plot(epochs, [-r["lambda_min"] for r in records], "^-", color="C2",
+             label="-lambda_min")
+    ax3.set_yscale("log")
+    ax3.set_ylabel("|extreme eigenvalue|")
+    ax3.legend(fontsize=8, loc="center right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_surface(study, path, title="Loss between initialization and solution"):
+    """Interpolation curves (train and val) and the 2-D surface's contours from studies.surface_study."""
+    fig = new_figure(figsize=(12, 4.6))
+    ax, ax2 = fig.subplots(1, 2)
+    a = study["alphas"]
+    ax.plot(a, study["train"], label="train batch", lw=1.6)
+    ax.plot(a, study["val"], label="validation", lw=1.6)
+    for x, lab in ((0, "init"), (1, "solution")):
+        ax.axvline(x, color="k", ls=":", lw=0.8)
+        ax.annotate(lab, (x, 0.02), xycoords=("data", "axes fraction"), ha="right",
+                    rotation=90, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("alpha: theta = (1 - alpha) theta_init + alpha theta_final")
+    ax.set_ylabel("loss (log scale)")
+    ax.set_title("linear interpolation (Goodfellow et al. 2015)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    g, Z = study["grid"], study["surface"]
+    levels = np.quantile(Z, np.linspace(0.0, 0.95, 15))
+    cs = ax2.contour(g, g, np.log10(Z).T, levels=np.unique(np.log10(levels)), cmap="viridis")
+    ax2.clabel(cs, fontsize=7, fmt="%.2f")
+    ax2.plot([0], [0], "r*", ms=10, label="solution")
+    ax2.set_xlabel("alpha (filter-normalized direction 1)")
+    ax2.set_ylabel("beta (filter-normalized direction 2)")
+    ax2.set_title("log10 loss around the solution (Li et al. 2018)")
+    ax2.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     return fig

@@ -42,7 +42,7 @@ def gauss_newton_product(loss, output, params):
 
     J = d output / d params and H_L = d^2 loss / d output^2, both read off that graph:
     J v = d/du <J^T u, v> with J^T u = grad(output, params, u) recorded once for a dummy u
-    (the adjoint trick, since J^T u is linear in u), H_L u by autograd.loss_hvp
+    (the adjoint trick, since J^T u is linear in u), H_L u by autograd.curvature_of_loss
     (closed form for F's losses), and J^T (H_L J v) by one backward of the output. Each
     product is two backward passes through recorded graphs and no new forward pass
     (autograd.ggnvp instead takes J v in forward mode, which needs a model function).
@@ -59,7 +59,7 @@ def gauss_newton_product(loss, output, params):
         jv, = autograd.grad([jtu[i] for i in live], u, grad_outputs=[vs[i] for i in live],
                             retain_graph=True)
         with engine.enable_grad():
-            hjv = autograd.loss_hvp(loss, output, jv.data)
+            hjv = autograd.curvature_of_loss(loss, output, jv.data)
         gv = autograd.grad(output, params, grad_outputs=hjv, retain_graph=True,
                            allow_unused=True)
         return [xp.zeros_like(p.data) if g is None else g.data for p, g in zip(params, gv)]
