@@ -153,6 +153,16 @@ def test_hessianfree_resume_is_bit_identical():
                                 before=2, after=2, loss="mse")
 
 
+def test_a_nonfinite_loss_leaves_the_parameters_unchanged():
+    w, _ = one_weight_problem()
+    X = Tensor(np.array([[np.inf], [1.0]]))
+    opt = HessianFree([w], damping=1.0, precondition=False)
+    with np.errstate(invalid="ignore"):                 # inf * 0 in the forward
+        assert math.isnan(opt.step(lambda: F.mse_loss(X @ w.T * 0.0, np.zeros((2, 1)))))
+    np.testing.assert_array_equal(w.numpy(), [[0.0]])
+    assert opt.log == []
+
+
 def test_hessianfree_errors():
     w = Tensor(np.ones(2), requires_grad=True)
     with pytest.raises(ValueError, match="model output.*Sum"):

@@ -155,6 +155,8 @@ class HessianFree(Optimizer):
         loss = obj.loss()
         output, _ = loss_output(loss, "HessianFree")
         f0 = float(loss.item())
+        if not math.isfinite(f0):           # nothing to model: keep theta, let fit report it
+            return f0
         diag = _empirical_fisher_diagonal(loss, params) if group["precondition"] else None
         if diag is None:
             g = obj.flat(autograd.grad(loss, params, retain_graph=True, allow_unused=True))
