@@ -11,6 +11,10 @@ included, of the same framework in the same run):
           of sum_i <g_i, v_i> as grad(g, params, grad_outputs=v, retain_graph=True) (each
           g_i seeded with v_i, no dot product recorded), as NewtonCG and Lanczos do; the
           same call in PyTorch.
+  fresh, h @ W.T + b: the same hvp with the layers written the way a course writes them;
+  forward-over-reverse: hvp(..., mode="forward"), the tangent of the backward;
+  ggnvp: autograd.ggnvp(model, cross_entropy, params, v), J^T H_L J v;
+  jvp of the loss: autograd.jvp(f, params, v), timed against one plain forward of f.
 The NumPy floor is the hand-written R-op (forward-over-reverse, Pearlmutter 1994): one
 forward, one tangent forward, one backward and its tangent, against its own hand-written
 gradient; "reused" there is the tangent passes alone with the forward state kept.
@@ -144,6 +148,22 @@ def ours_loss_fn(x, y):
     return f
 
 
+def ours_model_fn(x, spelling="linear"):
+    """model(*params) -> logits, with F.linear-style layers or the h @ W.T + b spelling."""
+    xt = tg.Tensor._wrap(x)
+
+    def model(*ps):
+        h = xt
+        L = len(ps) // 2
+        for i in range(L):
+            W, b = ps[2 * i], ps[2 * i + 1]
+            h = ops.linear(h, W, b) if spelling == "linear" else h @ W.T + b
+            if i < L - 1:
+                h = h.relu()
+        return h
+    return model
+
+
 def ours_candidates(params, vs, x, y):
     f = ours_loss_fn(x, y)
     ps = tuple(tg.Tensor(p, requires_grad=True) for p in params)
@@ -158,6 +178,27 @@ def ours_candidates(params, vs, x, y):
     def hvp_reused():
         return autograd.grad(g_kept, ps, grad_outputs=vs, retain_graph=True)
     return grad, hvp_fresh, hvp_reused
+
+
+def ours_forward_candidates(params, vs, x, y):
+    """The second-round rows: the other spelling, forward mode, ggnvp, jvp."""
+    ps = tuple(tg.Tensor(p, requires_grad=True) for p in params)
+    mm = ours_model_fn(x, "matmul")
+    lin = ours_model_fn(x, "linear")
+    f_mm = lambda *p: F.cross_entropy(mm(*p), y)        # noqa: E731
+    f_lin = lambda *p: F.cross_entropy(lin(*p), y)      # noqa: E731
+    loss = lambda o: F.cross_entropy(o, y)              # noqa: E731
+    detached = tuple(p.detach() for p in ps)
+
+    def plain_forward():
+        with tg.no_grad():
+            return f_lin(*detached)
+    return {"grad_mm": lambda: autograd.grad(f_mm(*ps), ps),
+            "fresh_mm": lambda: autograd.hvp(f_mm, ps, vs)[1],
+            "forward": lambda: autograd.hvp(f_lin, ps, vs, mode="forward")[1],
+            "ggnvp": lambda: autograd.ggnvp(lin, loss, ps, vs)[1],
+            "loss": plain_forward,
+            "jvp": lambda: autograd.jvp(f_lin, ps, vs)[1]}
 
 
 # ============================================================================ PyTorch
@@ -200,9 +241,10 @@ def run(args, torch, xp=np, device="cpu"):
     ref_hv = ref.hvp(params, vs)
 
     grad, hvp_fresh, hvp_reused = ours_candidates(params, vs, x, y)
+    extra = ours_forward_candidates(params, vs, x, y)
     for a, b in zip(grad(), ref_g):
         np.testing.assert_allclose(a.numpy(), b, rtol=1e-7, atol=1e-10)
-    for hv in (hvp_fresh(), hvp_reused()):
+    for hv in (hvp_fresh(), hvp_reused(), extra["fresh_mm"](), extra["forward"]()):
         for a, b in zip(hv, ref_hv):
             np.testing.assert_allclose(a.numpy(), b, rtol=1e-6, atol=1e-9)
 
@@ -211,6 +253,7 @@ def run(args, torch, xp=np, device="cpu"):
              "numpy_fresh": lambda: ref.hvp(params, vs),
              "numpy_reused": lambda: ref.hvp(params, vs, kept),
              "ours_grad": grad, "ours_fresh": hvp_fresh, "ours_reused": hvp_reused}
+    cands.update({f"ours_{k}": fn for k, fn in extra.items()})
     if torch is not None:
         tg_, tf, tr = torch_candidates(torch, params, vs, x, y)
         cands.update(torch_grad=tg_, torch_fresh=tf, torch_reused=tr)
@@ -235,6 +278,22 @@ def run(args, torch, xp=np, device="cpu"):
     print_table(f"small MLP Hessian-vector products, float64 [{machine_line()}]", out,
                 header=("workload", "ours", "PyTorch", "NumPy R-op", "ours/NumPy",
                         "target (ours, in gradients)"))
+    second = [("hvp fresh, F.linear layers", "fresh", "grad", 1.7),
+              ("hvp fresh, h @ W.T + b layers", "fresh_mm", "grad_mm", 1.7),
+              ("hvp forward-over-reverse", "forward", "grad", None),
+              ("hvp reused gradient graph", "reused", "grad", 1.25),
+              ("ggnvp (cross-entropy, closed-form H_L)", "ggnvp", "grad", 2.0),
+              ("jvp of the loss, in plain forwards", "jvp", "loss", 2.5)]
+    out = []
+    for label, key, base, target in second:
+        r = ratio(times, f"ours_{key}", f"ours_{base}")
+        out.append((label, fmt_time(median(times[f"ours_{key}"])), f"{r:.2f}",
+                    f"<= {target} {verdict(r, target)}" if target else "(for reference)"))
+    spread = ratio(times, "ours_fresh_mm", "ours_fresh")
+    out.append(("spelling gap: fresh h @ W.T / fresh F.linear", "", f"{spread:.2f}",
+                f"within 10% {verdict(abs(spread - 1) + 1, 1.10)}"))
+    print_table("forward mode and curvature products (ours, ratio to the baseline in the same run)",
+                out, header=("workload", "time", "ratio", "target"))
     return times
 
 

@@ -338,3 +338,22 @@ def test_module_functions_for_the_new_ops():
         np.testing.assert_allclose(getattr(tg, name)(x).numpy(), ref(x.numpy()), rtol=1e-15)
         np.testing.assert_allclose(getattr(tg.ops, name)(x.numpy()), ref(x.numpy()), rtol=1e-15)
     assert tg.norm(x).item() == pytest.approx(np.hypot(0.1, 0.2))
+
+
+def test_x_matmul_transposed_weight_is_one_linear_node():
+    """h @ W.T records Linear(h, W): nn.Linear's graph, the same values and gradients."""
+    rng = np.random.default_rng(0)
+    x, W = _t(rng.standard_normal((5, 4))), _t(rng.standard_normal((3, 4)))
+    y = x @ W.T
+    assert type(y._node).__name__ == "Linear" and y._node.parents[1] is W
+    np.testing.assert_allclose(y.numpy(), x.numpy() @ W.numpy().T, rtol=1e-15)
+    assert tg.gradcheck(lambda x, W: x @ W.T, (x, W))
+    assert tg.gradgradcheck(lambda x, W: x @ W.T, (x, W))
+    assert type((x @ W.transpose(1, 0))._node).__name__ == "Linear"
+    # an identity permutation, a 1-D operand or a mismatch keep MatMul's meaning and message
+    V = _t(rng.standard_normal((4, 3)))
+    assert type((x @ V.transpose(0, 1))._node).__name__ == "MatMul"
+    with pytest.raises(ValueError, match=r"matmul: shapes \(5, 4\) and \(3, 3\) do not align"):
+        x @ _t(np.ones((3, 3))).T
+    with tg.no_grad():
+        assert (x @ W.T)._node is None

@@ -337,3 +337,16 @@ def test_matmul_of_mixed_float_dtypes_is_an_error_naming_the_fix():
         tg.Tensor(np.ones((2, 3), dtype=np.int64)) @ w32
     assert (a64.float() @ w32).dtype == np.float32
     assert (tg.Tensor(np.ones((2, 3), dtype=np.int64)) @ tg.Tensor(np.ones((3, 1), dtype=np.int64))).dtype == np.int64
+
+
+def test_size_pickles_as_an_int_and_formats_zero_d_like_pytorch():
+    import copy
+    import pickle
+    s = tg.zeros(2, 3).size
+    assert pickle.loads(pickle.dumps(s)) == 6 and copy.deepcopy(s) == 6
+    assert f"{tg.Tensor(np.float64(0.5))}" == "0.5"          # a 0-d tensor formats as its number
+    assert f"{tg.Tensor([0.5])}" == str(tg.Tensor([0.5]))
+    m = tg.zeros(2, 3)
+    with tg.no_grad():
+        m[tg.Tensor(np.array([1])), 0] = 4.0
+    assert m.numpy()[1, 0] == 4.0

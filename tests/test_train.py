@@ -165,10 +165,11 @@ def test_nan_loss_stops_with_message():
     X[25] = np.nan                                   # poisons the batch that holds sample 25
     model = small_model()
     loader = DataLoader(X, y, batch_size=10, shuffle=False)
-    with pytest.raises(TrainingDiverged, match=r"epoch 0, step 2: the loss is nan") as info:
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the loss is nan") as info:
         fit(model, SGD(model.parameters(), lr=0.1), loader, F.cross_entropy, epochs=3,
             progress=False)
     assert isinstance(info.value, RuntimeError)
+    assert (info.value.epoch, info.value.step) == (1, 3) and np.isnan(info.value.loss)
 
 
 def test_inf_loss_stops():
@@ -178,7 +179,7 @@ def test_inf_loss_stops():
     def exploding(out, target):
         return F.cross_entropy(out, target) * float("inf")
 
-    with pytest.raises(TrainingDiverged, match="step 0: the loss is inf"):
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 1: the loss is inf"):
         fit(model, SGD(model.parameters(), lr=0.1), DataLoader(X, y, batch_size=10, seed=0),
             exploding, epochs=1, progress=False)
 

@@ -7,34 +7,39 @@ checked before any work starts; a missing one ends the run with one line naming 
 
 This file holds the parser, the help and one thin `cmd_*` per subcommand; the work is done by
 experiment.py (data, model, optimizer, schedule), optim/registry.py (optimizers by name),
-testfunctions.py (2-D problems), plots.py (pictures) and train.py (fit, Progress). A new
-subcommand is a `cmd_*` function and a block in build_parser.
+testfunctions.py (2-D problems), plots.py (pictures) and train.py (fit, Progress); cliargs.py
+holds the shared flags and argument types. A new subcommand is a `cmd_*` function, whose
+docstring is its help, and a block in build_parser.
 """
-import argparse
-import csv
 import inspect
 import math
 import os
-import shutil
 import sys
 import textwrap
 import time
 
-from . import experiment
+from . import backend, cliargs, experiment
+from .cliargs import TRAIN_OPTIMIZERS
 from .experiment import format_table, num, pct, write_csv
 from ._optional import MissingDependency, require
-from .optim.registry import OPTIMIZERS, parse_optimizer_list, training_optimizers
+from .optim.registry import OPTIMIZERS
 from .testfunctions import PROBLEMS, problem_lr, run_path
-from .train import Callback, Progress, TrainingDiverged
-TRAIN_OPTIMIZERS = training_optimizers()
+from .train import Progress, TrainingDiverged
+
+
+class UsageError(Exception):
+    """A mistake in the command line found after parsing: one line on stderr, exit status 2."""
 
 
 # ---------------------------------------------------------------- shared by the commands
 def dataset(args):
-    """load_dataset with the data flags of `args`."""
-    return experiment.load_dataset(args.data, dtype=args.dtype, device=args.device,
-                                   seed=args.seed, val_fraction=args.val_fraction,
-                                   data_dir=args.data_dir, quick=args.quick)
+    """load_dataset with the data flags of `args`; unreadable data files are a UsageError."""
+    try:
+        return experiment.load_dataset(args.data, dtype=args.dtype, device=args.device,
+                                       seed=args.seed, val_fraction=args.val_fraction,
+                                       data_dir=args.data_dir, quick=args.quick)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--data {args.data}: {e}") from None
 
 
 def setup(args, optimizer, data=None, lr=None):
@@ -50,79 +55,86 @@ def progress(args, label="", leave=True):
 
 
 def report(args, filename, headers, rows, raw):
-    """Print the table `rows` under `headers` and write `raw` as filename (CSV) into --out."""
+    """Print the table `rows` under `headers`; write `raw` (rows, or (headers, rows)) as the
+    CSV file `filename` into --out and return its path."""
     print()
     print(format_table(headers, rows))
-    write_csv(os.path.join(args.out, filename), headers, raw)
-    return os.path.join(args.out, filename)
+    path = os.path.join(args.out, filename)
+    write_csv(path, *(raw if isinstance(raw, tuple) else (headers, raw)))
+    return path
 
 
 # ---------------------------------------------------------------- train
 def cmd_train(args):
     """Train an MLP classifier with one optimizer, print one line per epoch and a final
     table, and write train_history.csv into --out."""
-    from . import serialization
     from .train import History, restore_state
-
-    state = None
-    if args.resume:
-        state = serialization.load(args.resume)
-        saved = state.get("config", {})
-        for key, value in saved.items():       # the model, data and optimizer must match
-            if key not in ("epochs", "out", "save", "resume", "progress", "quick", "command"):
-                setattr(args, key, tuple(value) if key == "hidden" else value)
-        args.save = args.save or args.resume
-        if (args.schedule != "none" or args.warmup) and saved.get("epochs") != args.epochs:
-            print(f"note: the lr schedule keeps the length of the saved run "
-                  f"({saved.get('epochs')} epochs)")
-    bar = progress(args)
+    train_state = _resume(args) if args.resume else None
+    args.save = args.save or args.resume
+    if args.save:
+        try:                                        # fail now, not after the first epoch
+            os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--save {args.save}: cannot create its folder ({e})") from None
+    callbacks = [progress(args)]
     s = setup(args, args.optimizer)
     history, start = History(), 0
-    if state is not None:
-        start = restore_state(state["train"], s.model, s.optimizer, s.loader, s.scheduler,
-                              history)
+    if train_state is not None:
+        try:
+            start = restore_state(train_state, s.model, s.optimizer, s.loader, s.scheduler,
+                                  history)
+        except (KeyError, ValueError, TypeError) as e:
+            raise UsageError(f"--resume: {args.resume} does not fit its own settings "
+                             f"({type(e).__name__}: {e})") from None
         print(f"resumed {args.resume} at epoch {start} of {args.epochs}")
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-              if k not in ("func", "resume", "save")}
-    callbacks = [bar]
     if args.save:
-        callbacks.append(_SaveEachEpoch(args.save, config, s))
+        callbacks.append(experiment.save_run(args.save, {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+            if k not in ("func", "resume", "save", "given")}))
     n_params = sum(p.size for p in s.model.parameters())
     print(f"{args.optimizer} (lr {s.lr:g}) on {args.data}: MLP {s.model.sizes}, {n_params} "
           f"parameters, {s.train[0].shape[0]} train / {s.val[0].shape[0]} val samples, "
           f"batch {s.loader.batch_size}, {args.dtype}")
     t0 = time.perf_counter()
     history = s.fit(callbacks, start_epoch=start, history=history)
-    elapsed = time.perf_counter() - t0
-    headers = ["optimizer", "epochs", "train_loss", "val_loss", "val_acc", "best_val_acc",
-               "time_s"]
-    row = [args.optimizer, len(history), num(history.train_loss[-1]) if history.train_loss
-           else "-", num(history.val_loss[-1]) if history.val_loss else "-",
-           pct(history.val_acc[-1]) if history.val_acc else "-",
-           pct(max(history.val_acc)) if history.val_acc else "-", f"{elapsed:.2f}"]
-    print()
-    print(format_table(headers, [row]))
-    path = os.path.join(args.out, "train_history.csv")
-    write_csv(path, ["epoch", "train_loss", "val_loss", "val_acc", "lr"],
-              zip([e + 1 for e in history.epoch], history.train_loss, history.val_loss,
-                  history.val_acc, history.lr))
+    path = report(args, "train_history.csv",
+                  *experiment.train_table(args.optimizer, history, time.perf_counter() - t0))
     print(f"\nwrote {path}" + (f" and checkpoint {args.save}" if args.save else ""))
     return 0
 
 
-class _SaveEachEpoch(Callback):
-    """Write {'config', 'train': checkpoint_state(...)} after every epoch (atomic)."""
+_OWN_FLAGS = ("epochs", "out", "save", "resume", "progress", "quick", "command")
 
-    def __init__(self, path, config, setup):
-        self.path, self.config, self.setup = path, config, setup
 
-    def on_epoch_end(self, run):
-        from .serialization import save
-        from .train import checkpoint_state
-        s = self.setup
-        state = checkpoint_state(s.model, s.optimizer, s.loader, run.epoch + 1, s.scheduler,
-                                 run.history)
-        save({"config": self.config, "train": state}, self.path)
+def _resume(args):
+    """The saved training state of --resume. The run's data, model and optimizer settings
+    replace the flags'; a flag given on the command line that disagrees is a UsageError."""
+    from .serialization import CheckpointError
+    try:
+        config, state = experiment.load_run(args.resume)
+    except (OSError, CheckpointError) as e:
+        raise UsageError(f"--resume: {e}") from None
+    clash = []
+    for key, value in config.items():
+        if key in _OWN_FLAGS:
+            continue
+        value = tuple(value) if isinstance(value, list) else value
+        if key in args.given and getattr(args, key, value) != value:
+            flag = "--" + key.replace("_", "-")
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            clash.append(f"no {flag}" if value is None else f"{flag} {shown}")
+        setattr(args, key, value)
+    if clash:
+        raise UsageError(f"--resume: {args.resume} was trained with {', '.join(clash)}; drop "
+                         "the flags that disagree (data, model and optimizer come from the "
+                         "checkpoint) or start a new run")
+    if state["epoch"] > args.epochs:
+        raise UsageError(f"--resume: {args.resume} has already trained {state['epoch']} "
+                         f"epochs; give --epochs {state['epoch']} or more")
+    if (args.schedule != "none" or args.warmup) and config.get("epochs") != args.epochs:
+        print(f"note: the lr schedule keeps the length of the saved run "
+              f"({config.get('epochs')} epochs)")
+    return state
 
 
 # ---------------------------------------------------------------- compare
@@ -145,6 +157,8 @@ def cmd_compare(args):
     for i, r in enumerate(experiment.compare(args.optimizers, data, epochs=args.epochs,
                                              callbacks=bars, **options)):
         results.append(r)
+        if r.status.startswith("failed"):
+            print(f"tinygrad-opt compare: {r.name} {r.status}", file=sys.stderr)
         if mode != "none":
             best = f"best val_acc {pct(max(r.history.val_acc))}" if r.ok else r.status
             print(f"[{i + 1}/{n}] {r.name}: {best}, {r.seconds:.1f}s", flush=True)
@@ -218,53 +232,7 @@ def cmd_curvature(args):
     return 0
 
 
-# ---------------------------------------------------------------- argument types
-def _number(convert, ok, what):
-    """An argparse type: `convert` the text, then require ok(value), else say `what` was expected."""
-    def parse(text):
-        try:
-            v = convert(text)
-        except ValueError:
-            v = None
-        if v is None or not ok(v):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
-    return parse
-
-
-_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-_nonneg_float = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
-_fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
-
-
-def _typed(parse):
-    """An argparse type from `parse`, whose ValueError message becomes the usage error."""
-    def typed(text):
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return typed
-
-
-@_typed
-def _hidden(text):
-    """'64,32' -> (64, 32); 'none' -> () (a linear softmax classifier)."""
-    if text.strip().lower() in ("", "none", "0"):
-        return ()
-    try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise ValueError(f"expected comma-separated layer widths such as 64,32, "
-                         f"got {text!r}") from None
-    if any(s < 1 for s in sizes):
-        raise ValueError(f"layer widths must be positive, got {text!r}")
-    return sizes
-
-
-@_typed
+@cliargs.typed
 def _functions(text):
     names = [s.strip() for s in text.split(",") if s.strip()]
     bad = [n for n in names if n not in PROBLEMS]
@@ -274,28 +242,8 @@ def _functions(text):
     return names
 
 
-_optimizer_list = _typed(parse_optimizer_list)
-
 
 # ---------------------------------------------------------------- help
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the line breaks of descriptions and epilogs; paragraphs are wrapped by _wrap."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=30, width=_terminal_width())
-
-
-def _wrap(text):
-    """Fill each paragraph of `text` to the help width."""
-    width = _terminal_width() - 2
-    return "\n\n".join(textwrap.fill(p, width) for p in text.strip().split("\n\n"))
-
-
-def _terminal_width():
-    """Columns for help text: the terminal's, between 60 and 100."""
-    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
-
-
 DESCRIPTION = """\
 Train and compare optimizers with tinygrad_opt, a small reverse-mode autodiff library
 on NumPy/CuPy with exact Hessian-vector products.
@@ -317,13 +265,11 @@ examples:
   tinygrad-opt curvature --optimizer sgd --lr 0.2 --epochs 10
 
 exit status: 0 on success, 1 if training diverged, 2 on a usage error or a
-missing optional package (install them with: pip install 'tinygrad_opt[examples]')."""
+missing optional package (install them with: pip install 'tinygrad_opt[examples]').
 
-
-def _optimizer_help(names, heading="optimizers:"):
-    width = max(len(n) for n in names)
-    return heading + "\n" + "\n".join(
-        f"  {n.ljust(width)}  lr {OPTIMIZERS[n].lr:<6g} {OPTIMIZERS[n].summary}" for n in names)
+threads: one BLAS thread per process (faster for these small matrices), unless
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS or VECLIB_MAXIMUM_THREADS
+is set."""
 
 
 def _command(sub, func, summary, examples, listing="", sizes=({}, {})):
@@ -332,90 +278,28 @@ def _command(sub, func, summary, examples, listing="", sizes=({}, {})):
     sizes: (normal, quick) defaults for flags left at None (see parse_args).
     """
     name = func.__name__[len("cmd_"):]
-    p = sub.add_parser(name, formatter_class=_Formatter,
-                       description=_wrap(inspect.cleandoc(func.__doc__))
+    p = sub.add_parser(name, formatter_class=cliargs.Formatter,
+                       description=cliargs.wrap(inspect.cleandoc(func.__doc__))
                        + ("\n\n" + listing if listing else ""),
                        epilog="examples:\n" + "\n".join(f"  tinygrad-opt {name} {e}".rstrip()
                                                         for e in examples))
     p.set_defaults(func=func, sizes=sizes)
     p.summary = summary                 # the line in `tinygrad-opt --help`
+    sub.commands[name] = p
     return p
-
-
-def _add_common(p, quick_what, seed=True):
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", default="out",
-                   help="folder for pictures and tables (created if needed; default: %(default)s)")
-    g.add_argument("--quick", action="store_true",
-                   help=f"shrink everything ({quick_what}) for tests and smoke runs")
-    if seed:
-        g.add_argument("--seed", type=int, default=0,
-                       help="seed for the split, the init and the batch order "
-                            "(default: %(default)s)")
-
-
-def _add_training(p, epochs, hidden, dtype, lr_help, batch_default="32; 512 for lbfgs/cg/newtoncg"):
-    g = p.add_argument_group("data and model")
-    g.add_argument("--data", choices=["digits", "spirals", "moons", "mnist"], default="digits",
-                   help="data set (default: %(default)s); digits: 8x8 images, 10 classes, "
-                        "20%% held out for validation; spirals: 3 arms in 2-D; moons: 2 "
-                        "classes in 2-D; mnist: read from --data-dir, validated on its test split")
-    g.add_argument("--data-dir", metavar="DIR",
-                   help="folder with the MNIST files (IDX, optionally .gz, or mnist.npz)")
-    g.add_argument("--val-fraction", type=_fraction, default=0.2, metavar="F",
-                   help="share of the samples held out for validation (default: %(default)s)")
-    g.add_argument("--hidden", type=_hidden, default=None, metavar="W1,W2,...",
-                   help="hidden layer widths; 'none' for a linear softmax classifier "
-                        f"(default: {','.join(map(str, hidden))})")
-    g.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu",
-                   help="hidden activation (default: %(default)s)")
-    g.add_argument("--init", choices=["default", "orthogonal", "xavier", "kaiming", "sparse"],
-                   default="default",
-                   help="weight init (default: %(default)s = PyTorch's Linear init; orthogonal, "
-                        "xavier and sparse use the activation's gain; sparse: 15 nonzero "
-                        "inputs per unit)")
-    g.add_argument("--dtype", choices=["float32", "float64"], default=dtype,
-                   help="parameter and data dtype (default: %(default)s)")
-    g.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cuda needs CuPy and an NVIDIA GPU (default: %(default)s)")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
-                   help=f"passes over the training set (default: {epochs})")
-    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
-                   help=f"minibatch size (default: {batch_default})")
-    g.add_argument("--lr", type=_positive_float, default=None, help=lr_help)
-    g.add_argument("--momentum", type=_nonneg_float, default=None, metavar="MU",
-                   help="momentum coefficient for momentum, nesterov (default 0.9), sgd and "
-                        "rmsprop (default 0)")
-    g.add_argument("--weight-decay", type=_nonneg_float, default=0.0, metavar="WD",
-                   help="L2 penalty (decoupled for adamw, whose default is 0.01; "
-                        "first-order optimizers only; default: %(default)s)")
-    g.add_argument("--schedule", choices=["none", "linear", "step", "exp", "cosine"],
-                   default="none",
-                   help="lr schedule over the run, stepped every minibatch: linear decay to "
-                        "lr/100, step (x0.1 at each third), exp (to lr/100), cosine (to 0) "
-                        "(default: %(default)s)")
-    g.add_argument("--warmup", type=_nonneg_int, default=0, metavar="EPOCHS",
-                   help="linear warm-up from lr/steps to lr over this many epochs, then the "
-                        "schedule (default: %(default)s)")
-    g.add_argument("--clip", type=_positive_float, default=None, metavar="MAX_NORM",
-                   help="clip the total gradient norm to MAX_NORM (first-order optimizers)")
-
-
-def _add_progress(p):
-    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
-                   help="auto: a tqdm bar on a terminal when tqdm is installed, else one line "
-                        "per epoch (default: %(default)s)")
 
 
 def build_parser():
     """The argparse parser of `tinygrad-opt` with its subcommands."""
     from . import __version__
-    parser = argparse.ArgumentParser(prog="tinygrad-opt", epilog=EPILOG,
-                                     formatter_class=_Formatter)
-    parser.add_argument("--version", action="version", version=f"tinygrad_opt {__version__}")
+    parser = cliargs.Parser(prog="tinygrad-opt", epilog=EPILOG, formatter_class=cliargs.Formatter)
+    from .__main__ import BLAS_THREADS
+    threads = ", ".join(f"{v}={os.environ[v]}" for v in BLAS_THREADS if v in os.environ)
+    parser.add_argument("--version", action="version", version=f"tinygrad_opt {__version__} "
+                        f"(NumPy {backend.np.__version__}; {threads or 'default BLAS threads'})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="see above")
     sub.required = True
+    sub.commands = parser.commands = {}
     mlp = (dict(epochs=20, hidden=(64,)), dict(epochs=2, hidden=(16,)))
 
     p = _command(sub, cmd_train, "train an MLP with one optimizer; checkpoints with "
@@ -424,18 +308,18 @@ def build_parser():
                   "--optimizer lbfgs --epochs 10 --dtype float64",
                   "--hidden 128,64 --init orthogonal --save out/run.ckpt",
                   "--resume out/run.ckpt --epochs 40   # continue the same run to epoch 40"],
-                 _optimizer_help(TRAIN_OPTIMIZERS), mlp)
+                 cliargs.optimizer_help(TRAIN_OPTIMIZERS), mlp)
     p.add_argument("--optimizer", choices=TRAIN_OPTIMIZERS, default="adam", metavar="NAME",
                    help="one of the optimizers listed above (default: %(default)s)")
-    _add_training(p, 20, (64,), "float32", "learning rate (default: the optimizer's, above)")
+    cliargs.add_training(p, 20, (64,), "float32", "learning rate (default: the optimizer's, above)")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--save", metavar="PATH",
                    help="write a checkpoint to PATH after every epoch (atomic; resumable)")
     g.add_argument("--resume", metavar="PATH",
                    help="continue the run saved in PATH to --epochs; data, model and optimizer "
                         "settings come from the checkpoint")
-    _add_progress(p)
-    _add_common(p, "2 epochs, one 16-unit hidden layer")
+    cliargs.add_progress(p)
+    cliargs.add_common(p, "2 epochs, one 16-unit hidden layer")
 
     default_opts = "sgd,momentum,nesterov,adagrad,rmsprop,adam"
     p = _command(sub, cmd_compare, "train the same MLP from the same init with several "
@@ -443,17 +327,17 @@ def build_parser():
                  ["", "--optimizers sgd:0.3,adam:0.001,adam:0.01",
                   "--optimizers momentum,adam,lbfgs,newtoncg --dtype float64",
                   "--data spirals --hidden 64,64 --epochs 60 --target 0.9"],
-                 _optimizer_help(TRAIN_OPTIMIZERS, "optimizers (NAME or NAME:LR):"), mlp)
-    p.add_argument("--optimizers", type=_optimizer_list, metavar="NAME[:LR],...",
-                   default=_optimizer_list(default_opts),
+                 cliargs.optimizer_help(TRAIN_OPTIMIZERS, "optimizers (NAME or NAME:LR):"), mlp)
+    p.add_argument("--optimizers", type=cliargs.training_list, metavar="NAME[:LR],...",
+                   default=cliargs.training_list(default_opts),
                    help=f"comma-separated, each with an optional lr (default: {default_opts})")
-    p.add_argument("--target", type=_fraction, default=0.95, metavar="ACC",
+    p.add_argument("--target", type=cliargs.fraction, default=0.95, metavar="ACC",
                    help="validation accuracy for the epochs-to-target column (default: "
                         "%(default)s)")
-    _add_training(p, 20, (64,), "float32",
+    cliargs.add_training(p, 20, (64,), "float32",
                   "one learning rate for all optimizers (default: each optimizer's own, above)")
-    _add_progress(p)
-    _add_common(p, "2 epochs, one 16-unit hidden layer")
+    cliargs.add_progress(p)
+    cliargs.add_common(p, "2 epochs, one 16-unit hidden layer")
 
     default_land = "sgd,momentum,nesterov,adagrad,rmsprop,adam,newton"
     p = _command(sub, cmd_landscape, "optimizer paths on 2-D test functions over contour "
@@ -465,12 +349,12 @@ def build_parser():
                  + "\n\nEach function has a tuned lr per optimizer; NAME:LR overrides it.")
     p.add_argument("--functions", type=_functions, default=list(PROBLEMS), metavar="F,...",
                    help=f"which functions (default: {','.join(PROBLEMS)})")
-    p.add_argument("--optimizers", type=_optimizer_list, metavar="NAME[:LR],...",
-                   default=_optimizer_list(default_land),
+    p.add_argument("--optimizers", type=cliargs.optimizer_list, metavar="NAME[:LR],...",
+                   default=cliargs.optimizer_list(default_land),
                    help=f"any of {', '.join(OPTIMIZERS)} (default: {default_land})")
-    p.add_argument("--steps", type=_positive_int, default=None,
+    p.add_argument("--steps", type=cliargs.positive_int, default=None,
                    help="optimizer steps per path (default: each function's own, above)")
-    _add_common(p, "a fifth of the steps, a coarse contour grid", seed=False)
+    cliargs.add_common(p, "a fifth of the steps, a coarse contour grid", seed=False)
 
     p = _command(sub, cmd_curvature, "the top Hessian eigenvalues, lambda_min and g^T H g / "
                  "g^T g per epoch while training; a table and curvature.png",
@@ -480,16 +364,16 @@ def build_parser():
                         dict(epochs=2, hidden=(16,), samples=128, lanczos_iter=20)))
     p.add_argument("--optimizer", choices=TRAIN_OPTIMIZERS, default="sgd", metavar="NAME",
                    help=f"one of {', '.join(TRAIN_OPTIMIZERS)} (default: %(default)s)")
-    p.add_argument("--k", type=_positive_int, default=3,
+    p.add_argument("--k", type=cliargs.positive_int, default=3,
                    help="how many of the largest eigenvalues (default: %(default)s)")
-    p.add_argument("--samples", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--samples", type=cliargs.positive_int, default=None, metavar="N",
                    help="training samples in the fixed curvature batch (default: 512)")
-    p.add_argument("--lanczos-iter", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--lanczos-iter", type=cliargs.positive_int, default=None, metavar="N",
                    help="Lanczos iterations (Hessian-vector products) per measurement "
                         "(default: 60)")
-    _add_training(p, 10, (32,), "float64", "learning rate (default: the optimizer's)")
-    _add_progress(p)
-    _add_common(p, "2 epochs, 16 hidden units, 128 samples, 20 Lanczos iterations")
+    cliargs.add_training(p, 10, (32,), "float64", "learning rate (default: the optimizer's)")
+    cliargs.add_progress(p)
+    cliargs.add_common(p, "2 epochs, 16 hidden units, 128 samples, 20 Lanczos iterations")
 
     width = max(len(n) for n in sub.choices)
     parser.description = DESCRIPTION.format(commands="\n".join(
@@ -499,40 +383,80 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """Parse argv; sizes the user did not set get their normal or (--quick) small defaults."""
+    """Parse argv; sizes the user did not set get their normal or (--quick) small defaults.
+
+    Mistakes that only show together (or on disk) end here too, as one-line usage errors.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     normal, quick = args.sizes
     for key, value in (quick if args.quick else normal).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    error = parser.commands[args.command].error
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        error(f"--out {args.out} is a file; give a folder (created if needed)")
     if getattr(args, "warmup", 0) and args.warmup >= args.epochs:
-        parser.error(f"--warmup {args.warmup} must be shorter than --epochs {args.epochs}")
+        error(f"--warmup {args.warmup} must be shorter than --epochs {args.epochs}")
     names = [args.optimizer] if hasattr(args, "optimizer") else [n for n, _ in args.optimizers]
     second = [n for n in names if OPTIMIZERS[n].needs_closure]
     if getattr(args, "weight_decay", 0) and second:
-        parser.error(f"--weight-decay applies to first-order optimizers only, not {second[0]}")
+        error(f"--weight-decay applies to first-order optimizers only, not {second[0]}")
     if getattr(args, "data", None) == "mnist" and not args.data_dir:
-        parser.error("--data mnist needs --data-dir DIR (the folder with the MNIST files)")
+        error("--data mnist needs --data-dir DIR (the folder with the MNIST files)")
+    if getattr(args, "data_dir", None) and not os.path.isdir(args.data_dir):
+        error(f"--data-dir {args.data_dir} is not a folder")
+    if getattr(args, "lanczos_iter", None) and args.k > args.lanczos_iter:
+        error(f"--k {args.k} eigenvalues need at least as many Lanczos iterations; "
+              f"--lanczos-iter is {args.lanczos_iter}")
+    if getattr(args, "save", None) and os.path.isdir(args.save):
+        error(f"--save {args.save} is a folder; give a file name such as {args.save}/run.ckpt")
+    if getattr(args, "resume", None) and not os.path.isfile(args.resume):
+        error(f"--resume {args.resume}: no such checkpoint file")
+    if getattr(args, "device", "cpu") != "cpu":
+        try:
+            backend.get_xp(args.device)
+        except (RuntimeError, ValueError) as e:
+            error(f"--device {args.device}: {e}")
+    args.given = cliargs.given(build_parser, argv) if getattr(args, "resume", None) else set()
     del args.sizes
     return args
 
 
 def main(argv=None):
-    """Entry point of `tinygrad-opt`; returns the exit status."""
-    args = parse_args(argv)
+    """The command line with `argv` (default sys.argv[1:]); returns the exit status.
+
+    0: done; 1: training diverged; 2: a usage error or a missing optional package, said in
+    one line on stderr; 130: interrupted. Output cut short by a closed pipe (`| head`) ends
+    quietly.
+    """
+    name = "tinygrad-opt"
     try:
-        os.makedirs(args.out, exist_ok=True)
-        return args.func(args)
+        args = parse_args(argv)
+        name = f"tinygrad-opt {args.command}"
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {args.out}: cannot create the folder ({e})") from None
+        with backend.np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            code = args.func(args)      # a NaN loss is reported once, as TrainingDiverged
+        sys.stdout.flush()
+        return code
     except TrainingDiverged as e:
-        print(f"tinygrad-opt {args.command}: {e}", file=sys.stderr)
+        first_order = not OPTIMIZERS[getattr(args, "optimizer", "sgd")].needs_closure
+        print(f"{name}: training diverged in epoch {e.epoch}, step {e.step}: the loss is "
+              f"{e.loss}; lower --lr" + (" or clip the gradient norm with --clip MAX_NORM"
+                                         if first_order else ""), file=sys.stderr)
         return 1
-    except MissingDependency as e:
-        print(f"tinygrad-opt {args.command}: {e}", file=sys.stderr)
+    except (UsageError, MissingDependency) as e:
+        print(f"{name}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"tinygrad-opt {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:         # the reader went away (`| head`): stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ class GGNOperator(HVPOperator):
 
     `model_fn()` computes the output from the current `params`, `loss_fn(output)` the scalar
     loss. The output's graph is built once; each product is one forward-mode pass for J v,
-    H_L applied to it (autograd.loss_hvp: closed form for cross-entropy, squared
+    H_L applied to it (autograd.curvature_of_loss: closed form for cross-entropy, squared
     error and logistic loss) and one backward of the output for J^T. G is positive
     semi-definite for a loss convex in the output, so Lanczos and CG run on it safely.
     Usable wherever an HVPOperator is (top_eigenvalues(GGNOperator(...)), ...).
@@ -185,7 +185,7 @@ class GGNOperator(HVPOperator):
             jv = level.get(self.model_fn())
         if jv is None or not self._out.requires_grad:
             return self.xp.zeros(self.n, dtype=self.dtype)
-        u = autograd.loss_hvp(self._loss_t, self._o, jv)
+        u = autograd.curvature_of_loss(self._loss_t, self._o, jv)
         gv = autograd.grad(self._out, self.params, grad_outputs=u, retain_graph=True,
                            allow_unused=True)
         return self._flat([None if g is None else g.data for g in gv])

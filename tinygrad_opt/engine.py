@@ -212,20 +212,29 @@ def _drop_version(key, ref):
 def _check_unmodified(n):
     """Raise if an array node n saved for its backward was changed in place since."""
     seq = n.seq
-    saved = list(n.inputs) if type(n.inputs) in (tuple, list) else []
-    saved.append(n.out)
-    for a in saved:
-        if a is None or not backend.is_array(a):
+    ins = n.inputs
+    out = n.out
+    for a in (*ins, out) if type(ins) in (tuple, list) else (out,):
+        t = type(a)
+        if t is not _ndarray and (t is float or t is int or a is None or not backend.is_array(a)):
             continue
-        e, _ = _version_entry(a)
-        if e is not None and e[1] < seq:
-            name = type(n).__name__
-            what = "output" if a is n.out else "inputs"
-            raise RuntimeError(
-                f"backward through {name}: one of its saved {what} (shape {tuple(a.shape)}, "
-                f"dtype {a.dtype}) was modified in place after {name} recorded it (now at "
-                f"version {e[0]}), so its gradient would be wrong; do the in-place change "
-                "after backward, or change a copy (x.clone()) instead")
+        s = a
+        while True:                 # _storage, inline: this runs for every saved array
+            b = s.base
+            if b is None or not hasattr(b, "base"):
+                s = s if b is None else b
+                break
+            s = b
+        e = _versions.get(id(s))
+        if e is None or e[1] >= seq or (e[2] is not None and e[2]() is not s):
+            continue
+        name = type(n).__name__
+        what = "output" if a is out else "inputs"
+        raise RuntimeError(
+            f"backward through {name}: one of its saved {what} (shape {tuple(a.shape)}, "
+            f"dtype {a.dtype}) was modified in place after {name} recorded it (now at "
+            f"version {e[0]}), so its gradient would be wrong; do the in-place change "
+            "after backward, or change a copy (x.clone()) instead")
 
 
 @contextmanager

@@ -169,6 +169,38 @@ class Setup:
                    callbacks=list(callbacks), progress=progress, **kwargs)
 
 
+# ---------------------------------------------------------------- saved runs
+def save_run(path, config):
+    """A fit callback that writes {'config': config, 'train': checkpoint_state(...)} to `path`
+    after every epoch (atomically), so load_run + restore_state can continue the run exactly.
+    config: the run's settings (JSON-like values), e.g. Setup's keyword arguments."""
+    from .serialization import save
+    from .train import Callback, checkpoint_state
+
+    class SaveRun(Callback):
+        def on_epoch_end(self, run):
+            state = checkpoint_state(run.model, run.optimizer, run.loader, run.epoch + 1,
+                                     run.scheduler, run.history)
+            save({"config": config, "train": state}, path)
+    return SaveRun()
+
+
+def load_run(path):
+    """(config, train_state) of a file written by save_run.
+
+    FileNotFoundError when it is missing; serialization.CheckpointError (a ValueError) when it
+    is damaged or is not such a file.
+    """
+    from .serialization import CheckpointError, load
+    state = load(path)
+    train = state.get("train") if isinstance(state, dict) else None
+    if (not isinstance(train, dict) or not isinstance(state.get("config"), dict)
+            or not isinstance(train.get("epoch"), int)):
+        raise CheckpointError(f"load_run: {path} holds no saved run (one written by save_run, "
+                              "e.g. tinygrad-opt train --save)")
+    return state["config"], train
+
+
 # ---------------------------------------------------------------- comparisons
 @dataclass
 class RunResult:
@@ -271,6 +303,19 @@ def pct(x):
 def num(x, fmt=".4f"):
     """x formatted with fmt; None or non-finite -> '-'."""
     return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def train_table(name, history, seconds):
+    """(headers, display rows, raw rows) of one fit(): the last epoch's numbers, and the raw
+    rows one per epoch (epoch counted from 1, train_loss, val_loss, val_acc, lr)."""
+    h = history
+    last = (lambda col, fmt: fmt(col[-1]) if col else "-")
+    headers = ["optimizer", "epochs", "train_loss", "val_loss", "val_acc", "best_val_acc",
+               "time_s"]
+    row = [name, len(h), last(h.train_loss, num), last(h.val_loss, num), last(h.val_acc, pct),
+           pct(max(h.val_acc)) if h.val_acc else "-", f"{seconds:.2f}"]
+    raw = zip([e + 1 for e in h.epoch], h.train_loss, h.val_loss, h.val_acc, h.lr)
+    return headers, [row], (["epoch", "train_loss", "val_loss", "val_acc", "lr"], list(raw))
 
 
 def compare_table(results, target):

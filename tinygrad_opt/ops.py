@@ -215,6 +215,15 @@ def _grad_like(t, grad, where_):
 
 
 # ================================================================= elementwise binary
+def _dot_broadcast(g, vs, signs):
+    """sum_i signs[i] <g, v_i> with each v_i broadcast against g (Add's and Sub's vjp_dot)."""
+    total = None
+    for i, v in vs.items():
+        t = (g * v).sum() if signs[i] > 0 else -(g * v).sum()
+        total = t if total is None else total + t
+    return total
+
+
 def _binary_error(name):
     def error_message(shapes, err):
         s = [str(x) if x is not None else "scalar" for x in shapes]
@@ -244,6 +253,12 @@ class Add(Function):
     def jvp(ctx, ta, tb):
         return tangent_sum(ctx.out.shape, ta, tb)
 
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        """sum_i <sum_to(g, shape_i), v_i> = sum_i <g, v_i broadcast>: hvp's dot term for a bias
+        added with +, with no sum over the batch recorded."""
+        return _dot_broadcast(g, vs, (1.0, 1.0))
+
 
 class Sub(Function):
     """z = a - b; dz/da = 1, dz/db = -1."""
@@ -262,6 +277,10 @@ class Sub(Function):
     @staticmethod
     def jvp(ctx, ta, tb):
         return tangent_sum(ctx.out.shape, ta, None if tb is None else -tb)
+
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        return _dot_broadcast(g, vs, (1.0, -1.0))
 
 
 class Mul(Function):
@@ -748,7 +767,18 @@ class MatMul(Function):
 
 
 def matmul(a, b):
-    """a @ b with NumPy's rules for 1-D operands (promoted, then squeezed)."""
+    """a @ b with NumPy's rules for 1-D operands (promoted, then squeezed).
+
+    x @ W.T for a recorded transpose of a 2-D W is one Linear node on W itself: the course
+    spelling of a layer then builds nn.Linear's graph (no transpose node, no transposed
+    gradient), and hvp's dot mode reaches W through it, so both spellings cost the same.
+    """
+    if type(b) is Tensor:
+        n = b._node
+        if (type(n) is Transpose and n.parents is not None and n.axes in (None, (1, 0))
+                and b.data.ndim == 2 and type(a) is Tensor and a.data.ndim >= 2
+                and a.data.shape[-1] == b.data.shape[0]):     # else MatMul names the mismatch
+            return Linear.apply(a, n.parents[0], None)
     if type(a) is not Tensor and not backend.is_array(a):
         a = Tensor(a)
     if type(b) is not Tensor and not backend.is_array(b):

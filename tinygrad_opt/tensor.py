@@ -98,7 +98,7 @@ class Tensor:
 
     def __format__(self, spec):
         # f"{loss:.3f}": a one-element tensor formats as its number, like PyTorch
-        if self.data.size == 1:
+        if self.data.ndim == 0 or (spec and self.data.size == 1):
             return format(self.item(), spec)
         if not spec:
             return str(self)
@@ -391,8 +391,8 @@ class Tensor:
                 "(tinygrad_opt.where, concatenate), or assign under tinygrad_opt.no_grad()")
         v = value.data if type(value) is Tensor else value
         d = self.data
-        if type(index) is Tensor:
-            index = index.data
+        index = tuple(i.data if type(i) is Tensor else i for i in index) \
+            if type(index) is tuple else (index.data if type(index) is Tensor else index)
         d[index] = backend.as_array(v, dtype=d.dtype, device=self.device, copy=False) \
             if type(value) is Tensor else v
         engine.bump_version(d)
@@ -469,6 +469,9 @@ class _Size(int):
         obj = int.__new__(cls, n)
         obj.shape = shape
         return obj
+
+    def __reduce__(self):           # pickles and copies as the plain count
+        return (int, (int(self),))
 
     def __call__(self, dim=None):
         if dim is None:

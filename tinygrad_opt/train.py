@@ -23,7 +23,15 @@ from .serialization import save
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite.
+
+    epoch and step count from 1, as the progress lines do (step within the epoch); loss is
+    the offending value.
+    """
+
+    def __init__(self, message, epoch=None, step=None, loss=None):
+        super().__init__(message)
+        self.epoch, self.step, self.loss = epoch, step, loss
 
 
 # ---------------------------------------------------------------- smoothing
@@ -300,9 +308,10 @@ def _needs_closure(optimizer):
 
 def _diverged(epoch, step, value):
     return TrainingDiverged(
-        f"training diverged at epoch {epoch}, step {step}: the loss is {value}; "
+        f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {value}; "
         "lower the learning rate, clip gradients (clip=...) or check the data for NaN/Inf "
-        "(on the GPU, class targets out of range also give a NaN cross-entropy)")
+        "(on the GPU, class targets out of range also give a NaN cross-entropy)",
+        epoch + 1, step + 1, value)
 
 
 def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,

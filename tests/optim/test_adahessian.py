@@ -76,9 +76,9 @@ def test_hutchinson_diagonal_uses_the_probe_and_is_unbiased():
     np.testing.assert_allclose(ds[0], z * (H @ z), rtol=1e-14)
     np.testing.assert_allclose(x.grad.numpy(), gs[0], rtol=0)
     # z*(Hz) = diag(H) + sum_{j != i} H_ij z_i z_j: the mean over probes tends to diag(H)
-    est = np.mean([gradient_and_hutchinson_diagonal(closure(), [x])[1][0] for _ in range(2000)],
+    est = np.mean([gradient_and_hutchinson_diagonal(closure(), [x])[1][0] for _ in range(600)],
                   axis=0)
-    np.testing.assert_allclose(est, np.diag(H), atol=0.08)
+    np.testing.assert_allclose(est, np.diag(H), atol=0.15)     # 3 standard errors
 
 
 def test_hutchinson_diagonal_of_a_linear_loss_is_zero():

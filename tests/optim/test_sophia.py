@@ -94,8 +94,8 @@ def test_gnb_estimate_averages_to_the_gauss_newton_diagonal():
     ggn = (p * (1 - p)).T @ (X * X) / 6
     tg.manual_seed(0)
     est = np.mean([_gauss_newton_bartlett(F.cross_entropy(Tensor(X) @ W.T, y), [W])[0]
-                   for _ in range(3000)], axis=0)
-    np.testing.assert_allclose(est, ggn, rtol=0.1)
+                   for _ in range(1000)], axis=0)
+    np.testing.assert_allclose(est, ggn, rtol=0.15)
 
 
 def test_sophia_resume_is_bit_identical():

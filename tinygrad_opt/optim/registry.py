@@ -115,12 +115,19 @@ def training_optimizers():
     return [n for n, s in OPTIMIZERS.items() if not s.dense]
 
 
-def parse_optimizer_list(text):
-    """'sgd,adam:0.01' -> [('sgd', None), ('adam', 0.01)]; a ValueError says what is wrong."""
+def parse_optimizer_list(text, allowed=None):
+    """'sgd,adam:0.01' -> [('sgd', None), ('adam', 0.01)]; a ValueError says what is wrong.
+
+    allowed: the names accepted (default: all).
+    """
     out = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, _, lr = item.partition(":")
-        get_spec(name)
+        spec = get_spec(name)
+        if allowed is not None and name not in allowed:
+            why = " (it forms the dense Hessian: 2-D problems only)" if spec.dense else ""
+            raise ValueError(f"optimizer {name!r} cannot be used here{why}; choose from "
+                             f"{', '.join(allowed)}")
         try:
             lr = float(lr) if lr else None
         except ValueError:
