@@ -235,6 +235,30 @@ def test_class_weighted_cross_entropy_per_example_and_ggn():
     np.testing.assert_allclose(params[-1].diag_ggn.data, expect, rtol=1e-10)
 
 
+def test_label_smoothing_and_a_layer_without_bias():
+    """Smoothed targets keep rows summing to 1, so H_n = (diag p - p p^T) / N as without;
+    a bias-free Linear fills its weight only."""
+    tg.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 5, bias=False, dtype=np.float64), nn.Tanh(),
+                          nn.Linear(5, 3, dtype=np.float64))
+    X, t = _data(5, "ce", np.float64)
+    params = list(model.parameters())
+    truth = []
+    for i in range(5):
+        li = F.cross_entropy(model(tg.Tensor(X[i:i + 1])), t[i:i + 1], label_smoothing=0.1) / 5
+        truth.append([g.data for g in autograd.grad(li, params)])
+    out = model(tg.Tensor(X))
+    with ext.collect(ext.BatchGrad(), ext.DiagGGN()):
+        F.cross_entropy(out, t, label_smoothing=0.1).backward()
+    for j, p in enumerate(params):
+        np.testing.assert_allclose(p.grad_batch.data, np.stack([r[j] for r in truth]), rtol=1e-10,
+                                   atol=1e-15)
+    p_ = np.exp(out.data - out.data.max(1, keepdims=True))
+    p_ /= p_.sum(1, keepdims=True)
+    np.testing.assert_allclose(params[-1].diag_ggn.data, (p_ - p_ ** 2).sum(0) / 5, rtol=1e-10)
+    assert len(params) == 3 and params[0].diag_ggn.shape == (5, 4)
+
+
 @pytest.mark.parametrize("n", [1, 5])
 def test_kfac_factors_by_definition(n):
     dtype = np.float64
