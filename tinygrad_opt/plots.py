@@ -279,8 +279,8 @@ def _hist_panel(ax, hists, steps):
 
 
 def plot_spectra(records, path, title="Hessian eigenvalue density over training"):
-    """The densities of studies.SpectrumRecorder.records on a log scale, one colour per epoch, and the
-    negative mass and extreme eigenvalues per epoch beside them."""
+    """The densities of studies.SpectrumRecorder.records on a log scale, one colour per epoch,
+    and the negative mass and extreme eigenvalues per epoch beside them."""
     from matplotlib import colormaps
     fig = new_figure(figsize=(12, 4.2))
     ax, ax2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.6, 1)))
@@ -315,7 +315,7 @@ def plot_spectra(records, path, title="Hessian eigenvalue density over training"
 
 
 def plot_surface(study, path, title="Loss between initialization and solution"):
-    """Interpolation curves (train and val) and the 2-D surface's contours from studies.surface_study."""
+    """Interpolation curves (train and val) and the 2-D surface's contours (surface_study)."""
     fig = new_figure(figsize=(12, 4.6))
     ax, ax2 = fig.subplots(1, 2)
     a = study["alphas"]
