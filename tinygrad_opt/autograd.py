@@ -8,7 +8,7 @@ pass gives J v (`jvp`), and a backward run inside that pass gives the tangent of
 gradient, H v (`hvp(mode="forward")`, Pearlmutter's R-op). docs/forward_mode.md compares them.
 """
 from . import backend, engine
-from .ops import concatenate, reshape
+from .ops import reshape
 from .tensor import Tensor
 
 
@@ -427,50 +427,22 @@ def _loss_hessian_closed_form(loss, o, u):
 def hessian(func, inputs):
     """The dense Hessian of scalar func; for one input of shape S, a Tensor of shape S + S.
 
-    For a tuple of inputs, a tuple of tuples: H[i][j] has shape S_i + S_j. Costs one
-    backward pass per input element, so it is meant for small problems.
+    For a tuple of inputs, a tuple of tuples: H[i][j] has shape S_i + S_j. Built by
+    flat.HVPOperator.dense (one backward pass per input element), so it is meant for small
+    problems.
     """
     xs, single = _leaves(inputs)
-    with engine.enable_grad():
-        out = _scalar_output(func(*xs), "hessian")
-        gs = grad(out, xs, create_graph=True, allow_unused=True)
-    blocks = [[None] * len(xs) for _ in xs]
-    for i, (x, g) in enumerate(zip(xs, gs)):
-        xp = backend.xp_of(x.data)
-        rows = [[] for _ in xs]
-        gflat = reshape(g, -1) if g is not None and g.requires_grad else None
-        for k in range(x.size):
-            if gflat is None:
-                hk = (None,) * len(xs)
-            else:
-                hk = grad(gflat[k], xs, retain_graph=True, allow_unused=True)
-            for j, (xj, h) in enumerate(zip(xs, hk)):
-                rows[j].append(h.data if h is not None else xp.zeros_like(xj.data))
-        for j, xj in enumerate(xs):
-            blocks[i][j] = Tensor._wrap(xp.stack(rows[j]).reshape(x.shape + xj.shape))
-    if single:
-        return blocks[0][0]
-    return tuple(tuple(r) for r in blocks)
+    op = HVPOperator(lambda: _scalar_output(func(*xs), "hessian"), xs, "hessian")
+    H = op.dense()
+    offsets = [0]
+    for x in xs:
+        offsets.append(offsets[-1] + x.size)
+    blocks = tuple(tuple(Tensor._wrap(H[offsets[i]:offsets[i + 1], offsets[j]:offsets[j + 1]]
+                                      .reshape(xi.shape + xj.shape).astype(xj.dtype, copy=True))
+                         for j, xj in enumerate(xs))
+                   for i, xi in enumerate(xs))
+    return blocks[0][0] if single else blocks
 
 
-def parameters_to_vector(params):
-    """All parameters flattened and joined into one 1-D Tensor (differentiable)."""
-    params = list(params)
-    if not params:
-        raise ValueError("parameters_to_vector: no parameters given")
-    return concatenate([reshape(p, -1) for p in params])
-
-
-def vector_to_parameters(vec, params):
-    """Copy consecutive slices of the 1-D vec into the parameters' data, in place."""
-    data = vec.data if isinstance(vec, Tensor) else vec
-    params = list(params)
-    total = sum(p.size for p in params)
-    if data.ndim != 1 or data.shape[0] != total:
-        raise ValueError(f"vector_to_parameters: vector of shape {tuple(data.shape)} does not match "
-                         f"{total} parameter elements")
-    start = 0
-    for p in params:
-        n = p.size
-        p.data[...] = data[start:start + n].reshape(p.shape)
-        start += n
+# The flat-vector helpers live in flat.py; they stay importable from here.
+from .flat import HVPOperator, parameters_to_vector, vector_to_parameters  # noqa: E402,F401
