@@ -72,8 +72,15 @@ def test_lookahead_needs_an_optimizer_instance():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")
-def test_lookahead_on_gpu_follows_the_cpu_rule():
+def test_lookahead_on_gpu_follows_the_cpu_rule(monkeypatch):
     make = lambda p: Lookahead(SGD(p, lr=0.1, momentum=0.9), k=2)     # noqa: E731
     for a, b in zip(trajectory(make, 5), trajectory(make, 5, device="cuda")):
         for x, y in zip(a, b):
             np.testing.assert_allclose(y, x, rtol=1e-12, atol=1e-12)
+    from test_no_host_transfer import no_host_transfers
+    from resume import mlp_problem, take_step
+    model, closure = mlp_problem(device="cuda")
+    opt = Lookahead(SGD(model.parameters(), lr=0.1, momentum=0.9), k=1)
+    take_step(opt, closure)
+    with no_host_transfers(monkeypatch):
+        take_step(opt, closure)
