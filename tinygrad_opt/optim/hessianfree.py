@@ -6,7 +6,8 @@ import math
 from .. import autograd, backend, engine, fused, ops
 from .._optional import MissingDependency
 from ..tensor import Tensor
-from .linesearch import FlatObjective, single_group
+from ..flat import FlatObjective
+from .closure import single_group
 from .optimizer import Optimizer
 
 

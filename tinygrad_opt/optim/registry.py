@@ -96,8 +96,9 @@ for _spec in [
     OptimizerSpec("newtoncg", NewtonCG, 1.0,
                   "Hessian-free Newton: (H + 0.01 I) d = -g by CG, Armijo steps",
                   dict(damping=1e-2, cg_max_iter=50, line_search="armijo"), weight_decay=None),
+    # the textbook step (no adaptive damping), so the landscape shows it jumping onto saddles
     OptimizerSpec("newton", Newton, 1.0, "Newton with the dense Hessian (tiny models only)",
-                  weight_decay=None, dense=True),
+                  dict(adaptive=False), weight_decay=None, dense=True),
 ]:
     register(_spec)
 
