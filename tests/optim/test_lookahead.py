@@ -50,6 +50,11 @@ def test_lookahead_shares_the_base_groups_so_schedulers_act_on_both():
     run(opt, x, 1)
     sched.step()
     assert base.param_groups[0]["lr"] == 0.05
+    y = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    adam = Adam([y], lr=0.1)
+    wrapped = Lookahead(adam)
+    run(wrapped, y, 2)
+    np.testing.assert_array_equal(wrapped.effective_step_size()[0], adam.effective_step_size()[0])
 
 
 def test_lookahead_resume_is_bit_identical():
