@@ -107,7 +107,8 @@ class HessianFree(ClosureOptimizer):
     R-operator and uses minibatches for G; here G v is the double backward of
     `gauss_newton_product` on the closure's whole batch. The preconditioner's sum of squared
     per-example gradients comes from extensions.SumGradSquared (precondition=None: whenever
-    tinygrad_opt.extensions is present).
+    tinygrad_opt.extensions is present; a model with a layer it does not support, such as
+    BatchNorm1d, needs precondition=False).
     damping=45 is the initial lambda of Martens' released code; the ratio rho uses the
     undamped model, as the paper does. A zero step (every trial failed) keeps theta and
     raises lambda. `self.log` holds one dict per step: loss, new_loss, rho, damping (the
