@@ -9,8 +9,9 @@ ReLU pair is one fused node), batch 64, float32, softmax cross-entropy with mean
 A step is zero_grad, forward, loss and backward; the rows differ only in the quantities
 collected. Candidates run interleaved round by round; ratios are medians of per-round
 ratios to the plain step of the same framework. The floor column is the plain step plus
-only the bare NumPy array work the row cannot avoid (see floor_steps): a lower bound. BackPACK (backpack-for-pytorch) is a
-benchmark-only dependency: its rows are skipped when it is not importable.
+only the bare NumPy array work the row cannot avoid (see floor_steps): a lower bound.
+BackPACK (backpack-for-pytorch) is a benchmark-only dependency: its rows are skipped when
+it is not importable.
 """
 import os
 import sys
@@ -177,8 +178,8 @@ def main():
                      f"{rb:.2f}x" if bp else "-", f"<= {target}x {verdict(r, target)}"))
     print_table(f"Small MLP 784-128-64-10, batch {BATCH}, float32, {args.threads} thread(s), "
                 f"{rounds} rounds", rows,
-                header=("quantities", "ours", "ours / plain", "floor / plain", "BackPACK", "BackPACK / torch plain",
-                        "target"))
+                header=("quantities", "ours", "ours / plain", "floor / plain", "BackPACK",
+                        "BackPACK / torch plain", "target"))
 
 
 if __name__ == "__main__":
