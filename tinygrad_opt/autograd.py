@@ -77,18 +77,23 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(results)
 
 
-def _leaves(inputs, requires_grad=True, create_graph=False):
-    """Fresh leaves that share the inputs' data (and require grad unless told otherwise).
+def _leaves(inputs, requires_grad=True, create_graph=False, reuse_all=False):
+    """The Tensors to differentiate at, one per input.
 
-    create_graph: an input that requires grad is used itself (torch's view_as), so the
-    results stay connected to the graph that made it and to any outer forward level.
+    An input that is a leaf requiring grad is used itself (under create_graph any input that
+    requires grad, torch's view_as; with reuse_all, forward mode's keys, any input), so a
+    func that closes over the same Tensors, a Module's parameters, sees the perturbation too.
+    Any other input, or a repeated one, becomes a fresh leaf sharing its data.
     """
     ins, single = _seq(inputs, "inputs")
+    xs, seen = [], set()
     for i, t in enumerate(ins):
         if not backend.is_floating(t.dtype):
             raise TypeError(f"inputs[{i}] has dtype {t.dtype}; differentiation needs floating point")
-    return tuple(t if create_graph and t.requires_grad else
-                 Tensor._wrap(t.data, requires_grad=requires_grad) for t in ins), single
+        own = reuse_all or (t.requires_grad and (create_graph or t._node is None))
+        xs.append(t if own and id(t) not in seen else Tensor._wrap(t.data, requires_grad=requires_grad))
+        seen.add(id(t))
+    return tuple(xs), single
 
 
 def _vectors(fn, v, like, single, what, keep_tensors=False):
@@ -151,10 +156,7 @@ def jvp(func, inputs, v=None, create_graph=False):
     rule pushes the tangent forward, at about the cost of a second forward pass. With
     create_graph=True the tangents are Tensors you can differentiate again.
     """
-    if create_graph:        # the inputs themselves, so outer levels and graphs reach through
-        xs, single = _seq(inputs, "inputs")
-    else:
-        xs, single = _leaves(inputs, requires_grad=False)
+    xs, single = _leaves(inputs, requires_grad=False, reuse_all=True)
     vs = _vectors("jvp", v, xs, single, "input", keep_tensors=create_graph)
     with engine.forward_level(tensors=create_graph) as level:
         for x, vi in zip(xs, vs):
@@ -200,7 +202,7 @@ def jacobian(func, inputs, create_graph=False, mode="reverse"):
     if mode not in ("reverse", "forward"):
         raise ValueError(f"jacobian: mode must be 'reverse' or 'forward', got {mode!r}")
     xs, single = _leaves(inputs, requires_grad=create_graph or mode == "reverse",
-                         create_graph=create_graph)
+                         create_graph=create_graph, reuse_all=mode == "forward")
     xp = backend.xp_of(xs[0].data)
     if mode == "reverse":
         with engine.enable_grad():

@@ -1,4 +1,5 @@
-"""Command line: tinygrad-opt train | compare | landscape | curvature (or python -m tinygrad_opt).
+"""Command line: tinygrad-opt train | compare | landscape | curvature | instruments | spectrum |
+surface (or python -m tinygrad_opt).
 
 Each subcommand runs with no flags on the embedded digits set in well under a minute and writes
 its files into --out (default ./out). `--quick` shrinks every size for tests. Optional
@@ -23,6 +24,7 @@ from .cliargs import TRAIN_OPTIMIZERS
 from .experiment import format_table, num, pct, write_csv
 from ._optional import MissingDependency, require
 from .optim.registry import OPTIMIZERS
+from .instruments import parse_quantities
 from .testfunctions import PROBLEMS, problem_lr, run_path
 from .train import Progress, TrainingDiverged
 
@@ -232,6 +234,47 @@ def cmd_curvature(args):
     return 0
 
 
+# ---------------------------------------------------------------- instruments, spectrum, surface
+def cmd_instruments(args):
+    """Train an MLP with Cockpit's instruments recorded every --every steps on each step's own
+    minibatch (docs/instruments.md: gradient tests, noise scale, step-size quality alpha,
+    curvature). Prints each quantity's first, median and last value and writes
+    instruments.png (one dashboard) and instruments.csv into --out."""
+    from .studies import instruments_run
+    require("matplotlib", "instruments.png")
+    table = instruments_run(setup(args, args.optimizer), args.out, args.quantities, args.every,
+                            [progress(args)])
+    print("\n" + format_table(*table) + f"\n\nwrote {args.out}/instruments.png and .csv")
+    return 0
+
+
+def cmd_spectrum(args):
+    """Train an MLP and estimate the whole eigenvalue density of the Hessian of the loss on a
+    fixed batch of training samples, at the start and after a few epochs, by stochastic
+    Lanczos quadrature (Ghorbani et al. 2019). Prints the spectrum's ends, the share of
+    negative eigenvalues and the trace per measurement; writes spectrum.png and .csv."""
+    from .studies import spectrum_run
+    require("matplotlib", "spectrum.png")
+    table = spectrum_run(setup(args, args.optimizer), args.out, args.samples, args.lanczos_steps,
+                         args.vectors, callbacks=[progress(args)])
+    print("\n" + format_table(*table) + f"\n\nwrote {args.out}/spectrum.png and .csv")
+    return 0
+
+
+def cmd_surface(args):
+    """Train an MLP, then evaluate the loss on the straight line from the initial to the trained
+    parameters (Goodfellow et al. 2015) and on a plane of two filter-normalized random
+    directions around the solution (Li et al. 2018). Prints the line and its barrier (how far
+    it rises above its ends) and writes surface.png and surface.csv into --out."""
+    from .studies import surface_run
+    require("matplotlib", "surface.png")
+    *table, barrier = surface_run(setup(args, args.optimizer), args.out, args.samples,
+                                  args.points, args.grid, args.span, [progress(args)])
+    print("\n" + format_table(*table) + f"\n\nbarrier on the line: {barrier:.3g} (<= 0: none)"
+          f"\nwrote {args.out}/surface.png and .csv")
+    return 0
+
+
 @cliargs.typed
 def _functions(text):
     names = [s.strip() for s in text.split(",") if s.strip()]
@@ -263,6 +306,8 @@ examples:
   tinygrad-opt train --resume out/run.ckpt --epochs 10
   tinygrad-opt landscape --functions rosenbrock,saddle --optimizers sgd,adam,newton
   tinygrad-opt curvature --optimizer sgd --lr 0.2 --epochs 10
+  tinygrad-opt instruments --quantities full --every 5
+  tinygrad-opt spectrum --activation tanh && tinygrad-opt surface
 
 exit status: 0 on success, 1 if training diverged, 2 on a usage error or a
 missing optional package (install them with: pip install 'tinygrad_opt[examples]').
@@ -374,6 +419,47 @@ def build_parser():
     cliargs.add_training(p, 10, (32,), "float64", "learning rate (default: the optimizer's)")
     cliargs.add_progress(p)
     cliargs.add_common(p, "2 epochs, 16 hidden units, 128 samples, 20 Lanczos iterations")
+
+    small = dict(epochs=1, hidden=(16,), samples=128)
+    for func, summary, examples, sizes in (
+            (cmd_instruments, "Cockpit's instruments during training; one dashboard PNG",
+             ["", "--quantities full --every 5", "--quantities NormTest,GradientNoiseScale"],
+             (dict(epochs=5, hidden=(64,), every=1), dict(epochs=1, hidden=(16,), every=5))),
+            (cmd_spectrum, "the Hessian's eigenvalue density over training; spectrum.png",
+             ["", "--activation tanh --epochs 12 --vectors 4"],
+             (dict(epochs=10, hidden=(32,), samples=512, lanczos_steps=80, vectors=2),
+              dict(small, epochs=2, lanczos_steps=20, vectors=1))),
+            (cmd_surface, "the loss from init to solution and around it; surface.png",
+             ["", "--grid 41 --span 0.5"], (dict(epochs=10, hidden=(64,), samples=512, points=41,
+                                                 grid=21), dict(small, points=9, grid=5)))):
+        p = _command(sub, func, summary, examples, sizes=sizes)
+        p.add_argument("--optimizer", choices=TRAIN_OPTIMIZERS, default="sgd", metavar="NAME",
+                       help=f"one of {', '.join(TRAIN_OPTIMIZERS)} (default: %(default)s)")
+        if func is cmd_instruments:
+            p.add_argument("--quantities", type=cliargs.typed(parse_quantities), default="economy",
+                           help="economy, business, full, or names such as Loss,NormTest "
+                                "(default: %(default)s)")
+            p.add_argument("--every", type=cliargs.positive_int, metavar="K",
+                           help="record every K steps (default: 1)")
+        else:
+            p.add_argument("--samples", type=cliargs.positive_int, metavar="N",
+                           help="training samples in the fixed batch (default: 512)")
+        if func is cmd_spectrum:
+            p.add_argument("--lanczos-steps", type=cliargs.positive_int, metavar="N",
+                           help="Lanczos steps per probe (default: 80)")
+            p.add_argument("--vectors", type=cliargs.positive_int, metavar="N",
+                           help="random probes per measurement (default: 2)")
+        if func is cmd_surface:
+            p.add_argument("--points", type=cliargs.positive_int, metavar="N",
+                           help="points on the line, alpha in [-0.5, 1.5] (default: 41)")
+            p.add_argument("--grid", type=cliargs.positive_int, metavar="N",
+                           help="points per side of the plane (default: 21)")
+            p.add_argument("--span", type=cliargs.positive_float, default=1.0,
+                           help="the plane's half width (default: %(default)s)")
+        cliargs.add_training(p, sizes[0]["epochs"], sizes[0]["hidden"], "float32",
+                             "learning rate (default: the optimizer's)")
+        cliargs.add_progress(p)
+        cliargs.add_common(p, "1-2 epochs, 16 hidden units, small batches and grids")
 
     width = max(len(n) for n in sub.choices)
     parser.description = DESCRIPTION.format(commands="\n".join(

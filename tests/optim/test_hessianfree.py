@@ -1,5 +1,6 @@
 """HessianFree: the Gauss-Newton product against a dense J^T H_L J, a step worked by hand,
 Martens' CG stopping and backtracking schedules, the damping rule, checkpoints."""
+import importlib.util
 import math
 
 import numpy as np
@@ -80,6 +81,7 @@ def test_two_steps_by_hand_on_a_quadratic():
     np.testing.assert_allclose(w.numpy(), [[70 / 51]], rtol=1e-14)
     a, b = opt.log
     assert (a["cg_iters"], a["iterate"], a["alpha"], b["cg_iters"]) == (1, 1, 1.0, 1)
+    assert opt.flat_state["func_evals"] == 4        # per step: f and g, then f at the iterate
     np.testing.assert_allclose([a["rho"], b["rho"]], [1.0, 1.0], rtol=1e-12)
     np.testing.assert_allclose([a["damping"], b["damping"]], [1.0, 2 / 3], rtol=1e-15)
     np.testing.assert_allclose(opt.param_groups[0]["damping"], 4 / 9, rtol=1e-15)
@@ -152,14 +154,29 @@ def test_hessianfree_resume_is_bit_identical():
                                 before=2, after=2, loss="mse")
 
 
+def test_a_nonfinite_loss_leaves_the_parameters_unchanged():
+    w, _ = one_weight_problem()
+    X = Tensor(np.array([[np.inf], [1.0]]))
+    opt = HessianFree([w], damping=1.0, precondition=False)
+    with np.errstate(invalid="ignore"):                 # inf * 0 in the forward
+        assert math.isnan(opt.step(lambda: F.mse_loss(X @ w.T * 0.0, np.zeros((2, 1)))))
+    np.testing.assert_array_equal(w.numpy(), [[0.0]])
+    assert opt.log == []
+
+
 def test_hessianfree_errors():
     w = Tensor(np.ones(2), requires_grad=True)
     with pytest.raises(ValueError, match="model output.*Sum"):
-        HessianFree([w], precondition=False).step(lambda: (w * w).sum())
+        HessianFree([w]).step(lambda: (w * w).sum())
     with pytest.raises(TypeError, match="closure"):
         HessianFree([w], precondition=False).step()
     with pytest.raises(ValueError, match="damping"):
         HessianFree([w], damping=0)
+    have = importlib.util.find_spec("tinygrad_opt.extensions") is not None
+    assert HessianFree([w]).param_groups[0]["precondition"] is have     # None: when present
+    if not have:
+        with pytest.raises(ImportError, match="extensions"):
+            HessianFree([w], precondition=True)
     with pytest.raises(ValueError, match="parameter groups"):
         HessianFree([{"params": [w]}, {"params": [Tensor(np.ones(1), requires_grad=True)]}])
 
