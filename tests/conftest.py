@@ -29,3 +29,17 @@ def _seed():
     tg.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+# Hypothesis profiles (tests/test_properties.py): few examples and no deadline in CI, so the
+# run stays bounded and timing noise on a shared machine never fails a test; "long" for a
+# thorough hunt: TINYGRAD_OPT_HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", max_examples=1000, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("TINYGRAD_OPT_HYPOTHESIS_PROFILE", "ci"))
