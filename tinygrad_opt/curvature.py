@@ -576,6 +576,10 @@ class _BlockOperator:
         self.n = stop - start
         self.n_products = 0
 
+    @property
+    def shape(self):
+        return (self.n, self.n)
+
     def matvec(self, v):
         full = self.xp.zeros(self.op.n, dtype=self.dtype)
         full[self.start:self.stop] = v
