@@ -46,6 +46,10 @@ class _GradState(threading.local):
     starts with recording on, whatever other threads do, and with no forward-mode level."""
     enabled = True
     levels = ()         # this thread's active forward-mode levels, outermost first
+    # extensions.collect's planner while this thread collects, else None: called once per
+    # backward pass, it returns the per-node function that runs a node's backward together
+    # with the extra quantities asked for (see tinygrad_opt/extensions.py)
+    collect = None
 
 
 _grad = _GradState()
@@ -490,6 +494,9 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     """
     if dots is not None and not create_graph:
         raise ValueError("run_backward: dots needs create_graph=True")
+    hook = _grad.collect
+    if hook is not None:
+        hook = hook(roots, root_grads, inputs, create_graph, retain_graph)
     create_graph = bool(create_graph)
     prev = _enter_backward(create_graph and bool(record))
     try:
@@ -502,7 +509,8 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
                 if t._node is not None:
                     wanted.setdefault(t._node, []).append(i)
             results = [None] * len(inputs)
-        _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots)
+        _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots,
+                  hook)
         return _deliver(inputs, leaves, results, terms, create_graph, dots)
     finally:
         _exit_backward(prev)
@@ -570,7 +578,8 @@ def _seed(roots, root_grads, create_graph, dots):
     return pending, heap, leaves, terms
 
 
-def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots):
+def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots,
+              hook=None):
     """The pass itself: run the pending node created last until none is left.
 
     Every node that consumes a node's output was created after it, so when a node is the
@@ -607,8 +616,10 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
                 grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle
                 n.inputs, n.out = in_data, out_data
-        else:
+        elif hook is None:
             grads = n.backward(n, g)
+        else:                     # extensions.collect: the backward and the extra quantities
+            grads = hook(n, g)
         if type(grads) is not tuple:
             grads = (grads,)
         k = len(grads)
