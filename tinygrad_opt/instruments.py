@@ -23,7 +23,8 @@ import math
 from contextlib import contextmanager
 
 from . import autograd, backend
-from .curvature import HVPOperator, _Probes, _lanczos_tridiagonal, _tridiag_eigh
+from .curvature import _Probes, _lanczos_tridiagonal, _tridiag_eigh
+from .flat import HVPOperator, unflatten
 from .tensor import Tensor
 from .train import Callback
 
@@ -537,21 +538,13 @@ class Instruments(Callback):
                     z = probes.rademacher(op.n)
                     acc += z * op.matvec(z)
                 flat = backend.to_numpy(acc / max(self.n_probes, 1)).astype(np.float64)
-                self._hutchinson_diag = [a.copy() for a in _split(flat, self._params)]
+                self._hutchinson_diag = [a.copy() for a in unflatten(flat, self._params)]
 
     def column(self, name):
         """A scalar quantity's values as a float array (nan where not measured)."""
         if name not in self.history:
             raise KeyError(f"Instruments: no column {name!r}; columns: {list(self.history)}")
         return np.array([math.nan if v is None else v for v in self.history[name]], dtype=float)
-
-
-def _split(flat, params):
-    out, i = [], 0
-    for p in params:
-        out.append(flat[i:i + p.size].reshape(p.shape))
-        i += p.size
-    return out
 
 
 # ---------------------------------------------------------------- the dashboard
