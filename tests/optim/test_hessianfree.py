@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-import tinygrad_opt as tg
-from tinygrad_opt import Tensor, autograd, nn
+from tinygrad_opt import Tensor, autograd
 from tinygrad_opt.nn import functional as F
 from tinygrad_opt.optim import HessianFree
 from tinygrad_opt.optim.hessianfree import _martens_cg, gauss_newton_product, loss_output
