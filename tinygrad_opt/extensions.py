@@ -422,10 +422,11 @@ class _Pass:
                 sgs = g2.T @ x2 if slot == 1 else g2.sum(axis=0)   # sum_n g_n^2 (x_n^2)^T
                 if SumGradSquared in q:
                     _store(p, q[SumGradSquared], sgs)
-                if Variance in q:          # mean of squares - square of the mean, over n
-                    v = grads[slot] * (1.0 / N)
-                    v *= v
-                    v = xp.subtract(sgs * (1.0 / N), v, out=v)
+                if Variance in q:          # mean of squares - square of the mean, over n:
+                    v = grads[slot] * grads[slot]          # (sgs - gW^2 / N) / N, one buffer
+                    v *= -1.0 / N
+                    v += sgs
+                    v *= 1.0 / N
                     _store(p, q[Variance], xp.maximum(v, 0, out=v))    # no rounding below 0
 
     def _second_order(self, S, x, x2, pW, pb):
