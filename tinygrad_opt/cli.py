@@ -1,4 +1,4 @@
-"""Command line: tinygrad-opt train | compare | landscape | curvature (or python -m tinygrad_opt).
+"""Command line: tinygrad-opt train | compare | landscape | curvature | benchmark.
 
 Each subcommand runs with no flags on the embedded digits set in well under a minute and writes
 its files into --out (default ./out). `--quick` shrinks every size for tests. Optional
@@ -243,6 +243,37 @@ def _functions(text):
 
 
 
+# ---------------------------------------------------------------- benchmark
+def cmd_benchmark(args):
+    """Problems x optimizers x tuning budget x seeds: every optimizer is tuned within the
+    same budget (seed 0), its best setting re-run with --seeds seeds, and the table reports
+    medians and quartiles of the final and best validation metric and the steps and seconds
+    to each problem's target. Each run is a row of the SQLite database --db: re-running the
+    same command resumes a killed benchmark. Runs go to --workers local processes, or to a
+    Dask cluster with --scheduler. Writes summary.csv, performance_profile.png and
+    lr_sensitivity_<problem>.png into --out."""
+    from . import benchmark as B
+    require("matplotlib", "the benchmark's pictures")
+    need = [p for p in args.problems if B.get_problem(p).needs_data_dir]
+    if need and not args.data_dir:
+        raise UsageError(f"problem {need[0]} needs --data-dir DIR (the folder with the MNIST files)")
+    try:
+        executor = B.DaskExecutor(args.scheduler) if args.scheduler else B.LocalExecutor(args.workers)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise UsageError(f"--scheduler {args.scheduler}: cannot connect ({e})") from None
+    log = None if args.progress == "none" else (lambda line: print(line, flush=True))
+    result = B.run_benchmark(args.problems, [n for n, _ in args.optimizers], budget=args.budget,
+                             budget_size=args.budget_size, budget_seed=args.seed, seeds=args.seeds,
+                             epochs=args.epochs, db=args.db or os.path.join(args.out, "benchmark.sqlite"),
+                             executor=executor, data_dir=args.data_dir, log=log)
+    if args.scheduler:
+        executor.close()
+    print()
+    print(result.table())
+    print("\nwrote " + ", ".join(B.write_report(result, args.out)))
+    return 0
+
+
 # ---------------------------------------------------------------- help
 DESCRIPTION = """\
 Train and compare optimizers with tinygrad_opt, a small reverse-mode autodiff library
@@ -300,6 +331,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="see above")
     sub.required = True
     sub.commands = parser.commands = {}
+    from . import benchmark as B
     mlp = (dict(epochs=20, hidden=(64,)), dict(epochs=2, hidden=(16,)))
 
     p = _command(sub, cmd_train, "train an MLP with one optimizer; checkpoints with "
@@ -374,6 +406,36 @@ def build_parser():
     cliargs.add_training(p, 10, (32,), "float64", "learning rate (default: the optimizer's)")
     cliargs.add_progress(p)
     cliargs.add_common(p, "2 epochs, 16 hidden units, 128 samples, 20 Lanczos iterations")
+
+    p = _command(sub, cmd_benchmark, "problems x optimizers x tuning budget x seeds, stored in "
+                 "SQLite, on local processes or a Dask cluster",
+                 ["--problems quadratic,digits --optimizers sgd,momentum,adam --budget grid",
+                  "--budget random --budget-size 16 --seeds 10 --workers 8",
+                  "--scheduler tcp://10.0.0.5:8786 --db results/bench.sqlite"],
+                 sizes=(dict(seeds=5, budget_size=4), dict(seeds=2, budget_size=2, epochs=2)))
+    p.add_argument("--problems", type=cliargs.typed(B.problem_list), metavar="P,...",
+                   default=["quadratic", "digits", "spirals", "rosenbrock", "beale"],
+                   help=f"any of {', '.join(B.PROBLEMS)} (default: all but the MNIST ones)")
+    p.add_argument("--optimizers", type=cliargs.training_list, metavar="NAME,...",
+                   default=cliargs.training_list("sgd,momentum,adam"),
+                   help=f"any of {', '.join(TRAIN_OPTIMIZERS)} (default: sgd,momentum,adam)")
+    p.add_argument("--budget", choices=B.BUDGETS, default="oneshot",
+                   help="oneshot: the defaults; grid: N lrs log-spaced over [lr/100, 10 lr]; "
+                        "random: N seeded draws of lr and the other hyperparameters")
+    p.add_argument("--budget-size", type=cliargs.positive_int, default=None, metavar="N",
+                   help="settings per optimizer for grid and random (default: 4)")
+    p.add_argument("--seeds", type=cliargs.positive_int, default=None, metavar="K",
+                   help="seeds of each optimizer's best setting (default: 5)")
+    p.add_argument("--epochs", type=cliargs.positive_int, default=None, metavar="N",
+                   help="epochs of every run (default: each problem's own)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST files")
+    p.add_argument("--db", metavar="PATH", help="SQLite result store (default: OUT/benchmark.sqlite)")
+    p.add_argument("--workers", type=cliargs.positive_int, default=None, metavar="N",
+                   help="local worker processes (default: the number of cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (see docs/benchmark.md)")
+    cliargs.add_progress(p)
+    cliargs.add_common(p, "2 epochs, 2 seeds, 2 settings per budget")
 
     width = max(len(n) for n in sub.choices)
     parser.description = DESCRIPTION.format(commands="\n".join(
