@@ -44,7 +44,7 @@ def timed(executor, ts):
 
 def main():
     quick = "--quick" in sys.argv
-    n, m, epochs = (3, 4, 1) if quick else (8, 8, 3)
+    n, m, epochs = (3, 4, 1) if quick else (8, 16, 10)
     timed(LocalExecutor(1), tasks(1, 1, 0.5))             # load the data set, warm imports
     wall, runs = timed(LocalExecutor(1), tasks(n, epochs, 0.0))
     overhead = (wall - sum(runs)) / sum(runs)

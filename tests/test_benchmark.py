@@ -305,3 +305,19 @@ def test_cli_benchmark_usage_errors(tmp_path, capsys, argv, message):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_defaults_vs_tuned_by_hand():
+    from tinygrad_opt.benchmark.report import defaults_vs_tuned
+    acc, loss = get_problem("digits"), get_problem("quadratic")
+    def cell(problem, opt, best, budget="oneshot", n=1):
+        runs = [_row([best - 0.01, best])] * 3
+        return Cell(problem, opt, budget, runs[:1] * n, {"lr": 0.1}, runs)
+    defaults = BenchmarkResult([cell(acc, "sgd", 0.90), cell(acc, "adam", 0.93),
+                                cell(loss, "sgd", 0.2), cell(loss, "adam", 0.4)], "oneshot", 3)
+    tuned = BenchmarkResult([cell(acc, "adam", 0.96, "grid", 2), cell(loss, "adam", 0.1, "grid", 2)],
+                            "grid", 3)
+    headers, rows = defaults_vs_tuned(defaults, tuned)
+    assert headers == ["problem", "metric", "best of 2 at defaults", "adam tuned (2 settings)"]
+    assert rows == [["digits", "val_acc", "0.93 (adam)", "0.96"],
+                    ["quadratic", "loss", "0.19 (sgd)", "0.09"]]   # lower is better there
