@@ -198,7 +198,7 @@ def ours_forward_candidates(params, vs, x, y):
             "forward": lambda: autograd.hvp(f_lin, ps, vs, mode="forward")[1],
             "ggnvp": lambda: autograd.ggnvp(lin, loss, ps, vs)[1],
             "loss": plain_forward,
-            "jvp": lambda: autograd.jvp(f_lin, ps, vs)[1]}
+            "jvp": lambda: autograd.jvp(f_lin, detached, vs)[1]}      # as the forward: no graph
 
 
 # ============================================================================ PyTorch

@@ -72,6 +72,9 @@ def main(argv=None):
                      label=name)
     ax1.set(xlabel="layer", ylabel="std of tanh output", title="Forward: activations")
     ax2.set(xlabel="layer", ylabel="std of dL/dW", title="Backward: weight gradients")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):                       # layers are counted: integer ticks only
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.legend(fontsize=8)
     fig.suptitle(f"tanh MLP with {depth} linear layers of width {width}")
     fig.savefig(path, dpi=100)

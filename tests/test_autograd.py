@@ -431,7 +431,8 @@ def test_custom_function_without_a_tangent_rule_names_itself():
             return g * 3 * ctx.inputs[0] ** 2
 
     x = t64([1.0, 2.0], rg=False)
-    with pytest.raises(RuntimeError, match="forward mode: Cube has no tangent rule; give it a static method jvp"):
+    with pytest.raises(RuntimeError,
+                       match="forward mode: Cube has no tangent rule; give it a static method jvp"):
         autograd.jvp(lambda a: Cube.apply(a).sum(), x, np.ones(2))
     with pytest.raises(RuntimeError, match="Cube has no tangent rule"):
         autograd.hvp(lambda a: Cube.apply(a).sum(), t64([1.0, 2.0]), np.ones(2), mode="forward")
@@ -455,7 +456,8 @@ def test_tangent_rule_shape_is_checked():
         def jvp(ctx, t):
             return t.sum()
 
-    with pytest.raises(RuntimeError, match=r"Bad.jvp returned a tangent of shape \(\) for an output of shape \(2,\)"):
+    with pytest.raises(RuntimeError,
+                       match=r"Bad.jvp returned a tangent of shape \(\) for an output of shape \(2,\)"):
         autograd.jvp(lambda a: Bad.apply(a), t64([1.0, 2.0], rg=False), np.ones(2))
 
 
@@ -475,3 +477,31 @@ def test_nested_levels_give_second_derivatives_without_confusion():
                          x, np.ones(1))
     xv = 3.0
     assert tt.item() == pytest.approx(2 * np.cos(xv) - xv * np.sin(xv), rel=1e-12)
+
+
+
+def test_products_at_a_modules_own_parameters():
+    """func may close over the parameters it is given (a Module's): the products see them."""
+    from tinygrad_opt import nn
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    params = tuple(model.parameters())
+    rng = np.random.default_rng(7)
+    X, y = tg.Tensor(rng.standard_normal((6, 4))), np.array([0, 1, 2, 0, 1, 2])
+    vs = tuple(rng.standard_normal(p.shape) for p in params)
+    W1, b1, W2, b2 = params
+    functional = lambda W1, b1, W2, b2: ops.linear(ops.linear(X, W1, b1).tanh(), W2, b2)  # noqa: E731
+    closure = lambda *ps: model(X)                                                        # noqa: E731
+    loss = lambda o: F.cross_entropy(o, y)                                                # noqa: E731
+    _, g_ref = autograd.ggnvp(functional, loss, params, vs)
+    _, g = autograd.ggnvp(closure, loss, params, vs)
+    np.testing.assert_allclose(_flatv(g), _flatv(g_ref), rtol=1e-12)
+    assert np.abs(_flatv(g)).max() > 1e-3
+    for mode in ("reverse", "forward"):
+        _, h_ref = autograd.hvp(lambda *ps: loss(functional(*ps)), params, vs, mode=mode)
+        _, h = autograd.hvp(lambda *ps: loss(closure(*ps)), params, vs, mode=mode)
+        np.testing.assert_allclose(_flatv(h), _flatv(h_ref), rtol=1e-12)
+    _, t_ref = autograd.jvp(lambda *ps: loss(functional(*ps)), params, vs)
+    _, t = autograd.jvp(lambda *ps: loss(closure(*ps)), params, vs)
+    assert t.item() == pytest.approx(t_ref.item(), rel=1e-12) and t.item() != 0.0
+    assert all(p.grad is None for p in params)

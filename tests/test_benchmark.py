@@ -321,3 +321,20 @@ def test_defaults_vs_tuned_by_hand():
     assert headers == ["problem", "metric", "best of 2 at defaults", "adam tuned (2 settings)"]
     assert rows == [["digits", "val_acc", "0.93 (adam)", "0.96"],
                     ["quadratic", "loss", "0.19 (sgd)", "0.09"]]   # lower is better there
+
+
+@pytest.mark.parametrize("name", ["mnist_logreg", "mnist_mlp"])
+def test_mnist_problems_read_data_dir(tmp_path, name):
+    # a stand-in mnist.npz: class c lights the c-th band of rows, plus noise
+    rng = np.random.default_rng(0)
+    def images(y):
+        x = rng.integers(0, 60, (len(y), 28, 28))
+        for i, c in enumerate(y):
+            x[i, 2 * c:2 * c + 3] += 180
+        return x.astype(np.uint8)
+    y_train, y_test = rng.integers(0, 10, 300), rng.integers(0, 10, 100)
+    np.savez(tmp_path / "mnist.npz", x_train=images(y_train), y_train=y_train,
+             x_test=images(y_test), y_test=y_test)
+    r = get_problem(name).run("adam", {"lr": 0.01}, seed=0, epochs=3, data_dir=str(tmp_path))
+    assert r["status"] == "ok" and len(r["metric"]) == 3 and r["metric"][-1] > 0.9
+    assert r["steps"] == [10, 20, 30]                   # 300 samples in batches of 32

@@ -540,3 +540,21 @@ def test_optimizer_monitor_textbook_adam_and_rmsprop():
     eff = 0.01 / np.sqrt(1e-6 + 0.1 * g1 ** 2)                # delta inside the root
     assert r.step_size_kind == "rmsprop"
     assert [r.step_size_min, r.step_size_max] == pytest.approx(sorted(eff), rel=1e-12)
+
+
+def test_functions_accept_a_generator_of_parameters_once():
+    # model.parameters() is a generator: each function reads it once
+    closure, params = mlp_problem()
+    H, _, _ = mlp_dense_hessian()
+    top = curvature.top_eigenvalues(closure, (p for p in params), k=1)
+    assert top.eigenvalues[0] == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-8)
+    tr = curvature.hutchinson_trace(closure, iter(params), n_samples=3, seed=0)
+    assert np.isfinite(tr.mean)
+    st = curvature.step_test(closure, (p for p in params), lr=0.1, measure=True)
+    assert st.actual_change is not None
+
+
+def test_optimizer_monitor_lives_next_to_the_optimizers():
+    from tinygrad_opt.optim import monitor
+    assert curvature.OptimizerMonitor is monitor.OptimizerMonitor
+    assert curvature.OptimizerRecord is monitor.OptimizerRecord

@@ -67,6 +67,9 @@ def test_global_generator_when_no_seed():
     backend.manual_seed(3)
     again = epoch_rows(DataLoader(X, y, batch_size=4))[0]
     assert first == again and sorted(first) == list(range(30))
+    backend.manual_seed(4)                           # another global seed, another order
+    other = epoch_rows(DataLoader(X, y, batch_size=4))[0]
+    assert other != first and sorted(other) == list(range(30))
 
 
 def test_no_shuffle_keeps_order_and_views():

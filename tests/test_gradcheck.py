@@ -190,7 +190,8 @@ def test_check_forward_ad_names_an_op_without_a_tangent_rule():
 def test_checks_fail_on_nan(fast):
     """diff > tol is False for NaN: the checks must not read that as agreement."""
     x = tg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
-    with pytest.raises(GradcheckError, match="numerical: 2  analytical: nan" if not fast else "analytical: nan"):
+    expect = "analytical: nan" if fast else "numerical: 2  analytical: nan"
+    with pytest.raises(GradcheckError, match=expect):
         tg.gradcheck(lambda x: NaNGradient.apply(x), x, fast_mode=fast)
     assert tg.gradcheck(lambda x: NaNGradient.apply(x), x, fast_mode=fast, raise_exception=False) is False
     # a function that is NaN itself: the numerical side is NaN, never a match either

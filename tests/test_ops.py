@@ -148,7 +148,7 @@ def test_piecewise_linear_ops_have_zero_second_derivative(case):
 
 
 def _orders(case, xs, device):
-    """Output, gradient and second-order products of one case, as host arrays.
+    """Output, gradient, second-order products and the jvp of one case, as host arrays.
 
     The gradient is the vector-Jacobian product with a fixed cotangent g; the second-order
     term differentiates <grad, v> again (a Hessian-vector product of <out, g>).
@@ -166,7 +166,9 @@ def _orders(case, xs, device):
         for t in terms[1:]:
             dot = dot + t
         second = autograd.grad(dot, xs, allow_unused=True)
-    return [out, *grads, *second]
+    vs = [tg.Tensor(rng.standard_normal(x.shape), device=device) for x in xs]
+    _, tangent = autograd.jvp(case.fn, tuple(xs), tuple(vs))           # forward mode
+    return [out, *grads, *second, tangent]
 
 
 @pytest.mark.gpu

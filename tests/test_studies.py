@@ -69,3 +69,32 @@ def test_pictures(tmp_path):
                                np.linspace(0, 1, 5), np.linspace(-1, 1, 5))
     plots.plot_surface(st, tmp_path / "f.png")
     assert (tmp_path / "s.png").stat().st_size > 10000 and (tmp_path / "f.png").stat().st_size > 10000
+
+
+def _setup(epochs=2):
+    from tinygrad_opt import experiment
+    dataset = experiment.load_dataset("spirals", dtype="float64", seed=0)
+    return experiment.Setup("sgd", dataset, epochs=epochs, hidden=(8,), dtype="float64",
+                            batch_size=64)
+
+
+@pytest.mark.slow
+def test_command_runs_write_their_files(tmp_path):
+    import csv
+    s = _setup()
+    headers, rows = studies.instruments_run(s, tmp_path, quantities=["Loss", "NormTest",
+                                            "GradHist1d"], every=2)
+    assert headers == ["quantity", "first", "median", "last"]
+    assert [r[0] for r in rows] == ["Loss", "NormTest"]
+    with open(tmp_path / "instruments.csv") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["step", "Loss", "NormTest"] and len(table) == 1 + len(s.loader)
+    headers, rows = studies.spectrum_run(_setup(), tmp_path, samples=60, n_iter=10,
+                                         n_vectors=1)
+    assert [r[0] for r in rows] == [0, 1, 2] and rows[0][-1] == "-"
+    headers, rows, barrier = studies.surface_run(_setup(1), tmp_path, samples=60, points=9,
+                                                 grid=5)
+    assert len(rows) == 9 and np.isfinite(barrier)
+    for name in ("instruments.png", "spectrum.png", "surface.png", "spectrum.csv",
+                 "surface.csv"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -362,3 +362,45 @@ def test_fit_on_device(device):
             val=val, progress=False)
     assert h.train_loss[-1] < h.train_loss[0] and h.val_acc[-1] is not None
     assert all(p.device == device for p in model.parameters())
+
+
+# ---------------------------------------------------------------- History columns by name
+def test_history_columns_by_name():
+    X, y = blobs(40)
+    model = small_model()
+
+    class Double(Callback):
+        def on_epoch_end(self, run):
+            run.history.record("double_loss", 2 * run.history.train_loss[-1])
+
+    h = fit(model, SGD(model.parameters(), lr=0.1), DataLoader(X, y, batch_size=10, seed=0),
+            F.cross_entropy, epochs=3, val=(X, y), callbacks=[Double()], progress=False)
+    assert h["train_loss"] is h.train_loss and h["loss"] is h.train_loss
+    assert h["epoch"] == [0, 1, 2] and len(h["step_loss"]) == 12
+    assert h["double_loss"] == [2 * t for t in h.train_loss]
+    assert all(0.0 <= a <= 1.0 for a in h["val_acc"])
+    assert "val_loss" in h and "loss" in h and "double_loss" in h and "nope" not in h
+    assert h.keys() == ["epoch", "train_loss", "val_loss", "val_acc", "lr", "epoch_time",
+                        "step_loss", "double_loss"]
+    with pytest.raises(KeyError, match="no column 'acc'; it has epoch, train_loss"):
+        h["acc"]
+    quiet = fit(model, SGD(model.parameters(), lr=0.1), DataLoader(X, y, batch_size=10, seed=0),
+                F.cross_entropy, epochs=1, progress=False)
+    assert quiet["val_acc"] == [] and "val_acc" not in quiet.keys()
+
+
+def test_grad_norm_is_given_only_with_clip():
+    X, y = blobs(40)
+    seen = {}
+
+    class Spy(Callback):
+        def on_step_end(self, info):
+            seen.setdefault(info.run.epochs, []).append(info.grad_norm)
+
+    for clip in (None, 1e6):
+        model = small_model()
+        fit(model, SGD(model.parameters(), lr=0.1), DataLoader(X, y, batch_size=10, seed=0),
+            F.cross_entropy, epochs=1 if clip is None else 2, clip=clip, callbacks=[Spy()],
+            progress=False)
+    assert seen[1] == [None] * 4
+    assert all(isinstance(n, float) and n > 0 for n in seen[2])

@@ -8,7 +8,7 @@ pass gives J v (`jvp`), and a backward run inside that pass gives the tangent of
 gradient, H v (`hvp(mode="forward")`, Pearlmutter's R-op). docs/forward_mode.md compares them.
 """
 from . import backend, engine
-from .ops import concatenate, reshape
+from .ops import reshape
 from .tensor import Tensor
 
 
@@ -77,18 +77,23 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(results)
 
 
-def _leaves(inputs, requires_grad=True, create_graph=False):
-    """Fresh leaves that share the inputs' data (and require grad unless told otherwise).
+def _leaves(inputs, requires_grad=True, create_graph=False, reuse_all=False):
+    """The Tensors to differentiate at, one per input.
 
-    create_graph: an input that requires grad is used itself (torch's view_as), so the
-    results stay connected to the graph that made it and to any outer forward level.
+    An input that is a leaf requiring grad is used itself (under create_graph any input that
+    requires grad, torch's view_as; with reuse_all, forward mode's keys, any input), so a
+    func that closes over the same Tensors, a Module's parameters, sees the perturbation too.
+    Any other input, or a repeated one, becomes a fresh leaf sharing its data.
     """
     ins, single = _seq(inputs, "inputs")
+    xs, seen = [], set()
     for i, t in enumerate(ins):
         if not backend.is_floating(t.dtype):
             raise TypeError(f"inputs[{i}] has dtype {t.dtype}; differentiation needs floating point")
-    return tuple(t if create_graph and t.requires_grad else
-                 Tensor._wrap(t.data, requires_grad=requires_grad) for t in ins), single
+        own = reuse_all or (t.requires_grad and (create_graph or t._node is None))
+        xs.append(t if own and id(t) not in seen else Tensor._wrap(t.data, requires_grad=requires_grad))
+        seen.add(id(t))
+    return tuple(xs), single
 
 
 def _vectors(fn, v, like, single, what, keep_tensors=False):
@@ -151,10 +156,7 @@ def jvp(func, inputs, v=None, create_graph=False):
     rule pushes the tangent forward, at about the cost of a second forward pass. With
     create_graph=True the tangents are Tensors you can differentiate again.
     """
-    if create_graph:        # the inputs themselves, so outer levels and graphs reach through
-        xs, single = _seq(inputs, "inputs")
-    else:
-        xs, single = _leaves(inputs, requires_grad=False)
+    xs, single = _leaves(inputs, requires_grad=False, reuse_all=True)
     vs = _vectors("jvp", v, xs, single, "input", keep_tensors=create_graph)
     with engine.forward_level(tensors=create_graph) as level:
         for x, vi in zip(xs, vs):
@@ -200,7 +202,7 @@ def jacobian(func, inputs, create_graph=False, mode="reverse"):
     if mode not in ("reverse", "forward"):
         raise ValueError(f"jacobian: mode must be 'reverse' or 'forward', got {mode!r}")
     xs, single = _leaves(inputs, requires_grad=create_graph or mode == "reverse",
-                         create_graph=create_graph)
+                         create_graph=create_graph, reuse_all=mode == "forward")
     xp = backend.xp_of(xs[0].data)
     if mode == "reverse":
         with engine.enable_grad():
@@ -425,50 +427,22 @@ def _loss_hessian_closed_form(loss, o, u):
 def hessian(func, inputs):
     """The dense Hessian of scalar func; for one input of shape S, a Tensor of shape S + S.
 
-    For a tuple of inputs, a tuple of tuples: H[i][j] has shape S_i + S_j. Costs one
-    backward pass per input element, so it is meant for small problems.
+    For a tuple of inputs, a tuple of tuples: H[i][j] has shape S_i + S_j. Built by
+    flat.HVPOperator.dense (one backward pass per input element), so it is meant for small
+    problems.
     """
     xs, single = _leaves(inputs)
-    with engine.enable_grad():
-        out = _scalar_output(func(*xs), "hessian")
-        gs = grad(out, xs, create_graph=True, allow_unused=True)
-    blocks = [[None] * len(xs) for _ in xs]
-    for i, (x, g) in enumerate(zip(xs, gs)):
-        xp = backend.xp_of(x.data)
-        rows = [[] for _ in xs]
-        gflat = reshape(g, -1) if g is not None and g.requires_grad else None
-        for k in range(x.size):
-            if gflat is None:
-                hk = (None,) * len(xs)
-            else:
-                hk = grad(gflat[k], xs, retain_graph=True, allow_unused=True)
-            for j, (xj, h) in enumerate(zip(xs, hk)):
-                rows[j].append(h.data if h is not None else xp.zeros_like(xj.data))
-        for j, xj in enumerate(xs):
-            blocks[i][j] = Tensor._wrap(xp.stack(rows[j]).reshape(x.shape + xj.shape))
-    if single:
-        return blocks[0][0]
-    return tuple(tuple(r) for r in blocks)
+    op = HVPOperator(lambda: _scalar_output(func(*xs), "hessian"), xs, "hessian")
+    H = op.dense()
+    offsets = [0]
+    for x in xs:
+        offsets.append(offsets[-1] + x.size)
+    blocks = tuple(tuple(Tensor._wrap(H[offsets[i]:offsets[i + 1], offsets[j]:offsets[j + 1]]
+                                      .reshape(xi.shape + xj.shape).astype(xj.dtype, copy=True))
+                         for j, xj in enumerate(xs))
+                   for i, xi in enumerate(xs))
+    return blocks[0][0] if single else blocks
 
 
-def parameters_to_vector(params):
-    """All parameters flattened and joined into one 1-D Tensor (differentiable)."""
-    params = list(params)
-    if not params:
-        raise ValueError("parameters_to_vector: no parameters given")
-    return concatenate([reshape(p, -1) for p in params])
-
-
-def vector_to_parameters(vec, params):
-    """Copy consecutive slices of the 1-D vec into the parameters' data, in place."""
-    data = vec.data if isinstance(vec, Tensor) else vec
-    params = list(params)
-    total = sum(p.size for p in params)
-    if data.ndim != 1 or data.shape[0] != total:
-        raise ValueError(f"vector_to_parameters: vector of shape {tuple(data.shape)} does not match "
-                         f"{total} parameter elements")
-    start = 0
-    for p in params:
-        n = p.size
-        p.data[...] = data[start:start + n].reshape(p.shape)
-        start += n
+# The flat-vector helpers live in flat.py; they stay importable from here.
+from .flat import HVPOperator, parameters_to_vector, vector_to_parameters  # noqa: E402,F401

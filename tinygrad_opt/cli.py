@@ -1,4 +1,5 @@
-"""Command line: tinygrad-opt train | compare | landscape | curvature | benchmark.
+"""Command line: tinygrad-opt train | compare | landscape | curvature | instruments | spectrum |
+surface | benchmark (or python -m tinygrad_opt).
 
 Each subcommand runs with no flags on the embedded digits set in well under a minute and writes
 its files into --out (default ./out). `--quick` shrinks every size for tests. Optional
@@ -9,8 +10,7 @@ This file holds the parser, the help and one thin `cmd_*` per subcommand; the wo
 experiment.py (data, model, optimizer, schedule), optim/registry.py (optimizers by name),
 testfunctions.py (2-D problems), plots.py (pictures) and train.py (fit, Progress); cliargs.py
 holds the shared flags and argument types. A new subcommand is a `cmd_*` function, whose
-docstring is its help, and a block in build_parser.
-"""
+docstring is its help, and a block in build_parser."""
 import inspect
 import math
 import os
@@ -23,6 +23,7 @@ from .cliargs import TRAIN_OPTIMIZERS
 from .experiment import format_table, num, pct, write_csv
 from ._optional import MissingDependency, require
 from .optim.registry import OPTIMIZERS
+from .instruments import parse_quantities
 from .testfunctions import PROBLEMS, problem_lr, run_path
 from .train import Progress, TrainingDiverged
 
@@ -232,6 +233,47 @@ def cmd_curvature(args):
     return 0
 
 
+# ---------------------------------------------------------------- instruments, spectrum, surface
+def cmd_instruments(args):
+    """Train an MLP with Cockpit's instruments recorded every --every steps on each step's own
+    minibatch (docs/instruments.md: gradient tests, noise scale, step-size quality alpha,
+    curvature). Prints each quantity's first, median and last value and writes
+    instruments.png (one dashboard) and instruments.csv into --out."""
+    from .studies import instruments_run
+    require("matplotlib", "instruments.png")
+    table = instruments_run(setup(args, args.optimizer), args.out, args.quantities, args.every,
+                            [progress(args)])
+    print("\n" + format_table(*table) + f"\n\nwrote {args.out}/instruments.png and .csv")
+    return 0
+
+
+def cmd_spectrum(args):
+    """Train an MLP and estimate the whole eigenvalue density of the Hessian of the loss on a
+    fixed batch of training samples, at the start and after a few epochs, by stochastic
+    Lanczos quadrature (Ghorbani et al. 2019). Prints the spectrum's ends, the share of
+    negative eigenvalues and the trace per measurement; writes spectrum.png and .csv."""
+    from .studies import spectrum_run
+    require("matplotlib", "spectrum.png")
+    table = spectrum_run(setup(args, args.optimizer), args.out, args.samples, args.lanczos_steps,
+                         args.vectors, callbacks=[progress(args)])
+    print("\n" + format_table(*table) + f"\n\nwrote {args.out}/spectrum.png and .csv")
+    return 0
+
+
+def cmd_surface(args):
+    """Train an MLP, then evaluate the loss on the straight line from the initial to the trained
+    parameters (Goodfellow et al. 2015) and on a plane of two filter-normalized random
+    directions around the solution (Li et al. 2018). Prints the line and its barrier (how far
+    it rises above its ends) and writes surface.png and surface.csv into --out."""
+    from .studies import surface_run
+    require("matplotlib", "surface.png")
+    *table, barrier = surface_run(setup(args, args.optimizer), args.out, args.samples,
+                                  args.points, args.grid, args.span, [progress(args)])
+    print("\n" + format_table(*table) + f"\n\nbarrier on the line: {barrier:.3g} (<= 0: none)"
+          f"\nwrote {args.out}/surface.png and .csv")
+    return 0
+
+
 @cliargs.typed
 def _functions(text):
     names = [s.strip() for s in text.split(",") if s.strip()]
@@ -241,37 +283,6 @@ def _functions(text):
                          f"choose from {', '.join(PROBLEMS)}")
     return names
 
-
-
-# ---------------------------------------------------------------- benchmark
-def cmd_benchmark(args):
-    """Problems x optimizers x tuning budget x seeds: every optimizer is tuned within the
-    same budget (seed 0), its best setting re-run with --seeds seeds, and the table reports
-    medians and quartiles of the final and best validation metric and the steps and seconds
-    to each problem's target. Each run is a row of the SQLite database --db: re-running the
-    same command resumes a killed benchmark. Runs go to --workers local processes, or to a
-    Dask cluster with --scheduler. Writes summary.csv, performance_profile.png and
-    lr_sensitivity_<problem>.png into --out."""
-    from . import benchmark as B
-    require("matplotlib", "the benchmark's pictures")
-    need = [p for p in args.problems if B.get_problem(p).needs_data_dir]
-    if need and not args.data_dir:
-        raise UsageError(f"problem {need[0]} needs --data-dir DIR (the folder with the MNIST files)")
-    try:
-        executor = B.DaskExecutor(args.scheduler) if args.scheduler else B.LocalExecutor(args.workers)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise UsageError(f"--scheduler {args.scheduler}: cannot connect ({e})") from None
-    log = None if args.progress == "none" else (lambda line: print(line, flush=True))
-    result = B.run_benchmark(args.problems, [n for n, _ in args.optimizers], budget=args.budget,
-                             budget_size=args.budget_size, budget_seed=args.seed, seeds=args.seeds,
-                             epochs=args.epochs, db=args.db or os.path.join(args.out, "benchmark.sqlite"),
-                             executor=executor, data_dir=args.data_dir, log=log)
-    if args.scheduler:
-        executor.close()
-    print()
-    print(result.table())
-    print("\nwrote " + ", ".join(B.write_report(result, args.out)))
-    return 0
 
 
 # ---------------------------------------------------------------- help
@@ -294,6 +305,8 @@ examples:
   tinygrad-opt train --resume out/run.ckpt --epochs 10
   tinygrad-opt landscape --functions rosenbrock,saddle --optimizers sgd,adam,newton
   tinygrad-opt curvature --optimizer sgd --lr 0.2 --epochs 10
+  tinygrad-opt instruments --quantities full --every 5
+  tinygrad-opt spectrum --activation tanh && tinygrad-opt surface
 
 exit status: 0 on success, 1 if training diverged, 2 on a usage error or a
 missing optional package (install them with: pip install 'tinygrad_opt[examples]').
@@ -331,7 +344,6 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="see above")
     sub.required = True
     sub.commands = parser.commands = {}
-    from . import benchmark as B
     mlp = (dict(epochs=20, hidden=(64,)), dict(epochs=2, hidden=(16,)))
 
     p = _command(sub, cmd_train, "train an MLP with one optimizer; checkpoints with "
@@ -407,35 +419,47 @@ def build_parser():
     cliargs.add_progress(p)
     cliargs.add_common(p, "2 epochs, 16 hidden units, 128 samples, 20 Lanczos iterations")
 
-    p = _command(sub, cmd_benchmark, "problems x optimizers x tuning budget x seeds, stored in "
-                 "SQLite, on local processes or a Dask cluster",
-                 ["--problems quadratic,digits --optimizers sgd,momentum,adam --budget grid",
-                  "--budget random --budget-size 16 --seeds 10 --workers 8",
-                  "--scheduler tcp://10.0.0.5:8786 --db results/bench.sqlite"],
-                 sizes=(dict(seeds=5, budget_size=4), dict(seeds=2, budget_size=2, epochs=2)))
-    p.add_argument("--problems", type=cliargs.typed(B.problem_list), metavar="P,...",
-                   default=["quadratic", "digits", "spirals", "rosenbrock", "beale"],
-                   help=f"any of {', '.join(B.PROBLEMS)} (default: all but the MNIST ones)")
-    p.add_argument("--optimizers", type=cliargs.training_list, metavar="NAME,...",
-                   default=cliargs.training_list("sgd,momentum,adam"),
-                   help=f"any of {', '.join(TRAIN_OPTIMIZERS)} (default: sgd,momentum,adam)")
-    p.add_argument("--budget", choices=B.BUDGETS, default="oneshot",
-                   help="oneshot: the defaults; grid: N lrs log-spaced over [lr/100, 10 lr]; "
-                        "random: N seeded draws of lr and the other hyperparameters")
-    p.add_argument("--budget-size", type=cliargs.positive_int, default=None, metavar="N",
-                   help="settings per optimizer for grid and random (default: 4)")
-    p.add_argument("--seeds", type=cliargs.positive_int, default=None, metavar="K",
-                   help="seeds of each optimizer's best setting (default: 5)")
-    p.add_argument("--epochs", type=cliargs.positive_int, default=None, metavar="N",
-                   help="epochs of every run (default: each problem's own)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST files")
-    p.add_argument("--db", metavar="PATH", help="SQLite result store (default: OUT/benchmark.sqlite)")
-    p.add_argument("--workers", type=cliargs.positive_int, default=None, metavar="N",
-                   help="local worker processes (default: the number of cores)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (see docs/benchmark.md)")
-    cliargs.add_progress(p)
-    cliargs.add_common(p, "2 epochs, 2 seeds, 2 settings per budget")
+    small = dict(epochs=1, hidden=(16,), samples=128)
+    for func, summary, examples, sizes in (
+            (cmd_instruments, "Cockpit's instruments during training; one dashboard PNG",
+             ["", "--quantities full --every 5", "--quantities NormTest,GradientNoiseScale"],
+             (dict(epochs=5, hidden=(64,), every=1), dict(epochs=1, hidden=(16,), every=5))),
+            (cmd_spectrum, "the Hessian's eigenvalue density over training; spectrum.png",
+             ["", "--activation tanh --epochs 12 --vectors 4"],
+             (dict(epochs=10, hidden=(32,), samples=512, lanczos_steps=80, vectors=2),
+              dict(small, epochs=2, lanczos_steps=20, vectors=1))),
+            (cmd_surface, "the loss from init to solution and around it; surface.png",
+             ["", "--grid 41 --span 0.5"], (dict(epochs=10, hidden=(64,), samples=512, points=41,
+                                                 grid=21), dict(small, points=9, grid=5)))):
+        p = _command(sub, func, summary, examples, sizes=sizes)
+        p.add_argument("--optimizer", choices=TRAIN_OPTIMIZERS, default="sgd", metavar="NAME",
+                       help=f"one of {', '.join(TRAIN_OPTIMIZERS)} (default: %(default)s)")
+        if func is cmd_instruments:
+            p.add_argument("--quantities", type=cliargs.typed(parse_quantities), default="economy",
+                           help="economy, business, full, or names such as Loss,NormTest "
+                                "(default: %(default)s)")
+            p.add_argument("--every", type=cliargs.positive_int, metavar="K",
+                           help="record every K steps (default: 1)")
+        else:
+            p.add_argument("--samples", type=cliargs.positive_int, metavar="N",
+                           help="training samples in the fixed batch (default: 512)")
+        if func is cmd_spectrum:
+            p.add_argument("--lanczos-steps", type=cliargs.positive_int, metavar="N",
+                           help="Lanczos steps per probe (default: 80)")
+            p.add_argument("--vectors", type=cliargs.positive_int, metavar="N",
+                           help="random probes per measurement (default: 2)")
+        if func is cmd_surface:
+            p.add_argument("--points", type=cliargs.positive_int, metavar="N",
+                           help="points on the line, alpha in [-0.5, 1.5] (default: 41)")
+            p.add_argument("--grid", type=cliargs.positive_int, metavar="N",
+                           help="points per side of the plane (default: 21)")
+            p.add_argument("--span", type=cliargs.positive_float, default=1.0,
+                           help="the plane's half width (default: %(default)s)")
+        cliargs.add_training(p, sizes[0]["epochs"], sizes[0]["hidden"], "float32",
+                             "learning rate (default: the optimizer's)")
+        cliargs.add_progress(p)
+        cliargs.add_common(p, "1-2 epochs, 16 hidden units, small batches and grids")
+    __import__(f"{__package__}.benchmark.command", fromlist=["_"]).add_command(sub, _command)
 
     width = max(len(n) for n in sub.choices)
     parser.description = DESCRIPTION.format(commands="\n".join(

@@ -4,8 +4,9 @@ Every quantity here is computed from products v -> H v (the gradient of g . v), 
 is never formed: top and bottom eigenvalues by Lanczos, the condition number, Hutchinson's trace,
 the curvature along the gradient and the second-order step test. The loss is given as a closure
 that recomputes a scalar loss Tensor from the current parameters (without calling backward), and
-the parameters as a list of Tensors, e.g. `model.parameters()`. Vectors are flat arrays of the
-parameters' total size on the parameters' device. See docs/curvature.md.
+the parameters as a list (or any iterable, read once) of Tensors, e.g. `model.parameters()`.
+Vectors are flat arrays of the parameters' total size on the parameters' device; the operator
+and the flat-vector helpers live in flat.py (re-exported here). See docs/curvature.md.
 """
 import inspect
 import math
@@ -14,31 +15,12 @@ from dataclasses import dataclass
 
 from . import autograd, backend
 from .engine import enable_grad, forward_level, no_grad
+from .flat import HVPOperator, flatten, unflatten  # noqa: F401  (re-exported: curvature.flatten)
+from .optim.monitor import OptimizerMonitor, OptimizerRecord, _info_get, _Recorder  # noqa: F401
 from .tensor import Tensor
 from .train import Callback
 
 np = backend.np     # host NumPy, only for the tiny tridiagonal eigenproblem and summaries
-
-
-# ---------------------------------------------------------------- flat vectors
-
-def flatten(arrays):
-    """One flat array from a list of arrays (or Tensors), in order."""
-    arrays = [a.data if isinstance(a, Tensor) else a for a in arrays]
-    xp = backend.xp_of(arrays[0])
-    return xp.concatenate([a.reshape(-1) for a in arrays])
-
-
-def unflatten(vec, params):
-    """The flat array `vec` split into arrays shaped like `params` (views of `vec`)."""
-    out, i = [], 0
-    for p in params:
-        out.append(vec[i:i + p.size].reshape(p.shape))
-        i += p.size
-    if i != vec.shape[0]:
-        raise ValueError(f"unflatten: vector of size {vec.shape[0]} does not match "
-                         f"parameters of total size {i}")
-    return out
 
 
 class _Probes:
@@ -66,73 +48,7 @@ class _Probes:
         return (1.0 - 2.0 * (u < 0.5)).astype(self.dtype)
 
 
-# ---------------------------------------------------------------- the operator
-
-class HVPOperator:
-    """v -> H v for the loss of `closure` at the current values of `params`, on flat vectors.
-
-    The gradient g is computed once with create_graph=True; each product is the gradient of
-    g . v through that same graph (retain_graph=True), so a product costs about one backward
-    pass. `n_products` counts them. Build a new operator after the parameters change.
-    """
-
-    def __init__(self, closure, params):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("HVPOperator: no parameters given")
-        for i, p in enumerate(self.params):
-            if not isinstance(p, Tensor) or not p.requires_grad:
-                raise ValueError(f"HVPOperator: parameter {i} is not a Tensor with "
-                                 f"requires_grad=True")
-        first = self.params[0].data
-        self.xp = backend.xp_of(first)
-        self.device = backend.device_of(first)
-        self.dtype = self.xp.result_type(*[p.dtype for p in self.params])
-        self.n = sum(p.size for p in self.params)
-        with enable_grad():
-            loss = closure()
-            if not isinstance(loss, Tensor) or loss.size != 1:
-                raise ValueError("HVPOperator: the closure must return a one-element loss Tensor, "
-                                 f"got {type(loss).__name__}"
-                                 + (f" of shape {loss.shape}" if isinstance(loss, Tensor) else ""))
-            grads = autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-        self.loss = float(loss.item())
-        self._grads = grads
-        self.grad = self._flat([None if g is None else g.data for g in grads])
-        self.n_products = 0
-
-    def _flat(self, arrays):
-        """Flat vector of `arrays`, with zeros where an entry is None."""
-        xp = self.xp
-        parts = [xp.zeros(p.size, dtype=self.dtype) if a is None
-                 else a.reshape(-1).astype(self.dtype, copy=False)
-                 for a, p in zip(arrays, self.params)]
-        return xp.concatenate(parts)
-
-    def matvec(self, v):
-        """H v for a flat vector v."""
-        v = self.xp.asarray(v, dtype=self.dtype)
-        if v.shape != (self.n,):
-            raise ValueError(f"HVPOperator: vector of shape {v.shape}, expected ({self.n},)")
-        self.n_products += 1
-        # The gradient of g . v: each g_i seeded with v_i (no dot product recorded).
-        # A gradient that does not depend on the parameters has zero Hessian rows.
-        used = [(g, vi.astype(g.dtype, copy=False))
-                for g, vi in zip(self._grads, unflatten(v, self.params))
-                if g is not None and g.requires_grad]
-        if not used:
-            return self.xp.zeros(self.n, dtype=self.dtype)
-        hv = autograd.grad(tuple(g for g, _ in used), self.params,
-                           grad_outputs=tuple(vi for _, vi in used), retain_graph=True,
-                           allow_unused=True)
-        return self._flat([None if h is None else h.data for h in hv])
-
-    __call__ = matvec
-
-    def to_params(self, vec):
-        """A flat vector split into arrays shaped like the parameters."""
-        return unflatten(vec, self.params)
-
+# ---------------------------------------------------------------- the GGN operator
 
 class GGNOperator(HVPOperator):
     """v -> G v = J^T H_L J v, the generalized Gauss-Newton matrix, on flat vectors.
@@ -462,27 +378,6 @@ def step_test(closure, params=None, lr=None, measure=False):
 
 # ---------------------------------------------------------------- training-loop monitors
 
-class _Recorder:
-    """A list of record dataclasses with column access."""
-
-    def column(self, name):
-        """One field over all records, as a host array (None becomes nan)."""
-        return np.array([math.nan if getattr(r, name) is None else getattr(r, name)
-                         for r in self.history], dtype=float)
-
-    def _due(self, step):
-        return self.every > 0 and step % self.every == 0
-
-
-def _info_get(info, key, default=None):
-    """`key` from a step-info dict or object."""
-    if info is None:
-        return default
-    if isinstance(info, dict):
-        return info.get(key, default)
-    return getattr(info, key, default)
-
-
 @dataclass
 class CurvatureRecord:
     """Curvature of the loss at one training step."""
@@ -603,154 +498,6 @@ def _current_lr(info):
         if opt is not None and opt.param_groups:
             lr = opt.param_groups[0].get("lr")
     return lr
-
-
-@dataclass
-class OptimizerRecord:
-    """What one optimizer step did."""
-    step: int
-    lr: float                    # the first group's lr
-    step_size_kind: str          # "lr", "adam", "rmsprop" or "adagrad"
-    step_size_mean: float        # effective per-coordinate step size, summarised
-    step_size_median: float
-    step_size_min: float
-    step_size_max: float
-    update_norm: float = None    # ||theta_after - theta_before||
-    param_norm: float = None     # ||theta_before||
-    update_ratio: float = None   # update_norm / param_norm
-    momentum_norm: float = None  # ||momentum buffer|| (Adam: ||first moment||)
-    clip_coef: float = None      # min(1, max_norm / total_norm) when the gradient was clipped
-
-
-class OptimizerMonitor(Callback, _Recorder):
-    """Records effective step sizes, the update-to-parameter ratio, momentum and clipping.
-
-    Standalone use: `snapshot()`, then `optimizer.step()`, then `record(step)`. Inside fit()
-    the snapshot is taken before each recorded step automatically (steps count by
-    global_step). The clip coefficient needs the total gradient norm from the step info and
-    max_norm (pass fit()'s `clip` value as max_norm).
-    Effective step size per coordinate: SGD lr; Adam lr / (sqrt(v_hat) + eps) with
-    v_hat = v / (1 - beta2^t); RMSprop lr / (sqrt(E[g^2] - E[g]^2 if centered) + eps);
-    Adagrad lr_k / (sqrt(sum g^2) + eps); the textbook forms likewise, with their delta.
-    """
-
-    def __init__(self, optimizer, every=1, max_norm=None):
-        if every < 1:
-            raise ValueError(f"OptimizerMonitor: every must be >= 1, got {every}")
-        self.optimizer, self.every, self.max_norm = optimizer, int(every), max_norm
-        self.history = []
-        self._before = None
-
-    def _params(self):
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def snapshot(self):
-        """Remember the current parameters, to measure the next update."""
-        self._before = [p.data.copy() for p in self._params()]
-
-    def record(self, step, info=None):
-        """Summarise the step just taken and append an OptimizerRecord (also returned)."""
-        opt = self.optimizer
-        sizes, kinds, mom_sq, has_mom = [], set(), 0.0, False
-        for group in opt.param_groups:
-            for p in group["params"]:
-                state = opt.state.get(p, {}) if hasattr(opt.state, "get") else {}
-                kind, eff = _step_size(p, state, group)
-                kinds.add(kind)
-                sizes.append(eff)
-                buf = _momentum(state)
-                if buf is not None:
-                    has_mom = True
-                    mom_sq += _sqnorm(buf)
-        xp = backend.xp_of(sizes[0])
-        allsizes = xp.concatenate(sizes)
-        rec = OptimizerRecord(
-            step=int(step), lr=float(opt.param_groups[0]["lr"]),
-            step_size_kind=kinds.pop() if len(kinds) == 1 else "mixed",
-            step_size_mean=float(allsizes.mean()), step_size_median=float(xp.median(allsizes)),
-            step_size_min=float(allsizes.min()), step_size_max=float(allsizes.max()),
-            momentum_norm=math.sqrt(mom_sq) if has_mom else None,
-            clip_coef=_clip_coef(info, self.max_norm))
-        if self._before is not None:
-            du = sum(_sqnorm(p.data - b) for p, b in zip(self._params(), self._before))
-            pn = sum(_sqnorm(b) for b in self._before)
-            rec.update_norm, rec.param_norm = math.sqrt(du), math.sqrt(pn)
-            rec.update_ratio = rec.update_norm / rec.param_norm if pn > 0 else math.inf
-            self._before = None
-        self.history.append(rec)
-        return rec
-
-    def on_train_begin(self, run):
-        if self._due(run.global_step + 1):
-            self.snapshot()
-
-    def on_step_end(self, info):
-        step = _info_get(info, "global_step")
-        if self._due(step):
-            self.record(step, info)
-        if self._due(step + 1):
-            self.snapshot()
-
-
-def _sqnorm(a):
-    return float((a * a).sum())
-
-
-def _step_size(p, state, group):
-    """(kind, per-coordinate effective step size as a flat array) for one parameter.
-
-    Reads the practical optimizers' state (exp_avg_sq, square_avg, sum) and the textbook
-    forms' (r, with rho2 for Adam, rho for RMSProp, else AdaGrad; delta is their eps).
-    """
-    xp = backend.xp_of(p.data)
-    lr = float(group["lr"])
-    eps = group.get("eps", 0.0)
-    if "exp_avg_sq" in state:
-        v = state.get("max_exp_avg_sq") if group.get("amsgrad") else None
-        v = state["exp_avg_sq"] if v is None else v
-        v_hat = v / (1.0 - group["betas"][1] ** float(state["step"]))
-        return "adam", (lr / (xp.sqrt(v_hat) + eps)).reshape(-1)
-    if "square_avg" in state:
-        avg = state["square_avg"]
-        if group.get("centered") and "grad_avg" in state:
-            avg = avg - state["grad_avg"] ** 2
-        return "rmsprop", (lr / (xp.sqrt(avg) + eps)).reshape(-1)
-    if "sum" in state:
-        lr = lr / (1.0 + (float(state["step"]) - 1.0) * group.get("lr_decay", 0.0))
-        return "adagrad", (lr / (xp.sqrt(state["sum"]) + eps)).reshape(-1)
-    if "r" in state:
-        r, delta = state["r"], group.get("delta", 0.0)
-        if "rho2" in group:
-            r_hat = r / (1.0 - group["rho2"] ** float(state["step"]))
-            return "adam", (lr / (xp.sqrt(r_hat) + delta)).reshape(-1)
-        if "rho" in group:                       # Algorithm 8.5: delta inside the root
-            return "rmsprop", (lr / xp.sqrt(delta + r)).reshape(-1)
-        return "adagrad", (lr / (delta + xp.sqrt(r))).reshape(-1)
-    return "lr", xp.full(p.size, lr, dtype=float)
-
-
-def _momentum(state):
-    """The momentum buffer: PyTorch's momentum_buffer, Adam's exp_avg, the textbook v or s."""
-    for key in ("momentum_buffer", "exp_avg", "v"):
-        if key in state:
-            return state[key]
-    return state.get("s") if "r" in state else None      # textbook Adam's first moment
-
-
-def _clip_coef(info, max_norm=None):
-    """min(1, max_norm / total_norm) from step info, when gradient clipping was used."""
-    c = _info_get(info, "clip_coef")
-    if c is None:
-        c = (_info_get(info, "extra") or {}).get("clip_coef")
-    if c is not None:
-        return float(c)
-    total = _info_get(info, "grad_norm")
-    if max_norm is None:
-        max_norm = _info_get(info, "max_norm")
-    if total is None or max_norm is None:
-        return None
-    # clip_grad_norm_'s coefficient; the 1e-6 guards a zero norm
-    return min(1.0, float(max_norm) / (float(total) + 1e-6))
 
 
 # ---------------------------------------------------------------- spectral density (SLQ)

@@ -280,7 +280,8 @@ class Function:
 
     # Set by apply: seq, parents, needs_input_grad, inputs and out (the arrays), xp. Slots
     # make these cheap to set on every call; what an op saves itself goes to its __dict__.
-    __slots__ = ("xp", "seq", "parents", "needs_input_grad", "inputs", "out", "__dict__")
+    __slots__ = ("seq", "parents", "needs_input_grad", "inputs", "out", "__dict__")
+    xp = _np            # the inputs' array module: NumPy unless apply sets CuPy on the instance
 
     def __repr__(self):
         return f"<{type(self).__name__} node>"
@@ -309,7 +310,8 @@ class Function:
             else:
                 arrays.append(a)
                 need.append(False)
-        ctx.xp = _np if xp is None else xp
+        if xp is not None and xp is not _np:
+            ctx.xp = xp
         try:
             out = cls.forward(ctx, *arrays, **params) if params else cls.forward(ctx, *arrays)
         except ValueError as e:
@@ -372,7 +374,6 @@ def operator_methods(cls, fwd):
         if _anomaly or _levels:
             return slow(a, b)
         ctx = _new(cls)
-        ctx.xp = _np
         try:
             out = fwd(da, db)
         except ValueError as e:
@@ -419,7 +420,6 @@ def layer_apply(cls, x, W, b):
     if type(xd) is not _ndarray or type(Wd) is not _ndarray or _anomaly or _levels:
         return cls.apply(x, W, b)
     ctx = _new(cls)
-    ctx.xp = _np
     try:
         out = cls.forward(ctx, xd, Wd, bd)
     except ValueError as e:

@@ -76,11 +76,35 @@ def plot_compare(results, path, target=None, title=None):
 
 
 # ---------------------------------------------------------------- landscape
+def exits(xy, xlim, ylim):
+    """Where an (n, 2) path leaves the box: a list of (point on the edge, step direction), one
+    per step from a point inside to one outside (a point that is not finite is outside)."""
+    x, y = xy[:, 0], xy[:, 1]
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(xy).all(axis=1) & (xlim[0] <= x) & (x <= xlim[1])
+                  & (ylim[0] <= y) & (y <= ylim[1]))
+    out = []
+    for i in np.flatnonzero(inside[:-1] & ~inside[1:]):
+        a, b = xy[i], xy[i + 1]
+        if not np.isfinite(b).all():
+            out.append((a, None))
+            continue
+        d, t = b - a, 1.0
+        for k, (lo, hi) in enumerate((xlim, ylim)):     # the first edge that a -> b crosses
+            if b[k] > hi:
+                t = min(t, (hi - a[k]) / d[k])
+            elif b[k] < lo:
+                t = min(t, (lo - a[k]) / d[k])
+        out.append((a + t * d, d))
+    return out
+
+
 def plot_landscape(problems, names, paths, path, resolution=300):
     """One panel per 2-D problem (contours, minima, start, each optimizer's path) and a legend.
 
     problems: testfunctions.Problem objects; names: optimizer names; paths[problem.name, name]:
-    the (n, 2) iterates.
+    the (n, 2) iterates. The paths are clipped to the panel; an arrowhead on the edge marks
+    each place where one leaves it, pointing the way it went.
     """
     n = len(problems) + 1
     cols = min(3, n)
@@ -88,6 +112,7 @@ def plot_landscape(problems, names, paths, path, resolution=300):
     fig = new_figure(figsize=(5.2 * cols, 4.3 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     colour = dict(zip(names, colours(len(names))))
+    any_left = False
     for ax, p in zip(axes, problems):
         xs = np.linspace(*p.xlim, resolution)
         ys = np.linspace(*p.ylim, resolution)
@@ -102,20 +127,28 @@ def plot_landscape(problems, names, paths, path, resolution=300):
         for name in names:
             xy = paths[p.name, name]
             ax.plot(xy[:, 0], xy[:, 1], "-", color=colour[name], lw=1.6, alpha=0.9)
-            ax.plot(xy[-1, 0], xy[-1, 1], "o", color=colour[name], ms=4)
+            ax.plot(xy[-1, 0], xy[-1, 1], "o", color=colour[name], ms=4)     # clipped if out
+            for point, d in exits(xy, p.xlim, p.ylim):   # an arrowhead where it leaves
+                angle = 0 if d is None else math.degrees(math.atan2(d[1], d[0])) - 90
+                ax.plot(*point, marker=(3, 0, angle), color=colour[name], ms=9, clip_on=False)
+                any_left = True
         ax.plot(*p.start, "k^", ms=8)
         for m in p.minima:
             ax.plot(*m, "*", color="gold", mec="k", ms=14)
         for m in p.saddles:
             ax.plot(*m, "X", color="w", mec="k", ms=10)
-        ax.set(xlim=p.xlim, ylim=p.ylim, title=p.tex)
+        ax.set(xlim=p.xlim, ylim=p.ylim, title=p.tex, xlabel="$x$", ylabel="$y$")
     legend_ax = axes[len(problems)]
     legend_ax.axis("off")
     handles = [legend_ax.plot([], [], "-", color=colour[n], lw=2.5, label=n)[0] for n in names]
     handles.append(legend_ax.plot([], [], "k^", ms=8, label="start")[0])
     handles.append(legend_ax.plot([], [], "*", color="gold", mec="k", ms=14, label="minimum")[0])
     handles.append(legend_ax.plot([], [], "X", color="w", mec="k", ms=10, label="saddle point")[0])
-    legend_ax.legend(handles=handles, loc="center", fontsize=12, frameon=False,
+    handles.append(legend_ax.plot([], [], "o", color="0.3", ms=4, label="end of a path")[0])
+    if any_left:
+        handles.append(legend_ax.plot([], [], marker=(3, 0, -90), ls="", color="0.3", ms=9,
+                                      label="path leaves the panel")[0])
+    legend_ax.legend(handles=handles, loc="upper center", fontsize=12, frameon=False,
                      title="optimizer", title_fontsize=12)
     legend_ax.text(0.5, 0.0, "same start for all; lr tuned per function and optimizer",
                    ha="center", va="bottom", fontsize=9, color="0.3",
@@ -246,8 +279,8 @@ def _hist_panel(ax, hists, steps):
 
 
 def plot_spectra(records, path, title="Hessian eigenvalue density over training"):
-    """The densities of studies.SpectrumRecorder.records on a log scale, one colour per epoch, and the
-    negative mass and extreme eigenvalues per epoch beside them."""
+    """The densities of studies.SpectrumRecorder.records on a log scale, one colour per epoch,
+    and the negative mass and extreme eigenvalues per epoch beside them."""
     from matplotlib import colormaps
     fig = new_figure(figsize=(12, 4.2))
     ax, ax2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=(1.6, 1)))
@@ -282,7 +315,7 @@ def plot_spectra(records, path, title="Hessian eigenvalue density over training"
 
 
 def plot_surface(study, path, title="Loss between initialization and solution"):
-    """Interpolation curves (train and val) and the 2-D surface's contours from studies.surface_study."""
+    """Interpolation curves (train and val) and the 2-D surface's contours (surface_study)."""
     fig = new_figure(figsize=(12, 4.6))
     ax, ax2 = fig.subplots(1, 2)
     a = study["alphas"]

@@ -119,7 +119,8 @@ def logsumexp(x, axis=None, keepdims=False):
 def var(x, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
     """Variance over axis with PyTorch's default Bessel correction: sum((x - mean)^2) / (n - correction)."""
     axis, keepdims = reduction_args("var", axis, keepdims, dim, keepdim)
-    n = x.size if axis is None else math.prod(x.shape[a] for a in ((axis,) if isinstance(axis, int) else axis))
+    axes = (axis,) if isinstance(axis, int) else axis
+    n = x.size if axis is None else math.prod(x.shape[a] for a in axes)
     d = x - mean(x, axis, keepdims=True)
     scale = 1.0 / (n - correction) if n > correction else math.nan   # PyTorch: NaN, no error
     return Sum.apply(d * d, axis=axis, keepdims=keepdims) * scale

@@ -43,8 +43,10 @@ class SpectrumRecorder(Callback):
     the epochs in `epochs` (None: every epoch), by stochastic Lanczos quadrature.
 
     records: dicts with epoch, grid, density, nodes (curvature.SpectralNodes), lambda_min and
-    lambda_max (the extreme nodes), negative_mass (the share of eigenvalues below 0) and trace
-    (n * the first moment).
+    lambda_max (the extreme nodes), negative_mass and trace (n * the first moment).
+    negative_mass is the share of eigenvalues below -1% of the spectrum's width (the density's
+    kernel width): most eigenvalues of a network's Hessian sit in a bulk at 0, which Lanczos
+    resolves into nodes of either sign, so "below 0" would count rounding.
     """
 
     def __init__(self, X, y, loss_fn=None, epochs=None, n_iter=50, n_vectors=2, seed=0):
@@ -61,9 +63,9 @@ class SpectrumRecorder(Callback):
                                           self.n_iter, self.n_vectors, self.seed)
         grid, density = sn.density()
         live = sn.weights > 0
-        rec = dict(epoch=epoch, grid=grid, density=density, nodes=sn,
-                   lambda_min=float(sn.nodes[live].min()), lambda_max=float(sn.nodes[live].max()),
-                   negative_mass=sn.mass_below(0.0),
+        lo, hi = float(sn.nodes[live].min()), float(sn.nodes[live].max())
+        rec = dict(epoch=epoch, grid=grid, density=density, nodes=sn, lambda_min=lo,
+                   lambda_max=hi, negative_mass=sn.mass_below(-0.01 * (hi - lo)),
                    trace=sum(p.size for p in params) * sn.moment(1))
         self.records.append(rec)
         return rec
@@ -140,3 +142,77 @@ def evaluate_loss(model, loss_fn, X, y):
         return float(loss_fn(model(X), y).item())
 
 
+
+
+# ---------------------------------------------------------------- the commands' runs
+def _summary(values):
+    v = np.asarray([math.nan if x is None else x for x in values], dtype=float)
+    v = v[np.isfinite(v)]
+    return (v[0], float(np.median(v)), v[-1]) if v.size else (math.nan,) * 3
+
+
+def instruments_run(setup, out, quantities="economy", every=1, callbacks=()):
+    """Train `setup` with Instruments; write instruments.png and instruments.csv into `out`.
+
+    Returns (headers, rows) of a table: per scalar quantity its first, median and last value.
+    """
+    import os
+    from . import plots
+    from .experiment import write_csv
+    from .instruments import Instruments
+    inst = Instruments(quantities, every=every)
+    setup.fit([*callbacks, inst])
+    h = inst.history
+    plots.plot_dashboard(h, os.path.join(out, "instruments.png"),
+                         title=f"Instruments ({setup.name}, lr {setup.lr:g})")
+    scalars = [k for k in h if k not in ("step", "GradHist1d")]
+    write_csv(os.path.join(out, "instruments.csv"), ["step", *scalars],
+              zip(h["step"], *[inst.column(k) for k in scalars]))
+    rows = [[k, *(f"{x:.4g}" for x in _summary(h[k]))] for k in scalars]
+    return ["quantity", "first", "median", "last"], rows
+
+
+def spectrum_run(setup, out, samples=512, n_iter=80, n_vectors=2, measure=None, callbacks=()):
+    """Train `setup` recording the Hessian spectrum on a fixed batch at init and after the
+    epochs in `measure` (default: 1, a quarter, half and all of them); write spectrum.png and
+    spectrum.csv. Returns (headers, rows): per measurement the extreme nodes, the negative
+    mass, the trace estimate and the validation accuracy."""
+    import os
+    from . import plots
+    from .experiment import write_csv
+    n = setup.epochs
+    measure = sorted({1, max(1, n // 4), max(1, n // 2), n}) if measure is None else measure
+    rec = SpectrumRecorder(*fixed_batch(setup.train, samples), epochs=measure, n_iter=n_iter,
+                           n_vectors=n_vectors)
+    history = setup.fit([*callbacks, rec])
+    plots.plot_spectra(rec.records, os.path.join(out, "spectrum.png"))
+    headers = ["epoch", "lambda_min", "lambda_max", "negative_mass", "trace", "val_acc"]
+    raw = [[r["epoch"], r["lambda_min"], r["lambda_max"], r["negative_mass"], r["trace"],
+            history.val_acc[r["epoch"] - 1] if r["epoch"] else None] for r in rec.records]
+    write_csv(os.path.join(out, "spectrum.csv"), headers, raw)
+    rows = [[e, f"{a:.4g}", f"{b:.4g}", f"{100 * m:.2f}%", f"{t:.4g}",
+             "-" if v is None else f"{100 * v:.2f}%"] for e, a, b, m, t, v in raw]
+    return headers, rows
+
+
+def surface_run(setup, out, samples=512, points=41, grid=21, span=1.0, callbacks=()):
+    """Train `setup`, then the loss on the line from the initial to the trained parameters
+    (alpha in [-0.5, 1.5]) and on a filter-normalized plane (+-span) around the solution;
+    write surface.png and surface.csv. Returns (headers, rows) of the line, every fifth alpha,
+    and the barrier (see surface_study)."""
+    import os
+    from . import plots
+    from .experiment import write_csv
+    theta0 = [p.data.copy() for p in setup.model.parameters()]
+    setup.fit(callbacks)
+    from .nn import functional as F
+    st = surface_study(setup.model, F.cross_entropy, fixed_batch(setup.train, samples),
+                       fixed_batch(setup.val, samples), theta0, np.linspace(-0.5, 1.5, points),
+                       np.linspace(-span, span, grid))
+    plots.plot_surface(st, os.path.join(out, "surface.png"))
+    write_csv(os.path.join(out, "surface.csv"), ["alpha", "train_loss", "val_loss"],
+              zip(st["alphas"], st["train"], st["val"]))
+    step = max(1, (points - 1) // 8)
+    rows = [[f"{a:.2f}", f"{t:.4f}", f"{v:.4f}"] for a, t, v in
+            list(zip(st["alphas"], st["train"], st["val"]))[::step]]
+    return ["alpha", "train_loss", "val_loss"], rows, st["barrier"]

@@ -69,7 +69,13 @@ class History:
     are not class labels), lr (of the first parameter group at the epoch's start) and
     epoch_time (seconds, validation included). Per step: step_loss. `extra` holds the series
     that callbacks add with `record(name, value)`.
+
+    Each column is a list, read as an attribute or by name: history.val_acc is
+    history["val_acc"]; "loss" is train_loss (Keras' name); a callback's series is
+    history["name"]. history.keys() lists the columns that hold values.
     """
+
+    ALIASES = {"loss": "train_loss"}
 
     FIELDS = ("epoch", "train_loss", "val_loss", "val_acc", "lr", "epoch_time", "step_loss")
 
@@ -95,6 +101,24 @@ class History:
     def __len__(self):
         return len(self.epoch)
 
+    def __getitem__(self, name):
+        """The column `name` (a list): a field, an alias in ALIASES or a recorded series."""
+        name = self.ALIASES.get(name, name)
+        if name in self.FIELDS:
+            return getattr(self, name)
+        if name in self.extra:
+            return self.extra[name]
+        raise KeyError(f"History has no column {name!r}; it has "
+                       f"{', '.join(self.FIELDS + tuple(self.extra))}")
+
+    def __contains__(self, name):
+        name = self.ALIASES.get(name, name)
+        return name in self.FIELDS or name in self.extra
+
+    def keys(self):
+        """The names of the columns that hold values (fields first, then recorded series)."""
+        return [n for n in self.FIELDS if getattr(self, n)] + list(self.extra)
+
     def __repr__(self):
         last = f", last train_loss={self.train_loss[-1]:.4g}" if self.train_loss else ""
         return f"History(epochs={len(self)}{last})"
@@ -118,7 +142,13 @@ class TrainRun:
 
 @dataclass
 class StepInfo:
-    """One finished optimizer step, as given to Callback.on_step_end."""
+    """One finished optimizer step, as given to Callback.on_step_end.
+
+    grad_norm is the total gradient norm before clipping. fit computes it only to clip, so
+    it is None unless fit was given `clip` (and always None for step(closure) optimizers,
+    which fit does not clip). Without clip, a callback can measure it with
+    optim.clip_grad_norm_(params, float("inf")), which leaves the gradients as they are.
+    """
     run: TrainRun
     epoch: int                         # epoch index
     step: int                          # step index within the epoch
@@ -128,7 +158,7 @@ class StepInfo:
     lr: float                          # lr of the first parameter group used by this step
     xb: object = None                  # the minibatch (Tensors), e.g. to rebuild the loss
     yb: object = None
-    grad_norm: float = None            # total gradient norm before clipping (when clip is set)
+    grad_norm: float = None            # before clipping; None unless fit's clip is set
     extra: dict = field(default_factory=dict)
 
 

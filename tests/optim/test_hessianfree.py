@@ -1,5 +1,6 @@
 """HessianFree: the Gauss-Newton product against a dense J^T H_L J, a step worked by hand,
 Martens' CG stopping and backtracking schedules, the damping rule, checkpoints."""
+import importlib.util
 import math
 
 import numpy as np
@@ -152,14 +153,29 @@ def test_hessianfree_resume_is_bit_identical():
                                 before=2, after=2, loss="mse")
 
 
+def test_a_nonfinite_loss_leaves_the_parameters_unchanged():
+    w, _ = one_weight_problem()
+    X = Tensor(np.array([[np.inf], [1.0]]))
+    opt = HessianFree([w], damping=1.0, precondition=False)
+    with np.errstate(invalid="ignore"):                 # inf * 0 in the forward
+        assert math.isnan(opt.step(lambda: F.mse_loss(X @ w.T * 0.0, np.zeros((2, 1)))))
+    np.testing.assert_array_equal(w.numpy(), [[0.0]])
+    assert opt.log == []
+
+
 def test_hessianfree_errors():
     w = Tensor(np.ones(2), requires_grad=True)
     with pytest.raises(ValueError, match="model output.*Sum"):
-        HessianFree([w], precondition=False).step(lambda: (w * w).sum())
+        HessianFree([w]).step(lambda: (w * w).sum())
     with pytest.raises(TypeError, match="closure"):
         HessianFree([w], precondition=False).step()
     with pytest.raises(ValueError, match="damping"):
         HessianFree([w], damping=0)
+    have = importlib.util.find_spec("tinygrad_opt.extensions") is not None
+    assert HessianFree([w]).param_groups[0]["precondition"] is have     # None: when present
+    if not have:
+        with pytest.raises(ImportError, match="extensions"):
+            HessianFree([w], precondition=True)
     with pytest.raises(ValueError, match="parameter groups"):
         HessianFree([{"params": [w]}, {"params": [Tensor(np.ones(1), requires_grad=True)]}])
 

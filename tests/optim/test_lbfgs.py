@@ -51,6 +51,21 @@ def test_history_is_bounded():
     opt.step(closure)
     st = opt.state[x]
     assert st["old_s"].shape == (3, 12) and st["old_y"].shape == (3, 12)
+    # on a quadratic the gradient change is exactly A s: each kept pair is a real (s, y)
+    np.testing.assert_allclose(st["old_y"], st["old_s"] @ A.T, rtol=1e-9, atol=1e-12)
+    assert np.all(np.einsum("ij,ij->i", st["old_s"], st["old_y"]) > 0)
+
+
+def test_history_holds_the_newest_steps_in_order():
+    x, closure, A, b = quadratic(n=12, cond=1e3)
+    opt = LBFGS([x], history_size=3, max_iter=1)
+    xs = [x.data.copy()]
+    for _ in range(6):
+        opt.step(closure)
+        xs.append(x.data.copy())
+    steps = np.diff(np.array(xs), axis=0)
+    np.testing.assert_allclose(opt.state[x]["old_s"], steps[-3:], rtol=1e-12, atol=1e-16)  # oldest first
+    np.testing.assert_allclose(opt.state[x]["old_y"], steps[-3:] @ A.T, rtol=1e-9, atol=1e-12)
 
 
 def test_two_loop_matches_the_dense_bfgs_inverse_update():

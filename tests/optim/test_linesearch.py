@@ -3,9 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from tinygrad_opt.optim.linesearch import (FlatObjective, backtracking_armijo, strong_wolfe,
+from tinygrad_opt.optim.linesearch import (LINE_SEARCHES, backtracking_armijo, strong_wolfe,
                                            _cubic_min, _interpolate)
-from tinygrad_opt.tensor import Tensor
 
 
 def scalar_phi(f, df):
@@ -143,39 +142,5 @@ def test_cubic_interpolation_is_exact_for_a_cubic():
     assert 0.1 <= _interpolate(q1, q2) <= 0.9
 
 
-def test_flat_objective_phi_moves_the_parameters():
-    a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
-    b = Tensor(np.array([[3.0]]), requires_grad=True)
-    obj = FlatObjective(lambda: (a * a).sum() + (b * b * b).sum(), [a, b], "Test")
-    x = obj.get()
-    np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])
-    d = np.array([-1.0, 0.0, -1.0])
-    f, slope, g = obj.phi(x, d)(0.5)
-    np.testing.assert_array_equal(a.data, [0.5, 2.0])
-    np.testing.assert_array_equal(b.data, [[2.5]])
-    assert f == 0.25 + 4 + 2.5 ** 3
-    np.testing.assert_allclose(g, [1.0, 4.0, 3 * 2.5 ** 2])
-    assert slope == pytest.approx(-1.0 - 3 * 2.5 ** 2)
-    assert obj.evals == 1
-
-
-def test_flat_objective_hvp_reuses_one_gradient():
-    A = np.array([[3.0, 1.0], [1.0, 2.0]])
-    x = Tensor(np.array([1.0, -1.0]), requires_grad=True)
-    At = Tensor(A)
-    obj = FlatObjective(lambda: 0.5 * (x * (At * x).sum(axis=1)).sum() + (x * x * x).sum() / 3,
-                        [x], "Test")
-    f, g, hvp = obj.hvp_at_current()
-    H = A + np.diag(2 * x.data)
-    for v in (np.array([1.0, 0.0]), np.array([0.3, -2.0])):
-        np.testing.assert_allclose(hvp(v), H @ v, rtol=1e-12)
-    np.testing.assert_allclose(g, A @ x.data + x.data ** 2, rtol=1e-12)
-    assert obj.evals == 1
-
-
-def test_closure_must_return_the_loss_tensor():
-    x = Tensor(np.array([1.0]), requires_grad=True)
-    with pytest.raises(TypeError, match="closure must return the loss Tensor.*float"):
-        FlatObjective(lambda: 1.0, [x], "Test").value_and_grad()
-    with pytest.raises(TypeError, match="Test.step needs a closure"):
-        FlatObjective(None, [x], "Test")
+def test_line_searches_by_name():
+    assert LINE_SEARCHES == {"strong_wolfe": strong_wolfe, "armijo": backtracking_armijo}

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from tinygrad_opt import Tensor
-from tinygrad_opt.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop, textbook
+from tinygrad_opt.optim import (LBFGS, SGD, Adagrad, Adam, AdamW, ConjugateGradient, Newton,
+                                NewtonCG, Optimizer, RMSprop, textbook)
 
 
 def param(values=(1.0, -2.0, 0.5)):
@@ -79,6 +80,37 @@ def test_invalid_hyperparameters(make, match):
         make([param()])
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: SGD(p, lr=NAN), "Invalid learning rate: nan"),
+    (lambda p: SGD(p, lr=0.1, momentum=NAN), "Invalid momentum value: nan"),
+    (lambda p: SGD(p, lr=0.1, dampening=NAN), "Invalid dampening value: nan"),
+    (lambda p: SGD(p, lr=0.1, weight_decay=NAN), "Invalid weight_decay value: nan"),
+    (lambda p: Adam(p, lr=NAN), "Invalid learning rate: nan"),
+    (lambda p: Adam(p, eps=NAN), "Invalid epsilon value: nan"),
+    (lambda p: Adam(p, betas=(NAN, 0.999)), "Invalid beta parameter at index 0: nan"),
+    (lambda p: AdamW(p, weight_decay=NAN), "Invalid weight_decay value: nan"),
+    (lambda p: RMSprop(p, alpha=NAN), "Invalid alpha value: nan"),
+    (lambda p: Adagrad(p, lr_decay=NAN), "Invalid lr_decay value: nan"),
+    (lambda p: Adagrad(p, initial_accumulator_value=NAN), "Invalid initial_accumulator_value"),
+    (lambda p: textbook.Adam(p, delta=NAN), "Invalid delta value: nan"),
+    (lambda p: textbook.Momentum(p, lr=0.1, alpha=NAN), "Invalid alpha value: nan"),
+    (lambda p: LBFGS(p, lr=NAN), "Invalid learning rate: nan"),
+    (lambda p: ConjugateGradient(p, lr=NAN), "Invalid learning rate: nan"),
+    (lambda p: Newton(p, damping=NAN), "Invalid damping: nan"),
+    (lambda p: NewtonCG(p, lr=NAN), "Invalid learning rate: nan"),
+    (lambda p: SGD(p, lr=float("inf")), None),          # inf is a (useless) valid number
+])
+def test_nan_hyperparameters_are_rejected(make, match):
+    if match is None:
+        make([param()])
+        return
+    with pytest.raises(ValueError, match=match):
+        make([param()])
+
+
 def test_invalid_hyperparameter_in_a_later_group():
     with pytest.raises(ValueError, match=r"Invalid learning rate: -1"):
         SGD([{"params": [param()]}, {"params": [param()], "lr": -1}], lr=0.1)
@@ -133,10 +165,34 @@ def test_closure_zeroes_grads_then_backpropagates():
     np.testing.assert_allclose(x.grad.numpy(), [6.0])
 
 
-def test_step_without_closure_returns_none():
+def test_step_without_closure_returns_none_and_still_updates():
     x = param()
     x.grad = Tensor(np.ones(3))
-    assert Adam([x]).step() is None
+    before = x.numpy()
+    assert Adam([x], lr=0.1).step() is None
+    # Adam's first step: m_hat = g, v_hat = g^2, so every coordinate moves by lr / (1 + eps)
+    np.testing.assert_allclose(x.numpy(), before - 0.1 / (1 + 1e-8), rtol=1e-14)
+    assert x.grad is not None                      # step() without a closure keeps .grad
+
+
+def test_zero_grad_set_to_none_false_zeroes_in_place():
+    x, y = param(), param()
+    x.grad = Tensor(np.ones(3))
+    buf = x.grad.data
+    opt = SGD([x, y], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    assert x.grad.data is buf and np.all(buf == 0)        # same array, zeroed
+    assert y.grad is None                                  # no gradient stays None
+    opt.zero_grad(set_to_none=True)
+    assert x.grad is None
+
+
+def test_zero_grad_in_place_detaches_a_create_graph_gradient():
+    x = param()
+    (x * x * x).sum().backward(create_graph=True)
+    assert x.grad.requires_grad
+    SGD([x], lr=0.1).zero_grad(set_to_none=False)
+    assert not x.grad.requires_grad and np.all(x.grad.numpy() == 0)
 
 
 def test_base_class_needs_update():
@@ -260,3 +316,39 @@ def test_load_state_dict_restores_hyperparameters_and_casts_state():
     assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["params"] == [x]
     assert opt2.state[x]["exp_avg"].dtype == np.float32
     assert opt2.state[x]["step"] == 1 and isinstance(opt2.state[x]["step"], int)
+
+
+# ---------------------------------------------------------------- effective step sizes
+def test_effective_step_size_of_each_rule_after_two_steps():
+    g1, g2 = np.array([1.0, -2.0, 0.5]), np.array([0.5, 1.0, -1.0])
+    lr, eps = 0.1, 1e-8
+
+    def run(opt, x):
+        for g in (g1, g2):
+            x.grad = Tensor(g.copy())
+            opt.step()
+        (eff,) = opt.effective_step_size()
+        assert eff.shape == x.shape
+        return eff
+    x = param()
+    np.testing.assert_allclose(run(SGD([x], lr=lr, momentum=0.9), x), lr)
+    x = param()
+    v = 0.001 * (0.999 * g1 ** 2 + g2 ** 2)
+    np.testing.assert_allclose(run(Adam([x], lr=lr), x),
+                               lr / (np.sqrt(v / (1 - 0.999 ** 2)) + eps), rtol=1e-12)
+    x = param()
+    sq = 0.01 * (0.99 * g1 ** 2 + g2 ** 2)
+    np.testing.assert_allclose(run(RMSprop([x], lr=lr), x), lr / (np.sqrt(sq) + eps), rtol=1e-12)
+    x = param()
+    np.testing.assert_allclose(run(Adagrad([x], lr=lr, lr_decay=0.5), x),
+                               lr / 1.5 / (np.sqrt(g1 ** 2 + g2 ** 2) + 1e-10), rtol=1e-12)
+    x = param()
+    np.testing.assert_allclose(run(textbook.RMSProp([x], lr=lr), x),
+                               lr / np.sqrt(1e-6 + 0.1 * (0.9 * g1 ** 2 + g2 ** 2)), rtol=1e-12)
+    assert Adam.step_size_kind == "adam" and SGD.step_size_kind == "lr"
+
+
+def test_effective_step_size_before_any_state_is_lr():
+    x = param()
+    (eff,) = Adam([x], lr=0.3).effective_step_size()
+    np.testing.assert_array_equal(eff, [0.3, 0.3, 0.3])

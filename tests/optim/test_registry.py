@@ -14,10 +14,12 @@ def params():
 
 def test_needs_closure_comes_from_the_class():
     closure = {n for n, s in OPTIMIZERS.items() if s.needs_closure}
-    assert closure == {"lbfgs", "cg", "newtoncg", "newton"}
+    assert closure == {"lbfgs", "cg", "newtoncg", "newton", "sam", "adahessian", "sophia",
+                       "hessianfree", "kfac"}
     for spec in OPTIMIZERS.values():
         assert spec.needs_closure is spec.cls.needs_closure
-        assert spec.needs_closure == (spec.cls.step is not optim.Optimizer.step)
+        wrapper = issubclass(spec.cls, optim.lookahead.WrapperOptimizer)   # steps its base
+        assert spec.needs_closure == (spec.cls.step is not optim.Optimizer.step) or wrapper
     for cls in (optim.textbook.Newton, optim.textbook.NonlinearCG, optim.textbook.Nesterov):
         assert cls.needs_closure
     assert not optim.textbook.SGD.needs_closure
@@ -76,3 +78,27 @@ def test_register_a_new_name():
         assert make_optimizer("sgd_fast", params()).param_groups[0]["lr"] == 0.5
     finally:
         del OPTIMIZERS["sgd_fast"]
+
+
+@pytest.mark.parametrize("name, cls, group", [
+    ("lion", optim.Lion, dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99))),
+    ("lookahead", optim.Lookahead, dict(lr=5e-3, weight_decay=0.0)),
+    ("sam", optim.SAM, dict(lr=0.05, momentum=0.9)),
+    ("adahessian", optim.AdaHessian, dict(lr=0.1, weight_decay=0.0)),
+    ("sophia", optim.Sophia, dict(lr=2e-3, weight_decay=0.0, estimator="hutchinson")),
+    ("hessianfree", optim.HessianFree, dict(lr=1.0, damping=45.0)),
+    ("kfac", optim.KFAC, dict(lr=1.0, damping=1e-2)),
+])
+def test_network_optimizer_rows(name, cls, group):
+    opt = make_optimizer(name, params())
+    assert isinstance(opt, cls)
+    for key, value in group.items():
+        assert opt.param_groups[0][key] == value, key
+    assert make_optimizer(name, params(), lr=0.3).param_groups[0]["lr"] == 0.3
+    if name in ("lookahead", "sam"):                # the wrapper steps an Adam / momentum SGD
+        base = opt.base_optimizer
+        assert type(base) is (optim.Adam if name == "lookahead" else optim.SGD)
+        assert (opt.k, opt.alpha) == (5, 0.5) if name == "lookahead" else opt.rho == 0.05
+    if name in ("hessianfree", "kfac"):
+        with pytest.raises(ValueError, match="weight_decay is not supported"):
+            make_optimizer(name, params(), weight_decay=0.1)

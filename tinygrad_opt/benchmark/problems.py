@@ -138,8 +138,8 @@ def _apply_hparams(opt, hparams):
 
 
 # ---------------------------------------------------------------- loss functions of a vector
-def _run_function(problem, optimizer, hparams, seed, epochs, data_dir, out, *, dim, start,
-                  loss, metric, steps_per_epoch):
+def _run_function(problem, optimizer, hparams, seed, epochs, data_dir, out, *, start, loss,
+                  metric, steps_per_epoch):
     """Minimise loss(w, rng) over a vector w from start(rng), `steps_per_epoch` steps an epoch."""
     from ..optim.registry import get_spec
     from ..tensor import Tensor
@@ -180,7 +180,7 @@ def _run_quadratic(problem, optimizer, hparams, seed, epochs, data_dir, out):
         z = Tensor(rng.standard_normal(_NQM_H.size) / np.sqrt(_NQM_H * _NQM_BATCH))
         return lambda: 0.5 * (h * (w - z) * (w - z)).sum()
 
-    _run_function(problem, optimizer, hparams, seed, epochs, data_dir, out, dim=_NQM_H.size,
+    _run_function(problem, optimizer, hparams, seed, epochs, data_dir, out,
                   start=lambda rng: rng.standard_normal(_NQM_H.size) / np.sqrt(_NQM_H) * 0.23,
                   loss=loss, metric=lambda w: 0.5 * float((_NQM_H * w * w).sum()),
                   steps_per_epoch=50)
@@ -195,7 +195,7 @@ def _test_function_runner(name):
         def loss(w, rng):
             return lambda: p.f(w[0], w[1])
 
-        _run_function(problem, optimizer, hparams, seed, epochs, data_dir, out, dim=2,
+        _run_function(problem, optimizer, hparams, seed, epochs, data_dir, out,
                       start=lambda rng: np.array(p.start) + jitter * rng.standard_normal(2),
                       loss=loss, metric=lambda w: float(p.f(w[0], w[1])), steps_per_epoch=50)
     return run

@@ -23,6 +23,13 @@ class Adagrad(Optimizer):
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay, lr_decay=lr_decay,
                                       initial_accumulator_value=initial_accumulator_value))
 
+    step_size_kind = "adagrad"
+
+    def step_size(self, p, state, group):
+        """lr_k / (sqrt(sum) + eps) with lr_k = lr / (1 + (k - 1) lr_decay): the factor on g."""
+        lr = group["lr"] / (1.0 + (float(state["step"]) - 1.0) * group["lr_decay"])
+        return lr / (backend.xp_of(p).sqrt(state["sum"]) + group["eps"])
+
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
         if not state:

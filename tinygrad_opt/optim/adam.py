@@ -30,6 +30,16 @@ class Adam(Optimizer):
                                       weight_decay=weight_decay, amsgrad=amsgrad))
 
     decoupled = False               # AdamW: decay theta directly instead of adding wd*theta to g
+    step_size_kind = "adam"
+
+    def step_size(self, p, state, group):
+        """lr / (sqrt(v_hat) + eps), v_hat = v / (1 - beta2^t) (AMSGrad: of max v): the factor
+        on m_hat = m / (1 - beta1^t)."""
+        xp = backend.xp_of(p)
+        v = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+        v = state["exp_avg_sq"] if v is None else v
+        v_hat = v / (1.0 - group["betas"][1] ** float(state["step"]))
+        return group["lr"] / (xp.sqrt(v_hat) + group["eps"])
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)

@@ -2,11 +2,12 @@
 Hessian-free optimization"); and `loss_output`, which finds the model output in a loss's graph."""
 import importlib.util
 import math
-import warnings
 
 from .. import autograd, backend, engine, fused, ops
+from .._optional import MissingDependency
 from ..tensor import Tensor
-from .linesearch import FlatObjective, single_group
+from ..flat import FlatObjective
+from .closure import single_group
 from .optimizer import Optimizer
 
 
@@ -106,7 +107,8 @@ class HessianFree(Optimizer):
     semi-definite and equals the Fisher for these losses. The paper computes G v by the
     R-operator and uses minibatches for G; here G v is the double backward of
     `gauss_newton_product` on the closure's whole batch. The preconditioner's sum of squared
-    per-example gradients comes from extensions.SumGradSquared (without it, precondition=False).
+    per-example gradients comes from extensions.SumGradSquared (precondition=None: whenever
+    tinygrad_opt.extensions is present).
     damping=45 is the initial lambda of Martens' released code; the ratio rho uses the
     undamped model, as the paper does. A zero step (every trial failed) keeps theta and
     raises lambda. `self.log` holds one dict per step: loss, new_loss, rho, damping (the
@@ -117,7 +119,7 @@ class HessianFree(Optimizer):
     needs_closure = True
 
     def __init__(self, params, lr=1.0, damping=45.0, cg_max_iter=250, cg_min_iter=10,
-                 cg_tol=5e-4, cg_decay=0.95, backtrack_gamma=1.3, precondition=True,
+                 cg_tol=5e-4, cg_decay=0.95, backtrack_gamma=1.3, precondition=None,
                  precond_power=0.75, armijo_c=1e-2, armijo_beta=0.8, max_line_search=60):
         if not lr > 0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -137,10 +139,12 @@ class HessianFree(Optimizer):
                                       precond_power=precond_power, armijo_c=armijo_c,
                                       armijo_beta=armijo_beta, max_line_search=max_line_search))
         single_group(self, "HessianFree")
-        if precondition and importlib.util.find_spec("tinygrad_opt.extensions") is None:
-            warnings.warn("HessianFree: tinygrad_opt.extensions is not available, so CG runs "
-                          "without Martens' diagonal preconditioner; pass precondition=False "
-                          "to silence this")
+        available = importlib.util.find_spec("tinygrad_opt.extensions") is not None
+        if precondition and not available:
+            raise MissingDependency("HessianFree(precondition=True) needs tinygrad_opt.extensions for "
+                              "the per-example squared gradients; it is not part of this "
+                              "installation (precondition=None uses it when present)")
+        self.param_groups[0]["precondition"] = available if precondition is None else precondition
         self.log = []
 
     def step(self, closure=None):
@@ -152,6 +156,8 @@ class HessianFree(Optimizer):
         loss = obj.loss()
         output, _ = loss_output(loss, "HessianFree")
         f0 = float(loss.item())
+        if not math.isfinite(f0):           # nothing to model: keep theta, let fit report it
+            return f0
         diag = _empirical_fisher_diagonal(loss, params) if group["precondition"] else None
         if diag is None:
             g = obj.flat(autograd.grad(loss, params, retain_graph=True, allow_unused=True))

@@ -3,6 +3,7 @@ Grosse 2015, "Optimizing Neural Networks with Kronecker-factored Approximate Cur
 import math
 
 from .. import autograd, backend, engine
+from .._optional import MissingDependency
 from .adahessian import closure_loss
 from .hessianfree import gauss_newton_product, loss_output
 from .optimizer import Optimizer
@@ -12,7 +13,7 @@ def _extensions():
     try:
         from .. import extensions
     except ImportError:
-        raise ImportError("KFAC needs tinygrad_opt.extensions, which computes the Kronecker "
+        raise MissingDependency("KFAC needs tinygrad_opt.extensions, which computes the Kronecker "
                           "factors during backward; it is not part of this installation") from None
     return extensions
 
@@ -72,12 +73,12 @@ class KFAC(Optimizer):
 
     def step(self, closure=None):
         """One K-FAC update; returns the loss before it (a detached Tensor)."""
-        ext = _extensions()
         group = self.param_groups[0]
         params = group["params"]
         lam = group["damping"]
         loss = closure_loss(closure, "KFAC")
         output, _ = loss_output(loss, "KFAC")
+        ext = _extensions()
         self.zero_grad()
         with engine.enable_grad(), ext.collect(ext.KFAC(mc_samples=group["mc_samples"])):
             loss.backward(retain_graph=True)

@@ -1,12 +1,10 @@
 """Limited-memory BFGS."""
-from tinygrad_opt.optim.optimizer import Optimizer
-from tinygrad_opt.optim.linesearch import (FlatObjective, backtracking_armijo, single_group,
-                                           strong_wolfe)
+from .closure import ClosureOptimizer, finite
 
 LINE_SEARCHES = ("strong_wolfe", "armijo", None)
 
 
-class LBFGS(Optimizer):
+class LBFGS(ClosureOptimizer):
     """L-BFGS with the two-loop recursion and a strong Wolfe line search.
 
         textbook (Goodfellow et al. sec. 8.6.3):  d_t = -M_t g_t, M_t ~ H^{-1} the BFGS
@@ -21,51 +19,45 @@ class LBFGS(Optimizer):
     One step(closure) runs up to max_iter iterations (direction, line search, history update)
     and starts no new one after max_eval closure calls; it stops early when max|g| <=
     tolerance_grad, or when the step max|s| or the change of the loss falls below
-    tolerance_change. It returns the loss before the first iteration.
+    tolerance_change. It returns the loss before the first iteration. A step that starts where
+    the previous one stopped reuses its loss and gradient (see ClosureOptimizer).
     """
-    needs_closure = True
 
     def __init__(self, params, lr=1.0, history_size=10, max_iter=20, max_eval=None,
                  tolerance_grad=1e-7, tolerance_change=1e-9, line_search="strong_wolfe"):
-        if not lr > 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
         if not (isinstance(history_size, int) and history_size >= 1):
             raise ValueError(f"Invalid history_size: {history_size}")
         if not (isinstance(max_iter, int) and max_iter >= 1):
             raise ValueError(f"Invalid max_iter: {max_iter}")
-        if line_search not in LINE_SEARCHES:
-            raise ValueError(f"LBFGS: unknown line_search {line_search!r}; "
-                             f"expected one of {LINE_SEARCHES}")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         super().__init__(params, dict(lr=lr, history_size=history_size, max_iter=max_iter,
                                       max_eval=max_eval, tolerance_grad=tolerance_grad,
                                       tolerance_change=tolerance_change, line_search=line_search))
-        single_group(self, "LBFGS")
+        self.check_line_search(line_search, LINE_SEARCHES)
 
     def step(self, closure=None):
         """Up to max_iter L-BFGS iterations; returns the loss before them."""
         group = self.param_groups[0]
-        params = single_group(self, "LBFGS")
-        obj = FlatObjective(closure, params, "LBFGS")
+        obj, x, f, g, _ = self.begin(closure)
         xp = obj.xp
-        state = self.state.setdefault(params[0], {})
+        state = self.flat_state
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
-        x = obj.get()
         if "old_s" not in state:                # history: one (s, y) pair per row, newest last
             state.update(old_s=xp.zeros((0, x.size), x.dtype), old_y=xp.zeros((0, x.size), x.dtype),
                          n_iter=0, func_evals=0)
-        f, g = obj.value_and_grad()
         f_start = f
-        if float(xp.abs(g).max()) <= tol_grad:
+        if not finite(f) or float(xp.abs(g).max()) <= tol_grad:
             state["func_evals"] += obj.evals
+            if finite(f):
+                self.remember(closure, x, f, g)
             return f_start
         eps = float(xp.finfo(g.dtype).eps)
         for _ in range(group["max_iter"]):
             state["n_iter"] += 1
             d = _two_loop(xp, g, state["old_s"], state["old_y"])
             gd = float(xp.dot(g, d))
-            if gd > -tol_change:                # no useful descent left along d
+            if not gd < 0:                      # no descent left along d (rounding)
                 break
             alpha = group["lr"]
             if not len(state["old_s"]):
@@ -74,13 +66,9 @@ class LBFGS(Optimizer):
                 obj.set(x + alpha * d)
                 f_new, g_new = obj.value_and_grad()
             else:
-                phi = obj.phi(x, d)
-                if group["line_search"] == "strong_wolfe":
-                    res = strong_wolfe(phi, f, gd, alpha=alpha, c1=1e-4, c2=0.9,
-                                       max_evals=25, grad0=g)
-                else:
-                    res = backtracking_armijo(phi, f, gd, alpha=alpha, c1=1e-4,
-                                              max_evals=25, grad0=g)
+                options = dict(c2=0.9) if group["line_search"] == "strong_wolfe" else {}
+                res = self.line_search(group["line_search"], obj.phi(x, d), f, gd, alpha=alpha,
+                                       c1=1e-4, max_evals=25, grad0=g, **options)
                 alpha, f_new, g_new = res.alpha, res.value, res.grad
                 if alpha == 0:                  # no decrease found: stay at x
                     obj.set(x)
@@ -94,7 +82,7 @@ class LBFGS(Optimizer):
                 m = group["history_size"]
                 state["old_s"] = _push(xp, state["old_s"], s, m)
                 state["old_y"] = _push(xp, state["old_y"], y, m)
-            done = (obj.evals >= group["max_eval"]
+            done = (obj.evals + obj.reused >= group["max_eval"]
                     or float(xp.abs(g_new).max()) <= tol_grad
                     or float(xp.abs(s).max()) <= tol_change
                     or abs(f_new - f) < tol_change)
@@ -102,6 +90,8 @@ class LBFGS(Optimizer):
             if done:
                 break
         state["func_evals"] += obj.evals
+        if finite(f):
+            self.remember(closure, x, f, g)
         return f_start
 
 

@@ -2,20 +2,15 @@
 
 Both work on a 1-D function phi(alpha) -> (value, derivative, grad): the loss at x + alpha d,
 its slope phi'(alpha) = grad . d, and the full gradient there, which the search hands back
-untouched for the accepted alpha. `FlatObjective.phi` builds such a phi from a loss closure.
+untouched for the accepted alpha. `flat.FlatObjective.phi` builds such a phi from a loss closure.
 Conditions (Nocedal & Wright, Numerical Optimization, 2nd ed., eq. 3.6 and 3.7):
 
     sufficient decrease (Armijo)   phi(alpha) <= phi(0) + c1 alpha phi'(0)
     strong curvature               |phi'(alpha)| <= c2 |phi'(0)|          0 < c1 < c2 < 1
-
-This module also holds `FlatObjective`, the closure seen as a function of one flat vector of
-all parameters, shared by the second-order optimizers.
 """
 import math
 from collections import namedtuple
 
-from tinygrad_opt import autograd, backend, engine, ops
-from tinygrad_opt.tensor import Tensor
 
 LineSearchResult = namedtuple("LineSearchResult", "alpha value derivative grad evals success")
 LineSearchResult.__doc__ = """Outcome of a line search.
@@ -53,6 +48,10 @@ def strong_wolfe(phi, f0, df0, alpha=1.0, c1=1e-4, c2=0.9, max_evals=25, alpha_m
 
     c2 = 0.9 suits quasi-Newton directions, c2 = 0.1 nonlinear CG. If max_evals runs out, the
     best point found with sufficient decrease is returned with success=False.
+    Near a minimizer the loss changes by less than its rounding error; there the search
+    compares the trapezoid estimate phi(0) + alpha (phi'(0) + phi'(alpha)) / 2 instead
+    (exact for a quadratic: the idea of Hager & Zhang's approximate Wolfe conditions, 2005),
+    so the exact slopes still drive it. The returned value is always the computed loss.
     """
     _check_descent("strong_wolfe", f0, df0)
     if not 0 < c1 < c2 < 1 or not alpha > 0:
@@ -60,6 +59,27 @@ def strong_wolfe(phi, f0, df0, alpha=1.0, c1=1e-4, c2=0.9, max_evals=25, alpha_m
                          f"got c1={c1}, c2={c2}, alpha={alpha}")
     if max_evals < 1:
         raise ValueError(f"strong_wolfe: max_evals must be at least 1, got {max_evals}")
+    res = _search(_resolve_rounding(phi, f0, df0), f0, df0, alpha, c1, c2, max_evals,
+                  alpha_max, (grad0, f0))
+    g, f = res.grad
+    return res._replace(value=f, grad=g)
+
+
+def _resolve_rounding(phi, f0, df0):
+    """phi whose value is the trapezoid estimate when the change from f0 is rounding noise;
+    the computed value travels with the gradient as (grad, value)."""
+    noise = 64 * 2.0 ** -52 * abs(f0)           # a few ulps of f0 (float64 arithmetic)
+
+    def smooth(alpha):
+        f, df, g = phi(alpha)
+        if abs(f - f0) <= noise and math.isfinite(df):
+            return f0 + 0.5 * alpha * (df0 + df), df, (g, f)
+        return f, df, (g, f)
+    return smooth
+
+
+def _search(phi, f0, df0, alpha, c1, c2, max_evals, alpha_max, grad0):
+    """N&W Alg. 3.5: bracket a step with sufficient decrease, then zoom."""
     prev = (0.0, f0, df0, grad0)
     evals = 0
     while evals < max_evals:
@@ -141,100 +161,4 @@ def _interpolate(lo, hi):
     return min(max(a, left + 0.1 * w), right - 0.1 * w)
 
 
-class FlatObjective:
-    """A loss closure as a function of one flat vector x holding every parameter.
-
-    The closure recomputes the loss Tensor from the current parameters (without calling
-    backward); gradients come from `autograd.grad`. `set(x)` writes x into the parameters in place.
-    """
-
-    def __init__(self, closure, params, name):
-        if closure is None or not callable(closure):
-            raise TypeError(f"{name}.step needs a closure that recomputes the loss and returns "
-                            "it (without calling backward), e.g. "
-                            "opt.step(lambda: loss_fn(model(x), y))")
-        self.closure, self.params, self.name = closure, params, name
-        self.xp = backend.xp_of(params[0].data)
-        self.evals = 0
-
-    def get(self):
-        """Copy of the current parameters as one flat vector."""
-        return self.xp.concatenate([p.data.reshape(-1) for p in self.params])
-
-    def set(self, x):
-        """Write the flat vector x into the parameters (in place)."""
-        off = 0
-        for p in self.params:
-            n = p.data.size
-            p.data[...] = x[off:off + n].reshape(p.data.shape)
-            off += n
-
-    def loss(self):
-        """The closure's loss Tensor, recorded with grad enabled."""
-        with engine.enable_grad():
-            loss = self.closure()
-        if not isinstance(loss, Tensor):
-            raise TypeError(f"{self.name}: the closure must return the loss Tensor (and not call "
-                            f"backward), got {type(loss).__name__}")
-        if loss.size != 1:
-            raise ValueError(f"{self.name}: the closure must return a one-element loss, "
-                             f"got shape {loss.shape}")
-        self.evals += 1
-        return loss
-
-    def flat(self, grads):
-        """Flat vector of per-parameter gradients (zeros where a gradient is None)."""
-        xp = self.xp
-        return xp.concatenate([(xp.zeros(p.data.size, p.data.dtype) if g is None
-                                else g.data.reshape(-1)) for p, g in zip(self.params, grads)])
-
-    def value_and_grad(self):
-        """(loss as a float, flat gradient) at the current parameters."""
-        loss = self.loss()
-        grads = autograd.grad(loss, self.params, allow_unused=True)
-        return float(loss.item()), self.flat(grads)
-
-    def phi(self, x, d):
-        """phi(alpha) -> (loss, slope, gradient) at x + alpha d; leaves the parameters there."""
-        xp = self.xp
-
-        def phi(alpha):
-            self.set(x + alpha * d)
-            f, g = self.value_and_grad()
-            return f, float(xp.dot(g, d)), g
-        return phi
-
-    def hvp_at_current(self):
-        """(loss, flat gradient, hvp) where hvp(v) = H v reuses one differentiable gradient.
-
-        The gradient graph is built once (create_graph=True); each product is then one
-        backward pass of g . v through it (retain_graph=True), with no new forward pass:
-        g seeded with v, which is the gradient of g . v without recording the dot product.
-        """
-        xp = self.xp
-        loss = self.loss()
-        with engine.enable_grad():
-            grads = autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-            parts = [Tensor._wrap(xp.zeros(p.data.size, p.data.dtype)) if g is None
-                     else g.reshape(-1) for p, g in zip(self.params, grads)]
-            gflat = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
-        g = gflat.data
-        params, flat = self.params, self.flat
-
-        def hvp(v):
-            if not gflat.requires_grad:         # the loss is linear in the parameters: H = 0
-                return xp.zeros_like(g)
-            return flat(autograd.grad(gflat, params, grad_outputs=v,
-                                      retain_graph=True, allow_unused=True))
-        return float(loss.item()), g, hvp
-
-
-def single_group(opt, name):
-    """All parameters of an optimizer that works on one flat vector (one parameter group)."""
-    if len(opt.param_groups) != 1:
-        raise ValueError(f"{name} doesn't support per-parameter options (parameter groups); "
-                         "pass one list of parameters")
-    params = list(opt.param_groups[0]["params"])
-    if not params:
-        raise ValueError(f"{name}: got an empty parameter list")
-    return params
+LINE_SEARCHES = {"strong_wolfe": strong_wolfe, "armijo": backtracking_armijo}

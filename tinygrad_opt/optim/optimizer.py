@@ -14,12 +14,16 @@ class Optimizer:
     A first-order subclass only writes `update(p, g, state, group)`: it receives the
     parameter's array `p`, its gradient array `g` and its state dict, and changes `p` and
     the state in place. The base class owns the loop (`update_group`, which a subclass may
-    replace to update a whole group at once), the closure, validation and `state_dict`. Optimizers that need the loss itself (Newton, CG, L-BFGS) override
-    `step(closure)` instead.
+    replace to update a whole group at once), the closure, validation and `state_dict`.
+    Optimizers that need the loss itself (Newton, CG, L-BFGS) override `step(closure)`
+    instead (closure.ClosureOptimizer) and set `needs_closure = True`.
 
     `self.state[p]` is keyed by the parameter Tensor (identity hash), as in PyTorch.
+    `effective_step_size()` gives the per-coordinate step size of the rule's current state
+    (a subclass writes `step_size`), which OptimizerMonitor records.
     """
     needs_closure = False      # True where step(closure) must be given the loss closure
+    step_size_kind = "lr"      # what `step_size` computes: "lr", "adam", "rmsprop", "adagrad"
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -82,7 +86,8 @@ class Optimizer:
     def check_group(self, group):
         """Raise ValueError for a hyperparameter outside its range; subclasses add their own."""
         def at_least_zero(key, name):
-            if key in group and group[key] < 0:
+            # `not x >= 0` also rejects NaN, which `x < 0` lets through
+            if key in group and not group[key] >= 0:
                 raise ValueError(f"Invalid {name}: {group[key]}")
         at_least_zero("lr", "learning rate")
         at_least_zero("eps", "epsilon value")
@@ -90,6 +95,7 @@ class Optimizer:
         at_least_zero("momentum", "momentum value")
         at_least_zero("lr_decay", "lr_decay value")
         at_least_zero("initial_accumulator_value", "initial_accumulator_value")
+        at_least_zero("dampening", "dampening value")
         if "alpha" in group and not 0.0 <= group["alpha"]:
             raise ValueError(f"Invalid alpha value: {group['alpha']}")
         if "betas" in group:
@@ -98,18 +104,25 @@ class Optimizer:
                     raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
 
     # ------------------------------------------------------------------ stepping
-    def zero_grad(self):
-        """Drop every parameter's gradient (set .grad to None)."""
+    def zero_grad(self, set_to_none=True):
+        """Reset every parameter's gradient: .grad = None (default, as PyTorch), or with
+        set_to_none=False zero the existing gradient arrays in place (detached first)."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    g = p.grad
+                    if g.requires_grad:         # a create_graph gradient: drop its graph
+                        g = p.grad = g.detach()
+                    g.data[...] = 0
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns the closure's loss or None.
 
         With a closure (a function that recomputes the loss from the current parameters and
-        returns it, as API.md specifies, without calling backward), the optimizer zeroes the
-        gradients, calls the closure with grad mode on, calls loss.backward(), then updates.
+        returns it without calling backward), the optimizer zeroes the gradients, calls the
+        closure with grad mode on, calls loss.backward(), then updates.
         """
         loss = None
         if closure is not None:
@@ -134,6 +147,27 @@ class Optimizer:
     def update(self, p, g, state, group):
         """Change array p (and the state) in place from gradient array g."""
         raise NotImplementedError(f"{type(self).__name__} does not implement update()")
+
+    # ------------------------------------------------------------------ step sizes
+    def effective_step_size(self):
+        """Per-coordinate step sizes of the next update, one array per parameter (shaped like
+        it, in param_groups order): the factor the rule applies to its update direction
+        (Adam: lr / (sqrt(v_hat) + eps) on m_hat), lr where the rule keeps no such state."""
+        return [self.step_size_of(p, group)[1].reshape(p.shape)
+                for group in self.param_groups for p in group["params"]]
+
+    def step_size_of(self, p, group):
+        """(kind, flat per-coordinate step size) of parameter p: `step_size_kind` and the
+        `step_size` hook's array, or ('lr', lr everywhere) while p has no state."""
+        state = self.state.get(p)
+        eff = self.step_size(p.data, state, group) if state else None
+        if eff is None:
+            return "lr", backend.xp_of(p.data).full(p.size, float(group["lr"]), dtype=float)
+        return self.step_size_kind, eff.reshape(-1)
+
+    def step_size(self, p, state, group):
+        """Hook: the per-coordinate step size array from parameter array p's state (None: lr)."""
+        return None
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):

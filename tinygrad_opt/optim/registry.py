@@ -18,6 +18,13 @@ from .lbfgs import LBFGS
 from .newton import Newton, NewtonCG
 from .rmsprop import RMSprop
 from .sgd import SGD
+from .adahessian import AdaHessian
+from .hessianfree import HessianFree
+from .kfac import KFAC
+from .lion import Lion
+from .lookahead import Lookahead
+from .sam import SAM
+from .sophia import Sophia
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,9 @@ for _spec in [
     OptimizerSpec("newtoncg", NewtonCG, 1.0,
                   "Hessian-free Newton: (H + 0.01 I) d = -g by CG, Armijo steps",
                   dict(damping=1e-2, cg_max_iter=50, line_search="armijo"), weight_decay=None),
+    # the textbook step (no adaptive damping), so the landscape shows it jumping onto saddles
     OptimizerSpec("newton", Newton, 1.0, "Newton with the dense Hessian (tiny models only)",
-                  weight_decay=None, dense=True),
+                  dict(adaptive=False), weight_decay=None, dense=True),
 ]:
     register(_spec)
 
@@ -138,3 +146,40 @@ def parse_optimizer_list(text, allowed=None):
     if not out:
         raise ValueError("give at least one optimizer")
     return out
+
+
+# ---------------------------------------------------------------- optimizers made for networks
+class LookaheadAdam(Lookahead):
+    """Lookahead(Adam(params, lr, ...), k, alpha): the registry's 'lookahead'."""
+
+    def __init__(self, params, lr, k=5, alpha=0.5, **adam_kwargs):
+        super().__init__(Adam(params, lr=lr, **adam_kwargs), k=k, alpha=alpha)
+
+
+class SAMSGD(SAM):
+    """SAM(SGD(params, lr, momentum, weight_decay), rho, adaptive): the registry's 'sam'."""
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, rho=0.05, adaptive=False):
+        super().__init__(SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay),
+                         rho=rho, adaptive=adaptive)
+
+
+for _spec in [
+    OptimizerSpec("lion", Lion, 1e-3, "Lion: lr * sign of interpolated momentum, decoupled decay"),
+    OptimizerSpec("lookahead", LookaheadAdam, 5e-3,
+                  "Lookahead over Adam: slow weights pulled halfway every 5 steps"),
+    OptimizerSpec("sam", SAMSGD, 0.05,
+                  "SAM over momentum SGD: the gradient at the worst point of a 0.05-ball",
+                  momentum=0.9),
+    OptimizerSpec("adahessian", AdaHessian, 0.1,
+                  "AdaHessian: Adam with a Hutchinson Hessian diagonal for g^2"),
+    OptimizerSpec("sophia", Sophia, 2e-3,
+                  "Sophia: momentum / Hutchinson curvature, clipped to lr per coordinate"),
+    OptimizerSpec("hessianfree", HessianFree, 1.0,
+                  "Hessian-free (Martens 2010): CG on Gauss-Newton products, LM damping",
+                  weight_decay=None),
+    OptimizerSpec("kfac", KFAC, 1.0,
+                  "K-FAC: Kronecker-factored natural gradient (needs extensions)",
+                  weight_decay=None),
+]:
+    register(_spec)

@@ -28,6 +28,15 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
                                       centered=centered, weight_decay=weight_decay))
 
+    step_size_kind = "rmsprop"
+
+    def step_size(self, p, state, group):
+        """lr / (sqrt(square_avg - grad_avg^2 if centered) + eps): the factor on g."""
+        avg = state["square_avg"]
+        if group["centered"] and "grad_avg" in state:
+            avg = avg - state["grad_avg"] ** 2
+        return group["lr"] / (backend.xp_of(p).sqrt(avg) + group["eps"])
+
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
         alpha, mu = group["alpha"], group["momentum"]

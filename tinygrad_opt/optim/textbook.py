@@ -13,7 +13,8 @@ and returns it without calling backward.
 """
 import math
 
-from .. import autograd, backend, engine, ops
+from .. import autograd, backend, engine
+from ..flat import HVPOperator, unflatten
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -26,7 +27,7 @@ class _Textbook(Optimizer):
         for key in ("alpha", "rho", "rho1", "rho2"):
             if key in group and not 0.0 <= group[key] < 1.0:
                 raise ValueError(f"Invalid {key} value: {group[key]} (need 0 <= {key} < 1)")
-        if "delta" in group and group["delta"] < 0:
+        if "delta" in group and not group["delta"] >= 0:
             raise ValueError(f"Invalid delta value: {group['delta']}")
 
     def _params(self):
@@ -103,8 +104,13 @@ class Nesterov(_Textbook):
 class AdaGrad(_Textbook):
     """Algorithm 8.4, AdaGrad:  r <- r + g*g;  theta <- theta - eps/(delta + sqrt(r)) * g."""
 
+    step_size_kind = "adagrad"
+
     def __init__(self, params, lr=1e-2, delta=1e-7):
         super().__init__(params, dict(lr=lr, delta=delta))
+
+    def step_size(self, p, state, group):
+        return group["lr"] / (group["delta"] + backend.xp_of(p).sqrt(state["r"]))
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
@@ -121,8 +127,13 @@ class RMSProp(_Textbook):
     delta is inside the square root here, unlike PyTorch's RMSprop, which adds eps after it.
     """
 
+    step_size_kind = "rmsprop"
+
     def __init__(self, params, lr=1e-3, rho=0.9, delta=1e-6):
         super().__init__(params, dict(lr=lr, rho=rho, delta=delta))
+
+    def step_size(self, p, state, group):
+        return group["lr"] / backend.xp_of(p).sqrt(group["delta"] + state["r"])
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
@@ -143,6 +154,8 @@ class RMSPropNesterov(_Textbook):
     so far then gives 0/0. Pass delta > 0 to put one inside the root as in Alg. 8.5.
     """
     needs_closure = True
+    step_size_kind = "rmsprop"
+    step_size = RMSProp.step_size
 
     def __init__(self, params, lr=1e-3, rho=0.9, alpha=0.9, delta=0.0):
         super().__init__(params, dict(lr=lr, rho=rho, alpha=alpha, delta=delta))
@@ -168,14 +181,20 @@ class RMSPropNesterov(_Textbook):
 
 
 class Adam(_Textbook):
-    """Algorithm 8.7, Adam (defaults as printed: eps = 1e-3, rho1 = 0.9, rho2 = 0.999, delta = 1e-8).
+    """Algorithm 8.7, Adam (defaults as printed: eps=1e-3, rho1=0.9, rho2=0.999, delta=1e-8).
 
         t <- t + 1;  s <- rho1*s + (1-rho1)*g;  r <- rho2*r + (1-rho2)*g*g
         s^ <- s/(1 - rho1^t);  r^ <- r/(1 - rho2^t);  theta <- theta - eps * s^/(sqrt(r^) + delta)
     """
 
+    step_size_kind = "adam"
+
     def __init__(self, params, lr=1e-3, rho1=0.9, rho2=0.999, delta=1e-8):
         super().__init__(params, dict(lr=lr, rho1=rho1, rho2=rho2, delta=delta))
+
+    def step_size(self, p, state, group):
+        r_hat = state["r"] / (1.0 - group["rho2"] ** float(state["step"]))
+        return group["lr"] / (backend.xp_of(p).sqrt(r_hat) + group["delta"])
 
     def update(self, p, g, state, group):
         xp = backend.xp_of(p)
@@ -190,21 +209,6 @@ class Adam(_Textbook):
         s_hat = s / (1 - rho1 ** t)
         r_hat = r / (1 - rho2 ** t)
         p += -group["lr"] * s_hat / (xp.sqrt(r_hat) + group["delta"])
-
-
-def _flat(arrays):
-    """One vector from a list of arrays (in parameter order)."""
-    xp = backend.xp_of(arrays[0])
-    return xp.concatenate([a.reshape(-1) for a in arrays])
-
-
-def _unflat_add(params, vec, scale=1.0):
-    """p <- p + scale * (p's slice of vec), for every parameter, in place."""
-    i = 0
-    for p in params:
-        n = p.data.size
-        p.data += scale * vec[i:i + n].reshape(p.shape)
-        i += n
 
 
 class Newton(_Textbook):
@@ -222,29 +226,16 @@ class Newton(_Textbook):
 
     def step(self, closure):
         params = self._params()
-        with engine.enable_grad():
-            loss = closure()
-            grads = autograd.grad(loss, params, create_graph=True, allow_unused=True)
-            if any(g is None for g in grads):
-                raise ValueError("textbook.Newton: the loss does not depend on every parameter, "
-                                 "so its Hessian is singular")
-            flat_g = _flat_tensors(grads)
-            rows = []
-            for i in range(flat_g.shape[0]):
-                row = autograd.grad(flat_g[i], params, retain_graph=True, allow_unused=True)
-                rows.append(_flat([backend.xp_of(p.data).zeros_like(p.data) if h is None
-                                   else h.data for p, h in zip(params, row)]))
-        xp = backend.xp_of(params[0].data)
-        H = xp.stack(rows)
-        H_inv = xp.linalg.inv(H)
-        _unflat_add(params, -(H_inv @ flat_g.data))
+        op = HVPOperator(closure, params, "textbook.Newton")
+        if any(g is None for g in op.grads):
+            raise ValueError("textbook.Newton: the loss does not depend on every parameter, "
+                             "so its Hessian is singular")
+        H = op.dense()
+        H_inv = op.xp.linalg.inv(H)
+        for p, dp in zip(params, unflatten(-(H_inv @ op.grad), params)):
+            p.data += dp
         self.state[params[0]]["step"] = self.state[params[0]].get("step", 0) + 1
-        return loss
-
-
-def _flat_tensors(tensors):
-    """One differentiable vector from a list of Tensors."""
-    return ops.concatenate([t.reshape(-1) for t in tensors], axis=0)
+        return op.loss_tensor
 
 
 class NonlinearCG(_Textbook):
