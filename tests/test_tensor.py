@@ -336,7 +336,8 @@ def test_matmul_of_mixed_float_dtypes_is_an_error_naming_the_fix():
     with pytest.raises(TypeError, match="matmul: .*int64"):
         tg.Tensor(np.ones((2, 3), dtype=np.int64)) @ w32
     assert (a64.float() @ w32).dtype == np.float32
-    assert (tg.Tensor(np.ones((2, 3), dtype=np.int64)) @ tg.Tensor(np.ones((3, 1), dtype=np.int64))).dtype == np.int64
+    i64 = tg.Tensor(np.ones((2, 3), dtype=np.int64))
+    assert (i64 @ tg.Tensor(np.ones((3, 1), dtype=np.int64))).dtype == np.int64
 
 
 def test_size_pickles_as_an_int_and_formats_zero_d_like_pytorch():

@@ -404,3 +404,18 @@ def test_grad_norm_is_given_only_with_clip():
             progress=False)
     assert seen[1] == [None] * 4
     assert all(isinstance(n, float) and n > 0 for n in seen[2])
+
+
+def test_fit_reads_needs_closure_from_the_optimizer():
+    from tinygrad_opt.optim import LBFGS, Lookahead
+    X, y = blobs(40)
+    model = small_model()
+    lookahead = Lookahead(SGD(model.parameters(), lr=0.1), k=2)      # first-order base
+    assert not lookahead.needs_closure
+    h = fit(model, lookahead, DataLoader(X, y, batch_size=10, seed=0), F.cross_entropy,
+            epochs=1, clip=1.0, progress=False)                      # clip: a first-order path
+    assert len(h.step_loss) == 4
+    model = small_model()
+    with pytest.raises(ValueError, match="clip is not supported with LBFGS"):
+        fit(model, LBFGS(model.parameters()), DataLoader(X, y, batch_size=10, seed=0),
+            F.cross_entropy, epochs=1, clip=1.0, progress=False)

@@ -14,7 +14,7 @@ from .gradcheck import gradcheck, gradgradcheck, hvpcheck, GradcheckError
 
 __version__ = "0.1.0"
 
-_LAZY = {"nn", "optim", "curvature", "data", "train", "serialization", "cli"}
+_LAZY = {"nn", "optim", "curvature", "extensions", "data", "train", "serialization", "cli"}
 
 
 def __getattr__(name):

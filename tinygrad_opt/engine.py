@@ -18,24 +18,22 @@ differentiated again.
 import functools
 import gc
 import inspect
-import itertools
 import sys
 import threading
-import weakref
 from contextlib import contextmanager
 from heapq import heappop, heappush
 
-from . import backend
+from . import backend, versions
 
 _np = backend.np
 _ndarray = backend.ndarray
 _np_generic = _np.generic
 _new = object.__new__
 _refcount = sys.getrefcount
-# Nodes are numbered in creation order, counting down: a node's inputs always exist before
-# it does, so visiting nodes from the lowest (newest) number up is a topological order of
-# any graph, and heapq's min-heap pops them in that order with no negation.
-_next_seq = itertools.count(0, -1).__next__
+# Nodes are numbered in creation order, counting down (versions.next_seq: the clock that
+# also stamps in-place changes); visiting nodes from the lowest (newest) number up is a
+# topological order of any graph, and heapq's min-heap pops them in that order.
+_next_seq = versions.next_seq
 _anomaly = False
 # Forward-mode levels open in ANY thread (see forward_level); each thread's own levels are
 # _grad.levels. While it is 0 the hot paths need not look for tangents at all.
@@ -48,6 +46,10 @@ class _GradState(threading.local):
     starts with recording on, whatever other threads do, and with no forward-mode level."""
     enabled = True
     levels = ()         # this thread's active forward-mode levels, outermost first
+    # extensions.collect's planner while this thread collects, else None: called once per
+    # backward pass, it returns the per-node function that runs a node's backward together
+    # with the extra quantities asked for (see tinygrad_opt/extensions.py)
+    collect = None
 
 
 _grad = _GradState()
@@ -148,93 +150,6 @@ def no_grad(fn=None):
 def enable_grad(fn=None):
     """Context manager: ops inside record a graph even within no_grad() (this thread only)."""
     return _GradMode(True) if fn is None else _GradMode(True)(fn)
-
-
-# ------------------------------------------------------------- in-place versions
-# Every array changed in place through a Tensor method (x -= y, add_, copy_, ...) gets a
-# version count and the seq stamp of its latest change, keyed by its storage (the array
-# owning the memory, so views and detach()ed tensors share one count, as PyTorch's views
-# share one version counter). A node recorded before the latest in-place change anywhere
-# (seq > _inplace_seq: seqs count down) checks, before its backward runs, that none of the
-# arrays it saved changed since it was recorded. A training loop changes its parameters
-# after the backward and before the next forward, so its nodes never need the check: the
-# cost of it all is one comparison per node.
-_inplace_seq = 1
-_versions = {}          # id(storage) -> [version, seq of the latest change, weakref or None]
-
-
-def _storage(a):
-    """The object that owns a's memory (NumPy and CuPy views point to it through .base)."""
-    while True:
-        b = getattr(a, "base", None)
-        if b is None:
-            return a
-        a = b
-
-
-def _version_entry(a):
-    base = _storage(a)
-    e = _versions.get(id(base))
-    if e is not None and e[2] is not None and e[2]() is not base:
-        return None, base           # a dead array's entry whose id was reused
-    return e, base
-
-
-def version_of(a):
-    """How many times array a's storage was changed in place through Tensor methods."""
-    e, _ = _version_entry(a)
-    return 0 if e is None else e[0]
-
-
-def bump_version(a):
-    """Record an in-place change of array a (Tensor's in-place methods call this)."""
-    global _inplace_seq
-    stamp = _next_seq()
-    e, base = _version_entry(a)
-    if e is None:
-        key = id(base)
-        try:
-            ref = weakref.ref(base, lambda r, key=key: _drop_version(key, r))
-        except TypeError:           # not weakly referenceable (bytes): keep no reference
-            ref = None
-        e = _versions[key] = [0, stamp, ref]
-    e[0] += 1
-    e[1] = stamp
-    _inplace_seq = stamp
-
-
-def _drop_version(key, ref):
-    e = _versions.get(key)
-    if e is not None and e[2] is ref:
-        del _versions[key]
-
-
-def _check_unmodified(n):
-    """Raise if an array node n saved for its backward was changed in place since."""
-    seq = n.seq
-    ins = n.inputs
-    out = n.out
-    for a in (*ins, out) if type(ins) in (tuple, list) else (out,):
-        t = type(a)
-        if t is not _ndarray and (t is float or t is int or a is None or not backend.is_array(a)):
-            continue
-        s = a
-        while True:                 # _storage, inline: this runs for every saved array
-            b = s.base
-            if b is None or not hasattr(b, "base"):
-                s = s if b is None else b
-                break
-            s = b
-        e = _versions.get(id(s))
-        if e is None or e[1] >= seq or (e[2] is not None and e[2]() is not s):
-            continue
-        name = type(n).__name__
-        what = "output" if a is out else "inputs"
-        raise RuntimeError(
-            f"backward through {name}: one of its saved {what} (shape {tuple(a.shape)}, "
-            f"dtype {a.dtype}) was modified in place after {name} recorded it (now at "
-            f"version {e[0]}), so its gradient would be wrong; do the in-place change "
-            "after backward, or change a copy (x.clone()) instead")
 
 
 @contextmanager
@@ -579,6 +494,9 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     """
     if dots is not None and not create_graph:
         raise ValueError("run_backward: dots needs create_graph=True")
+    hook = _grad.collect
+    if hook is not None:
+        hook = hook(roots, root_grads, inputs, create_graph, retain_graph)
     create_graph = bool(create_graph)
     prev = _enter_backward(create_graph and bool(record))
     try:
@@ -591,7 +509,8 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
                 if t._node is not None:
                     wanted.setdefault(t._node, []).append(i)
             results = [None] * len(inputs)
-        _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots)
+        _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots,
+                  hook)
         return _deliver(inputs, leaves, results, terms, create_graph, dots)
     finally:
         _exit_backward(prev)
@@ -659,7 +578,8 @@ def _seed(roots, root_grads, create_graph, dots):
     return pending, heap, leaves, terms
 
 
-def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots):
+def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots,
+              hook=None):
     """The pass itself: run the pending node created last until none is left.
 
     Every node that consumes a node's output was created after it, so when a node is the
@@ -670,7 +590,7 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
     """
     nxt = nxt_g = nxt_owned = None
     anomaly = _anomaly
-    modified = _inplace_seq        # nodes recorded before this stamp may hold changed arrays
+    modified = versions.last_change   # nodes recorded before it may hold changed arrays
     while heap or nxt is not None:
         if nxt is None:
             g, owned, n = pending.pop(heappop(heap))
@@ -684,7 +604,7 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
         if parents is None:
             raise _freed_error(n)
         if modified < n.seq:
-            _check_unmodified(n)
+            versions.check_unmodified(n)
         if create_graph:          # bind Tensors, so the backward records its own graph
             in_data, out_data = n.inputs, n.out
             out = _wrap(out_data, True, n)
@@ -696,8 +616,10 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
                 grads = n.backward(n, g) if dots is None else _backward_dots(n, g, dots, terms)
             finally:              # the output Tensor points back at n: keep no cycle
                 n.inputs, n.out = in_data, out_data
-        else:
+        elif hook is None:
             grads = n.backward(n, g)
+        else:                     # extensions.collect: the backward and the extra quantities
+            grads = hook(n, g)
         if type(grads) is not tuple:
             grads = (grads,)
         k = len(grads)

@@ -126,7 +126,7 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
             if bad is not None:
                 return bad
         if check_forward_ad:
-            fwd = _forward_columns(func, inputs, x, len(outputs), xp)
+            fwd = _forward_columns(func, inputs, x, outputs, xp)
             for j, o in enumerate(outputs):
                 bad = _compare(_name, xp, j, i, o, x, fwd[j], num[j], atol, rtol, raise_exception,
                                " (forward mode: the tangent rules)")
@@ -157,19 +157,17 @@ def _forward_tangents(func, inputs, x, u):
         return [level.get(o) for o in outs], outs
 
 
-def _forward_columns(func, inputs, x, n_out, xp):
+def _forward_columns(func, inputs, x, outputs, xp):
     """The Jacobian blocks d output_j / d x built a column at a time by forward mode."""
-    cols = None
+    cols = [xp.zeros((o.size, x.size), dtype=backend.np.float64) for o in outputs]
     for k in range(x.size):
         e = xp.zeros(x.size, dtype=x.dtype)
         e[k] = 1
-        tans, outs = _forward_tangents(func, inputs, x, e.reshape(x.shape))
-        if cols is None:
-            cols = [xp.zeros((o.size, x.size), dtype=backend.np.float64) for o in outs]
+        tans, _ = _forward_tangents(func, inputs, x, e.reshape(x.shape))
         for j, t in enumerate(tans):
             if t is not None:
                 cols[j][:, k] = t.reshape(-1)
-    return cols if cols is not None else [xp.zeros((0, 0))] * n_out
+    return cols
 
 
 def _fast(func, inputs, outputs, checked, eps, atol, rtol, raise_exception, name, forward):

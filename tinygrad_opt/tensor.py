@@ -13,7 +13,10 @@ class Tensor:
     Arrays keep their dtype; Python scalars and lists become float32. Only floating
     tensors may require grad.
     """
-    __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__",
+                 # filled by extensions.collect on layer parameters; unset (AttributeError) otherwise
+                 "grad_batch", "batch_l2", "sum_grad_squared", "variance", "diag_ggn",
+                 "diag_ggn_mc", "kfac")
     __hash__ = object.__hash__          # __eq__ is elementwise; dicts key tensors by identity
     __array_ufunc__ = None              # ndarray (op) Tensor defers to Tensor's reflected op
     __array_priority__ = 1000           # the same for CuPy, which looks at the priority
@@ -359,7 +362,7 @@ class Tensor:
         if self._requires_grad and engine.is_grad_enabled():
             return self._recorded("fill_", lambda old: old * 0.0 + value, None)
         self.data.fill(value)
-        engine.bump_version(self.data)
+        versions.bump_version(self.data)
         return self
 
     def copy_(self, src):
@@ -378,7 +381,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"copy_: source of shape {tuple(sd.shape)} cannot be broadcast "
                              f"to the tensor's shape {self.shape}") from None
-        engine.bump_version(d)
+        versions.bump_version(d)
         return self
 
     def __setitem__(self, index, value):
@@ -395,12 +398,12 @@ class Tensor:
             if type(index) is tuple else (index.data if type(index) is Tensor else index)
         d[index] = backend.as_array(v, dtype=d.dtype, device=self.device, copy=False) \
             if type(value) is Tensor else v
-        engine.bump_version(d)
+        versions.bump_version(d)
 
     @property
     def _version(self):
         """How often this tensor's storage changed in place (shared with its views)."""
-        return engine.version_of(self.data)
+        return versions.version_of(self.data)
 
     def _inplace(self, name, ufunc, op, other):
         if engine.is_grad_enabled() and (self._requires_grad or
@@ -417,10 +420,11 @@ class Tensor:
             getattr(backend.xp_of(d), ufunc)(d, od, out=d)
         except (TypeError, ValueError) as e:
             oshape = tuple(getattr(od, "shape", ())) if not isinstance(od, list) else "list"
-            raise (ValueError if isinstance(e, ValueError) else TypeError)(f"{name}: cannot update a tensor of shape {self.shape} and dtype "
-                          f"{d.dtype} in place with an operand of shape {oshape} and dtype "
-                          f"{getattr(od, 'dtype', type(od).__name__)} ({e})") from None
-        engine.bump_version(d)
+            kind = ValueError if isinstance(e, ValueError) else TypeError
+            raise kind(f"{name}: cannot update a tensor of shape {self.shape} and dtype "
+                       f"{d.dtype} in place with an operand of shape {oshape} and dtype "
+                       f"{getattr(od, 'dtype', type(od).__name__)} ({e})") from None
+        versions.bump_version(d)
         return self
 
     def _recorded(self, name, compute, other):
@@ -437,7 +441,7 @@ class Tensor:
         # Nodes that consumed this tensor until now read it as it was: the version stamp
         # makes a backward through any of them raise (they would also route their gradient
         # to the new node). The node that made it keeps its output as it was.
-        engine.bump_version(d)
+        versions.bump_version(d)
         node = self._node
         if node is not None and node.out is d:
             node.out = before
@@ -491,7 +495,7 @@ def _scaled(other, alpha):
     return other if alpha == 1 else other * alpha
 
 
-from . import engine, ops  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
+from . import engine, ops, versions  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
 
 Tensor.__add__, Tensor.__radd__ = engine.operator_methods(ops.Add, _operator.add)
 Tensor.__sub__, Tensor.__rsub__ = engine.operator_methods(ops.Sub, _operator.sub)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import backend, engine
 from .data import as_loader
-from .optim import Optimizer, clip_grad_norm_
+from .optim import clip_grad_norm_
 from .serialization import save
 
 
@@ -332,8 +332,9 @@ class Progress(Callback):
 
 # ---------------------------------------------------------------- fit
 def _needs_closure(optimizer):
-    """True for optimizers that override step(closure) (Newton, CG, L-BFGS)."""
-    return isinstance(optimizer, Optimizer) and type(optimizer).step is not Optimizer.step
+    """True for optimizers whose step must be given the loss closure (Newton, CG, L-BFGS):
+    the `needs_closure` attribute of optim.Optimizer and its subclasses."""
+    return bool(getattr(optimizer, "needs_closure", False))
 
 
 def _diverged(epoch, step, value):

@@ -34,6 +34,8 @@ def test_adahessian_by_hand_on_a_diagonal_quadratic():
     np.testing.assert_allclose(x.numpy(), X0 * 5 / 38, rtol=1e-13)
     np.testing.assert_allclose(opt.state[x]["exp_hessian_diag_sq"], (1 - 0.999 ** 2) * A * A,
                                rtol=1e-13)
+    # the factor on m_hat: lr / (sqrt(v_hat) + eps) = 0.5 / a
+    np.testing.assert_allclose(opt.effective_step_size()[0], 0.5 / A, rtol=1e-13)
 
 
 def reference(lr, b1, b2, eps, wd, k, steps):

@@ -81,6 +81,7 @@ def test_two_steps_by_hand_on_a_quadratic():
     np.testing.assert_allclose(w.numpy(), [[70 / 51]], rtol=1e-14)
     a, b = opt.log
     assert (a["cg_iters"], a["iterate"], a["alpha"], b["cg_iters"]) == (1, 1, 1.0, 1)
+    assert opt.flat_state["func_evals"] == 4        # per step: f and g, then f at the iterate
     np.testing.assert_allclose([a["rho"], b["rho"]], [1.0, 1.0], rtol=1e-12)
     np.testing.assert_allclose([a["damping"], b["damping"]], [1.0, 2 / 3], rtol=1e-15)
     np.testing.assert_allclose(opt.param_groups[0]["damping"], 4 / 9, rtol=1e-15)

@@ -102,8 +102,15 @@ def test_lion_rejects_bad_hyperparameters(kwargs, match):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")
-def test_lion_on_gpu_follows_the_cpu_rule():
+def test_lion_on_gpu_follows_the_cpu_rule(monkeypatch):
     make = lambda p: Lion(p, lr=0.01, weight_decay=0.1)     # noqa: E731
     for a, b in zip(trajectory(make, 4), trajectory(make, 4, device="cuda")):
         for x, y in zip(a, b):
             np.testing.assert_allclose(y, x, rtol=1e-12, atol=1e-12)
+    from test_no_host_transfer import no_host_transfers
+    from resume import mlp_problem, take_step
+    model, closure = mlp_problem(device="cuda")
+    opt = Lion(model.parameters(), lr=0.01, weight_decay=0.1)
+    take_step(opt, closure)
+    with no_host_transfers(monkeypatch):
+        take_step(opt, closure)

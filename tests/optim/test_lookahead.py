@@ -50,6 +50,11 @@ def test_lookahead_shares_the_base_groups_so_schedulers_act_on_both():
     run(opt, x, 1)
     sched.step()
     assert base.param_groups[0]["lr"] == 0.05
+    y = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    adam = Adam([y], lr=0.1)
+    wrapped = Lookahead(adam)
+    run(wrapped, y, 2)
+    np.testing.assert_array_equal(wrapped.effective_step_size()[0], adam.effective_step_size()[0])
 
 
 def test_lookahead_resume_is_bit_identical():
@@ -72,8 +77,15 @@ def test_lookahead_needs_an_optimizer_instance():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="CuPy with a CUDA GPU is not available")
-def test_lookahead_on_gpu_follows_the_cpu_rule():
+def test_lookahead_on_gpu_follows_the_cpu_rule(monkeypatch):
     make = lambda p: Lookahead(SGD(p, lr=0.1, momentum=0.9), k=2)     # noqa: E731
     for a, b in zip(trajectory(make, 5), trajectory(make, 5, device="cuda")):
         for x, y in zip(a, b):
             np.testing.assert_allclose(y, x, rtol=1e-12, atol=1e-12)
+    from test_no_host_transfer import no_host_transfers
+    from resume import mlp_problem, take_step
+    model, closure = mlp_problem(device="cuda")
+    opt = Lookahead(SGD(model.parameters(), lr=0.1, momentum=0.9), k=1)
+    take_step(opt, closure)
+    with no_host_transfers(monkeypatch):
+        take_step(opt, closure)

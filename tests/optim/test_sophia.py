@@ -32,17 +32,21 @@ def test_sophia_by_hand_with_refresh_every_two_steps():
     np.testing.assert_allclose(traj[:, 0], [0.98, 0.9424, 0.9424 - 0.1 * 0.52688 / 1.5],
                                rtol=1e-14)
     np.testing.assert_allclose(opt.state[x]["hessian"], [1.5], rtol=1e-14)
+    np.testing.assert_allclose(opt.effective_step_size()[0], [0.1 / 1.5], rtol=1e-14)  # unclipped
 
 
 def test_sophia_clips_each_coordinate_to_lr_and_decays_first():
     # coordinate 0: f = 50 x^2 with tiny rho: m/(rho h) is huge, the step is exactly lr.
     # coordinate 1: f = -x^2 (negative curvature): max(rho*h, eps) = eps, a sign step of lr.
-    # coordinate 2: f = x^2 with rho = 1e-3: |m| = 0.1*2*0.01 = 2e-3, rho*h = 1e-3 -> ratio 2 -> lr
+    # coordinate 2: f = x^2, h = 0.01*2, |m| = 0.035*0.02 = 7e-4, rho*h = 2e-5: ratio 35 -> lr
     # weight decay 0.5 first: x <- x*(1 - 0.1*0.5) = 0.95 x
     x = Tensor(np.array([1.0, 0.5, 0.01]), requires_grad=True)
     w = Tensor(np.array([50.0, -1.0, 1.0]))
-    traj, _ = run(x, lambda: (w * x * x).sum(), 1, lr=0.1, rho=1e-3, weight_decay=0.5)
+    traj, opt = run(x, lambda: (w * x * x).sum(), 1, lr=0.1, rho=1e-3, weight_decay=0.5)
     np.testing.assert_allclose(traj[0], [0.95 - 0.1, 0.475 + 0.1, 0.0095 - 0.1], rtol=1e-14)
+    # every coordinate was clipped: the factor on m is lr / |m|
+    m = (1 - 0.965) * np.array([100.0, -1.0, 0.02])         # the default beta1 = 0.965
+    np.testing.assert_allclose(opt.effective_step_size()[0], 0.1 / np.abs(m), rtol=1e-12)
 
 
 def reference(x0, a, lr, b1, b2, rho, k, steps):

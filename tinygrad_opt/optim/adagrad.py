@@ -1,5 +1,6 @@
 """AdaGrad: per-coordinate step sizes from the running sum of squared gradients."""
 from .. import backend
+from .kernels import Kernel
 from .optimizer import Optimizer, l2_gradient
 
 
@@ -39,11 +40,24 @@ class Adagrad(Optimizer):
         if group["weight_decay"]:
             g = l2_gradient(p, g, group["weight_decay"])
         lr_k = group["lr"] / (1 + (k - 1) * group["lr_decay"])
-        s = state["sum"]
-        tmp = xp.multiply(g, g)
-        s += tmp
-        xp.sqrt(s, out=tmp)
-        tmp += group["eps"]
-        xp.divide(g, tmp, out=tmp)
-        tmp *= lr_k
-        p -= tmp
+        if xp is backend.np:
+            return _adagrad_numpy(g, lr_k, group["eps"], state["sum"], p)
+        f = p.dtype.type
+        ADAGRAD(g, f(lr_k), f(group["eps"]), state["sum"], p)
+
+
+def _adagrad_numpy(g, lr_k, eps, s, p):
+    """sum <- sum + g^2;  theta <- theta - lr_k g / (sqrt(sum) + eps)."""
+    np = backend.np
+    tmp = np.multiply(g, g)
+    s += tmp
+    np.sqrt(s, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)
+    tmp *= lr_k
+    p -= tmp
+
+
+ADAGRAD = Kernel("tinygrad_opt_adagrad", "T g, T lr_k, T eps", "T s, T p",
+                 "s += g * g; p -= lr_k * g / (sqrt(s) + eps)")
+KERNELS = [(ADAGRAD, _adagrad_numpy)]                           # checked by test_kernels.py

@@ -88,6 +88,15 @@ class AdaHessian(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, hessian_power=hessian_power))
 
+    step_size_kind = "adahessian"
+
+    def step_size(self, p, state, group):
+        """lr / ((sqrt(v)/sqrt(1-b2^t))^k + eps): the factor on m_hat = m / (1 - b1^t)."""
+        xp = backend.xp_of(p)
+        t = state["step"]
+        denom = xp.sqrt(state["exp_hessian_diag_sq"]) * (1 / math.sqrt(1 - group["betas"][1] ** t))
+        return group["lr"] / (denom ** group["hessian_power"] + group["eps"])
+
     def step(self, closure=None):
         """One step from the gradient and one Hutchinson probe; returns the loss before it."""
         loss = closure_loss(closure, "AdaHessian")

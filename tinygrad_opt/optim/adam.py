@@ -2,6 +2,7 @@
 import math
 
 from .. import backend
+from .kernels import Kernel
 from .optimizer import Optimizer, l2_gradient
 
 
@@ -57,50 +58,61 @@ class Adam(Optimizer):
                 p *= 1 - lr * wd
             else:
                 g = l2_gradient(p, g, wd)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
         c1 = 1 - beta1 ** t
         c2 = math.sqrt(1 - beta2 ** t)
-        if xp is not backend.np:    # the whole update below as one kernel
-            f = p.dtype.type
-            args = (g, f(1 - beta1), f(beta2), f(1 - beta2), f(group["eps"] * c2), f(lr * c2 / c1))
-            if group["amsgrad"]:
-                _amsgrad_kernel()(*args, m, v, state["max_exp_avg_sq"], p)
-            else:
-                _adam_kernel()(*args, m, v, p)
-            return
-        tmp = xp.subtract(g, m)                    # m <- m + (1 - b1)(g - m)
-        tmp *= 1 - beta1
-        m += tmp
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - beta2
-        v *= beta2
-        v += tmp
-        if group["amsgrad"]:
-            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
         # lr/c1 * m / (sqrt(v)/c2 + eps) == (lr*c2/c1) * m / (sqrt(v) + eps*c2) exactly:
         # eps is scaled together with sqrt(v), so it stays outside the corrected root.
-        xp.sqrt(v, out=tmp)
-        tmp += group["eps"] * c2
-        xp.divide(m, tmp, out=tmp)
-        tmp *= lr * c2 / c1
-        p -= tmp
+        args = (g, 1 - beta1, beta2, 1 - beta2, group["eps"] * c2, lr * c2 / c1,
+                state["exp_avg"], state["exp_avg_sq"])
+        if group["amsgrad"]:
+            args += (state["max_exp_avg_sq"],)
+        if xp is backend.np:
+            return (_amsgrad_numpy if group["amsgrad"] else _adam_numpy)(*args, p)
+        f = p.dtype.type
+        args = args[:1] + tuple(f(a) for a in args[1:6]) + args[6:]
+        (AMSGRAD if group["amsgrad"] else ADAM)(*args, p)
+
+
+def _moments_numpy(g, one_b1, b2, one_b2, m, v):
+    """m <- m + (1 - b1)(g - m);  v <- b2 v + (1 - b2) g^2; returns a scratch array."""
+    tmp = backend.np.subtract(g, m)
+    tmp *= one_b1
+    m += tmp
+    backend.np.multiply(g, g, out=tmp)
+    tmp *= one_b2
+    v *= b2
+    v += tmp
+    return tmp
+
+
+def _adam_numpy(g, one_b1, b2, one_b2, eps_c2, step, m, v, p):
+    tmp = _moments_numpy(g, one_b1, b2, one_b2, m, v)
+    _apply_numpy(step, m, v, eps_c2, tmp, p)
+
+
+def _amsgrad_numpy(g, one_b1, b2, one_b2, eps_c2, step, m, v, vmax, p):
+    tmp = _moments_numpy(g, one_b1, b2, one_b2, m, v)
+    backend.np.maximum(vmax, v, out=vmax)
+    _apply_numpy(step, m, vmax, eps_c2, tmp, p)
+
+
+def _apply_numpy(step, m, v, eps_c2, tmp, p):
+    """theta <- theta - step * m / (sqrt(v) + eps_c2), through the scratch array tmp."""
+    np = backend.np
+    np.sqrt(v, out=tmp)
+    tmp += eps_c2
+    np.divide(m, tmp, out=tmp)
+    tmp *= step
+    p -= tmp
 
 
 _ADAM_IN = "T g, T one_b1, T b2, T one_b2, T eps_c2, T step"
 _MOMENTS = "m += (g - m) * one_b1; v = v * b2 + (g * g) * one_b2;"
-
-
-def _adam_kernel():
-    return backend.elementwise_kernel(_ADAM_IN, "T m, T v, T p",
-                                      _MOMENTS + "p -= step * m / (sqrt(v) + eps_c2)",
-                                      "tinygrad_opt_adam")
-
-
-def _amsgrad_kernel():
-    return backend.elementwise_kernel(_ADAM_IN, "T m, T v, T vmax, T p",
-                                      _MOMENTS + "vmax = max(vmax, v); "
-                                      "p -= step * m / (sqrt(vmax) + eps_c2)",
-                                      "tinygrad_opt_amsgrad")
+ADAM = Kernel("tinygrad_opt_adam", _ADAM_IN, "T m, T v, T p",
+              _MOMENTS + "p -= step * m / (sqrt(v) + eps_c2)")
+AMSGRAD = Kernel("tinygrad_opt_amsgrad", _ADAM_IN, "T m, T v, T vmax, T p",
+                 _MOMENTS + "vmax = max(vmax, v); p -= step * m / (sqrt(vmax) + eps_c2)")
+KERNELS = [(ADAM, _adam_numpy), (AMSGRAD, _amsgrad_numpy)]      # checked by test_kernels.py
 
 
 class AdamW(Adam):

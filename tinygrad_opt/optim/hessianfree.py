@@ -7,8 +7,7 @@ from .. import autograd, backend, engine, fused, ops
 from .._optional import MissingDependency
 from ..tensor import Tensor
 from ..flat import FlatObjective
-from .closure import single_group
-from .optimizer import Optimizer
+from .closure import ClosureOptimizer
 
 
 def loss_output(loss, name):
@@ -82,7 +81,7 @@ def _empirical_fisher_diagonal(loss, params):
     return [p.sum_grad_squared.data for p in params]
 
 
-class HessianFree(Optimizer):
+class HessianFree(ClosureOptimizer):
     """Hessian-free optimization with Gauss-Newton products (Martens 2010).
 
         this implementation, one step(closure)            paper (Martens 2010, Alg. 1; sec. 4)
@@ -108,7 +107,8 @@ class HessianFree(Optimizer):
     R-operator and uses minibatches for G; here G v is the double backward of
     `gauss_newton_product` on the closure's whole batch. The preconditioner's sum of squared
     per-example gradients comes from extensions.SumGradSquared (precondition=None: whenever
-    tinygrad_opt.extensions is present).
+    tinygrad_opt.extensions is present; a model with a layer it does not support, such as
+    BatchNorm1d, needs precondition=False).
     damping=45 is the initial lambda of Martens' released code; the ratio rho uses the
     undamped model, as the paper does. A zero step (every trial failed) keeps theta and
     raises lambda. `self.log` holds one dict per step: loss, new_loss, rho, damping (the
@@ -116,13 +116,9 @@ class HessianFree(Optimizer):
     Arrays stay on the parameters' device; the CG and line-search tests read scalars.
     """
 
-    needs_closure = True
-
     def __init__(self, params, lr=1.0, damping=45.0, cg_max_iter=250, cg_min_iter=10,
                  cg_tol=5e-4, cg_decay=0.95, backtrack_gamma=1.3, precondition=None,
                  precond_power=0.75, armijo_c=1e-2, armijo_beta=0.8, max_line_search=60):
-        if not lr > 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
         if not damping > 0:
             raise ValueError(f"Invalid damping: {damping} (Levenberg-Marquardt needs lambda > 0)")
         if not (isinstance(cg_max_iter, int) and cg_max_iter >= 1):
@@ -138,7 +134,6 @@ class HessianFree(Optimizer):
                                       backtrack_gamma=backtrack_gamma, precondition=precondition,
                                       precond_power=precond_power, armijo_c=armijo_c,
                                       armijo_beta=armijo_beta, max_line_search=max_line_search))
-        single_group(self, "HessianFree")
         available = importlib.util.find_spec("tinygrad_opt.extensions") is not None
         if precondition and not available:
             raise MissingDependency("HessianFree(precondition=True) needs tinygrad_opt.extensions for "
@@ -150,7 +145,7 @@ class HessianFree(Optimizer):
     def step(self, closure=None):
         """One Hessian-free update; returns the loss before it (a float)."""
         group = self.param_groups[0]
-        params = single_group(self, "HessianFree")
+        params = self.params
         obj = FlatObjective(closure, params, "HessianFree")
         xp = obj.xp
         loss = obj.loss()
@@ -177,7 +172,7 @@ class HessianFree(Optimizer):
         lam = group["damping"]
         m = None if diag is None else \
             (xp.concatenate([d.reshape(-1) for d in diag]) + lam) ** group["precond_power"]
-        state = self.state[params[0]]
+        state = self.flat_state
         prev = state.get("cg_prev")
         x0 = None if prev is None else group["cg_decay"] * prev
         d, qs, saved, iters = _martens_cg(xp, G, g, lam, m, x0, group)
@@ -187,6 +182,7 @@ class HessianFree(Optimizer):
 
         def f_at(step):
             obj.set(x + step)
+            obj.evals += 1
             with engine.no_grad():
                 return float(obj.closure().item())
 
@@ -216,6 +212,7 @@ class HessianFree(Optimizer):
         if f_new is None:
             alpha, f_new = 0.0, f0
         obj.set(x + alpha * best)
+        self.count_evals(obj)
         self.log.append(dict(loss=f0, new_loss=f_new, rho=rho, damping=lam, cg_iters=iters,
                              iterate=best_i, alpha=alpha))
         return f0

@@ -38,6 +38,10 @@ class WrapperOptimizer(Optimizer):
     def zero_grad(self):
         self.base_optimizer.zero_grad()
 
+    def step_size_of(self, p, group):
+        """The base optimizer's step size (what effective_step_size reports)."""
+        return self.base_optimizer.step_size_of(p, group)
+
     def state_dict(self):
         sd = Optimizer.state_dict(self)
         sd["wrapper"] = {k: getattr(self, k) for k in self.hyper}

@@ -1,5 +1,6 @@
 """RMSProp: steps scaled by a moving average of squared gradients."""
 from .. import backend
+from .kernels import Kernel
 from .optimizer import Optimizer, l2_gradient
 
 
@@ -50,28 +51,68 @@ class RMSprop(Optimizer):
         state["step"] += 1
         if group["weight_decay"]:
             g = l2_gradient(p, g, group["weight_decay"])
-        v = state["square_avg"]
-        tmp = xp.multiply(g, g)
-        tmp *= 1 - alpha
-        v *= alpha
-        v += tmp
-        if group["centered"]:
-            m = state["grad_avg"]
-            xp.subtract(g, m, out=tmp)             # m <- m + (1 - alpha)(g - m)
-            tmp *= 1 - alpha
-            m += tmp
-            xp.multiply(m, m, out=tmp)
-            xp.subtract(v, tmp, out=tmp)
-            xp.sqrt(tmp, out=tmp)
-        else:
-            xp.sqrt(v, out=tmp)
-        tmp += group["eps"]
-        xp.divide(g, tmp, out=tmp)
-        if mu > 0:
-            b = state["momentum_buffer"]
-            b *= mu
-            b += tmp
-            xp.multiply(b, group["lr"], out=tmp)
-        else:
-            tmp *= group["lr"]
-        p -= tmp
+        args = (g, alpha, 1 - alpha, group["eps"], group["lr"], mu, state["square_avg"],
+                state.get("grad_avg"), state.get("momentum_buffer"))
+        if xp is backend.np:
+            return _rmsprop_numpy(*args, p)
+        f = p.dtype.type
+        rmsprop_kernel(group["centered"], args[-1] is not None)(*_kernel_args(args, f), p)
+
+
+def _rmsprop_numpy(g, alpha, one_alpha, eps, lr, mu, v, m, b, p):
+    """v <- a v + (1 - a) g^2;  m <- m + (1 - a)(g - m) (m: None unless centered);
+    d = sqrt(v - m^2 or v) + eps;  b <- mu b + g/d (b: None without momentum);
+    theta <- theta - lr (b or g/d)."""
+    np = backend.np
+    tmp = np.multiply(g, g)
+    tmp *= one_alpha
+    v *= alpha
+    v += tmp
+    if m is not None:
+        np.subtract(g, m, out=tmp)
+        tmp *= one_alpha
+        m += tmp
+        np.multiply(m, m, out=tmp)
+        np.subtract(v, tmp, out=tmp)
+        np.sqrt(tmp, out=tmp)
+    else:
+        np.sqrt(v, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)
+    if b is not None:
+        b *= mu
+        b += tmp
+        np.multiply(b, lr, out=tmp)
+    else:
+        tmp *= lr
+    p -= tmp
+
+
+def _kernel_args(args, f):
+    """The kernel's arguments: scalars cast to the parameter dtype, absent buffers dropped."""
+    g, alpha, one_alpha, eps, lr, mu, v, m, b = args
+    out = [g, f(alpha), f(one_alpha), f(eps), f(lr)] + ([f(mu)] if b is not None else [])
+    return out + [a for a in (v, m, b) if a is not None]
+
+
+_RMSPROP = {}
+
+
+def rmsprop_kernel(centered, momentum):
+    """The fused kernel for one of the four variants (built from the same fragments)."""
+    key = (bool(centered), bool(momentum))
+    if key not in _RMSPROP:
+        d = "(sqrt(v - m * m) + eps)" if centered else "(sqrt(v) + eps)"
+        body = "v = v * alpha + (g * g) * one_alpha; "
+        if centered:
+            body += "m += (g - m) * one_alpha; "
+        body += f"b = b * mu + g / {d}; p -= lr * b" if momentum else f"p -= lr * g / {d}"
+        name = "tinygrad_opt_rmsprop" + "_centered" * centered + "_momentum" * momentum
+        ins = "T g, T alpha, T one_alpha, T eps, T lr" + ", T mu" * momentum
+        outs = "T v" + ", T m" * centered + ", T b" * momentum + ", T p"
+        _RMSPROP[key] = Kernel(name, ins, outs, body)
+    return _RMSPROP[key]
+
+
+KERNELS = [(rmsprop_kernel(c, mom), _rmsprop_numpy)               # checked by test_kernels.py
+           for c in (False, True) for mom in (False, True)]

@@ -1,5 +1,6 @@
 """Stochastic gradient descent with optional (Nesterov) momentum."""
 from .. import backend
+from .kernels import Kernel
 from .optimizer import Optimizer, l2_gradient
 
 
@@ -41,43 +42,46 @@ class SGD(Optimizer):
         for p in group["params"]:
             g = p.grad
             if g is not None:
-                d = p.data
-                if type(d) is backend.ndarray:
-                    d -= lr * g.data
-                else:
-                    _step_kernel()(g.data, d.dtype.type(lr), d)
+                _step(p.data, g.data, lr)
 
     def update(self, p, g, state, group):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         if wd:
             g = l2_gradient(p, g, wd)
-        on_gpu = type(p) is not backend.ndarray
         if mu:
             b = state.get("momentum_buffer")
             if b is None:
-                b = state["momentum_buffer"] = g.copy()
-            elif on_gpu:            # the two lines below and the step as one kernel
-                t = p.dtype.type
-                _momentum_kernel()(g, t(mu), t(1 - group["dampening"]), t(lr),
-                                   backend.np.bool_(group["nesterov"]), b, p)
-                return
+                b = state["momentum_buffer"] = g.copy()       # step 1: b = g
+                g = g + mu * b if group["nesterov"] else b
             else:
-                b *= mu
-                damp = group["dampening"]
-                b += (1 - damp) * g if damp else g
-            g = g + mu * b if group["nesterov"] else b
-        if on_gpu:
-            _step_kernel()(g, p.dtype.type(lr), p)
-        else:
-            p -= lr * g
+                args = (g, mu, 1 - group["dampening"], lr, bool(group["nesterov"]), b, p)
+                if type(p) is backend.ndarray:
+                    return _momentum_numpy(*args)
+                t = p.dtype.type
+                return MOMENTUM(g, t(mu), t(args[2]), t(lr), backend.np.bool_(args[4]), b, p)
+        _step(p, g, lr)
 
 
-def _step_kernel():
-    return backend.elementwise_kernel("T g, T lr", "T p", "p -= lr * g", "tinygrad_opt_sgd")
+def _step(p, g, lr):
+    """theta <- theta - lr * g on either backend (the one dispatch of the plain step)."""
+    if type(p) is backend.ndarray:
+        _step_numpy(g, lr, p)
+    else:
+        STEP(g, p.dtype.type(lr), p)
 
 
-def _momentum_kernel():
-    return backend.elementwise_kernel(
-        "T g, T mu, T damp1, T lr, bool nesterov", "T b, T p",
-        "b = mu * b + damp1 * g; p -= lr * (nesterov ? g + mu * b : b)",
-        "tinygrad_opt_sgd_momentum")
+def _step_numpy(g, lr, p):
+    p -= lr * g
+
+
+def _momentum_numpy(g, mu, damp1, lr, nesterov, b, p):
+    """b <- mu b + (1 - dampening) g;  theta <- theta - lr (g + mu b if nesterov else b)."""
+    b *= mu
+    b += damp1 * g if damp1 != 1 else g
+    p -= lr * (g + mu * b if nesterov else b)
+
+
+STEP = Kernel("tinygrad_opt_sgd", "T g, T lr", "T p", "p -= lr * g")
+MOMENTUM = Kernel("tinygrad_opt_sgd_momentum", "T g, T mu, T damp1, T lr, bool nesterov",
+                  "T b, T p", "b = mu * b + damp1 * g; p -= lr * (nesterov ? g + mu * b : b)")
+KERNELS = [(STEP, _step_numpy), (MOMENTUM, _momentum_numpy)]    # checked by test_kernels.py

@@ -74,6 +74,17 @@ class Sophia(Optimizer):
                                      self.state[p], group)
         return loss.detach()
 
+    step_size_kind = "sophia"
+
+    def step_size(self, p, state, group):
+        """lr * clip(m / r, -1, 1) / m with r = max(rho h, eps): the factor the clipped rule
+        applies to m (lr / r where m = 0)."""
+        xp = backend.xp_of(p)
+        m = state["exp_avg"]
+        r = xp.maximum(state["hessian"] * group["rho"], group["eps"])
+        safe = xp.where(m == 0, 1, m)
+        return group["lr"] * xp.where(m == 0, 1 / r, xp.clip(m / r, -1, 1) / safe)
+
     def _schedule(self):
         """(update_period, estimator), which every group must share: one probe serves all."""
         first = self.param_groups[0]

@@ -1,0 +1,506 @@
+"""Per-example and second-order quantities in the same backward pass (BackPACK's semantics).
+
+    with extensions.collect(BatchGrad(), DiagGGN()):
+        loss.backward()
+    W.grad_batch, W.diag_ggn          # besides W.grad, from that one pass
+
+While a collection is active, every `loss.backward()` first plans the pass (engine.run_backward
+calls `_Plan`): it walks the graph from the loss, checks that every op between the loss and a
+parameter is one whose per-example structure it knows, and builds the loss Hessian's symmetric
+factor. Then each node's backward runs through `_Pass.__call__`, which also computes the
+quantities of the layer's parameters from the node's output gradient g (N, out) and its input
+x (N, in), and pushes the factor S (C, N, out) one layer down: S <- S W for a Linear, S * f'
+for an activation. Outside `collect` the engine does none of this.
+
+Conventions (BackPACK's): the per-example gradients are those of the loss as reduced, so for
+a mean over the batch they carry its 1/N and sum to p.grad; Variance is the population
+variance over n of these; the GGN factors carry the reduction too. Formulas per layer, costs
+and a worked example: docs/extensions.md.
+"""
+import math
+from contextlib import contextmanager
+
+from . import backend, engine
+from .fused import ClassCrossEntropy, Linear, LinearReLU, SoftmaxCrossEntropy, _is_one, _relu_mask
+from .ops import Mul, ReLU, Sigmoid, Sub, Sum, Tanh
+from .tensor import Tensor
+
+
+# --------------------------------------------------------------------------- quantities
+class Quantity:
+    """A quantity `collect` can fill: `attr` names the parameter attribute it sets."""
+    attr = None
+    second_order = False
+    mc_samples = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class BatchGrad(Quantity):
+    """p.grad_batch (N, *p.shape): the gradient of each example's term of the loss."""
+    attr = "grad_batch"
+
+
+class BatchL2(Quantity):
+    """p.batch_l2 (N,): ||grad_batch[n]||^2, from ||delta_n||^2 ||x_n||^2 without grad_batch."""
+    attr = "batch_l2"
+
+
+class SumGradSquared(Quantity):
+    """p.sum_grad_squared: sum_n grad_batch[n]^2 (AdaGrad's accumulated square, per batch)."""
+    attr = "sum_grad_squared"
+
+
+class Variance(Quantity):
+    """p.variance: mean_n grad_batch[n]^2 - (mean_n grad_batch[n])^2 (over the batch, 1/N)."""
+    attr = "variance"
+
+
+class DiagGGN(Quantity):
+    """p.diag_ggn: the exact diagonal of the generalized Gauss-Newton matrix J^T H_L J."""
+    attr = "diag_ggn"
+    second_order = True
+
+
+class _Sampled(Quantity):
+    second_order = True
+
+    def __init__(self, mc_samples=1):
+        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+            raise ValueError(f"{type(self).__name__}: mc_samples must be a positive int, "
+                             f"got {mc_samples!r}")
+        self.mc_samples = mc_samples
+
+    def __repr__(self):
+        return f"{type(self).__name__}(mc_samples={self.mc_samples})"
+
+
+class DiagGGNMC(_Sampled):
+    """p.diag_ggn_mc: the GGN diagonal from mc_samples targets drawn from the model's
+    predictive distribution (an unbiased estimate of DiagGGN)."""
+    attr = "diag_ggn_mc"
+
+
+class KFAC(_Sampled):
+    """p.kfac: [A, G] for a Linear weight, [G] for its bias (Martens & Grosse 2015).
+
+    A = x^T x / N over the layer's inputs (no bias column); G = sum_{m,n} s s^T over the
+    sampled output-gradient factors s (mc_samples targets per example), which carry the loss
+    reduction, so for a mean G is the per-example second moment over N. BackPACK's
+    normalisation; BackPACK returns the list as [G, A].
+    """
+    attr = "kfac"
+
+
+# ------------------------------------------------------------------------------ collect
+@contextmanager
+def collect(*quantities):
+    """Fill the quantities' attributes on the layer parameters during each backward inside."""
+    seen = {}
+    for q in quantities:
+        if isinstance(q, type) and issubclass(q, Quantity):
+            raise TypeError(f"collect: pass an instance, {q.__name__}(), not the class")
+        if not isinstance(q, Quantity):
+            raise TypeError(f"collect: expected quantities such as BatchGrad(), got {q!r}")
+        if q.attr in seen:
+            raise ValueError(f"collect: {q!r} and {seen[q.attr]!r} both fill p.{q.attr}")
+        seen[q.attr] = q
+    state = engine._grad                    # this thread's: other threads' passes are plain
+    prev = state.collect
+    state.collect = _Plan(quantities) if quantities else None
+    try:
+        yield
+    finally:
+        state.collect = prev
+
+
+# The ops collect knows: layers (which own parameters), activations applied per element, and
+# dropout's product with a constant mask. Anything else on the way from the loss raises.
+_LAYERS = (Linear, LinearReLU)
+_ELEMENTWISE = (ReLU, Tanh, Sigmoid, Mul)
+_SUPPORTED = "Linear (also fused with ReLU), ReLU, Tanh, Sigmoid, Dropout"
+
+
+class _Plan:
+    """Called by the engine at the start of each backward inside `collect`."""
+
+    def __init__(self, quantities):
+        self.quantities = quantities
+        self.first = [q for q in quantities if not q.second_order]
+        self.second = [q for q in quantities if q.second_order]
+        self.names = ", ".join(repr(q) for q in quantities)     # for the error messages
+
+    def __call__(self, roots, root_grads, inputs, create_graph, retain_graph):
+        names = self.names
+        if inputs is not None or create_graph:
+            raise RuntimeError(f"extensions.collect({names}): quantities are filled by "
+                               "loss.backward() only, not by autograd.grad or create_graph=True")
+        if len(roots) != 1 or roots[0]._node is None or roots[0].data.size != 1:
+            raise RuntimeError(f"extensions.collect({names}): backward must start from a scalar "
+                               "loss computed by cross_entropy or mse_loss")
+        out_node, hessian = _loss(roots[0]._node, names)
+        p = _Pass(self)
+        p.walk(out_node)
+        if self.second:
+            p.seed(out_node, hessian, root_grads[0])
+        return p
+
+
+# ------------------------------------------------------------------------------- losses
+def _loss(node, names):
+    """(the node whose output is the prediction, the loss Hessian's factor there).
+
+    The factor's exact(xp) and sampled(m, xp) give S of shape (C, N, K) with
+    sum_c S[c, n] S[c, n]^T the Hessian of the loss (as reduced) w.r.t. prediction row n,
+    exactly or in expectation over m samples.
+    """
+    cls = type(node)
+    if cls is ClassCrossEntropy or (cls is SoftmaxCrossEntropy and not node.rows):
+        x = node.parents[0]
+        if cls is SoftmaxCrossEntropy and node.needs_input_grad[1]:
+            raise RuntimeError(f"extensions.collect({names}): cross-entropy targets require grad")
+        if cls is ClassCrossEntropy:
+            r = None                                    # each row of the targets sums to 1
+        else:
+            T = node.inputs[1]
+            r = None if _is_one(node.row_sums) else T.sum(axis=-1, keepdims=True)
+        _check_prediction(x, "cross_entropy", names)
+        return x._node, _CrossEntropyHessian(node.p, r, 1.0 / node.denom)
+    # mse_loss: [Mul(., 1/size)] <- Sum <- Mul(d, d) <- Sub(pred, target)
+    scale = 1.0
+    if cls is Mul and type(node.inputs[1]) is float and node.parents[0]._node is not None:
+        scale = node.inputs[1]
+        node = node.parents[0]._node
+    if type(node) is Sum and node.axis is None and node.parents[0]._node is not None:
+        sq = node.parents[0]._node
+        if type(sq) is Mul and sq.parents[0] is sq.parents[1] and sq.parents[0]._node is not None:
+            d = sq.parents[0]._node
+            if type(d) is Sub and not (type(d.parents[1]) is Tensor and d.parents[1]._requires_grad):
+                pred = d.parents[0]
+                _check_prediction(pred, "mse_loss", names)
+                return pred._node, _SquareHessian(2.0 * scale, pred.data)
+    raise RuntimeError(f"extensions.collect({names}): the loss must be cross_entropy or "
+                       f"mse_loss (reduction 'mean' or 'sum') of the model output; this "
+                       f"backward starts at {type(node).__name__}")
+
+
+def _check_prediction(x, loss, names):
+    if type(x) is not Tensor or x._node is None or x.data.ndim != 2:
+        shape = tuple(x.data.shape) if type(x) is Tensor else None
+        raise RuntimeError(f"extensions.collect({names}): {loss} needs a (N, K) model output "
+                           f"computed by layers, got {'a leaf' if shape else 'a constant'}"
+                           f"{' of shape ' + str(shape) if shape else ''}")
+
+
+class _CrossEntropyHessian:
+    """l_n = -r_n log softmax(x_n)[y_n] * scale: H_n = r_n scale (diag p - p p^T).
+
+    Exact factor: column c is sqrt(r_n scale p_c) (e_c - p), since
+    sum_c p_c (e_c - p)(e_c - p)^T = diag p - p p^T. Sampled: y ~ Cat(p) and the column
+    sqrt(r_n scale / M) (p - e_y), whose outer product has expectation H_n / M.
+    """
+
+    def __init__(self, p, r, scale):
+        self.p = p
+        self.w = scale if r is None else r * scale         # r_n scale: a number or (N, 1)
+
+    def exact(self, xp):
+        p = self.p
+        n, c = p.shape
+        sq = xp.sqrt(p)                                         # sqrt(p_nc)
+        S = sq.T[:, :, None] * -p[None, :, :]                   # S[c, n, k] = -sqrt(p_nc) p_nk
+        idx = xp.arange(c)
+        S[idx, :, idx] += sq.T                                  # + sqrt(p_nc) at k = c
+        return S * _sqrt(self.w, xp)
+
+    def sampled(self, m, xp):
+        p = self.p
+        n, c = p.shape
+        u = backend.random_uniform((m, n, 1), p.dtype, backend.device_of(p))
+        y = (xp.cumsum(p, axis=-1)[None] < u).sum(axis=-1, keepdims=True)      # inverse CDF
+        y = xp.minimum(y, c - 1)                                # rounding in the last bin
+        S = p[None] - (xp.arange(c) == y).astype(p.dtype)
+        return S * _sqrt(self.w / m, xp)
+
+
+class _SquareHessian:
+    """l = scale' * sum_nk (pred_nk - t_nk)^2 (scale' = 1/(N K) for a mean): H_n = 2 scale' I.
+
+    Exact factor: sqrt(2 scale') I, K columns. Sampled: sqrt(2 scale' / M) z with z ~ N(0, I)
+    (BackPACK's), whose outer product has expectation H_n / M.
+    """
+
+    def __init__(self, h, pred):
+        self.h, self.shape, self.dtype = h, pred.shape, pred.dtype
+        self.device = backend.device_of(pred)
+
+    def exact(self, xp):
+        n, k = self.shape
+        S = xp.zeros((k, n, k), dtype=self.dtype)
+        idx = xp.arange(k)
+        S[idx, :, idx] = math.sqrt(self.h)
+        return S
+
+    def sampled(self, m, xp):
+        n, k = self.shape
+        z = backend.random_normal((m, n, k), self.dtype, self.device)
+        return z * math.sqrt(self.h / m)
+
+
+def _sqrt(w, xp):
+    return math.sqrt(w) if isinstance(w, float) else xp.sqrt(w)
+
+
+# ----------------------------------------------------------------------------- the pass
+class _Pass:
+    """One backward under collect: the plan per node, then the per-node calls of the engine."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.nodes = {}             # node -> handler, for every node between loss and parameters
+        self.params = {}            # parameter Tensor -> (node, slot) of its single use
+        self.factors = {}           # node -> factor S (C, N, out) of its output, while pending
+        self.streams = {}           # stream key -> slice of the columns of S
+        self.want = {type(q): q for q in plan.first}
+        self.squares = any(type(q) in (BatchL2, SumGradSquared, Variance, DiagGGN, DiagGGNMC)
+                           for q in plan.quantities)
+
+    # ---------------------------------------------------------------- planning
+    def walk(self, out_node):
+        """Check every node from the prediction down to the parameters; record their handlers."""
+        names = self.plan.names
+        stack, seen = [out_node], set()
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            cls = type(n)
+            if cls in _LAYERS:
+                x = n.inputs[0]
+                if x.ndim != 2:
+                    raise RuntimeError(f"extensions.collect({names}): {cls.__name__} needs "
+                                       f"(N, in_features) inputs, got shape {tuple(x.shape)}")
+                self.nodes[n] = self.layer
+                self._use(n, 1, names)
+                self._use(n, 2, names)
+            elif cls in _ELEMENTWISE:
+                if cls is Mul:
+                    self._check_mul(n, names)
+                self.nodes[n] = self.elementwise
+            else:
+                raise RuntimeError(_unsupported(n, names))
+            for i, p in enumerate(n.parents):
+                if type(p) is not Tensor or not p._requires_grad:
+                    continue
+                if p._node is not None:
+                    stack.append(p._node)
+                elif cls not in _LAYERS:      # (a layer's input x, if a leaf, gets .grad only)
+                    raise RuntimeError(_param_error(p, n, names))
+
+    def _use(self, n, slot, names):
+        p = n.parents[slot]
+        if type(p) is not Tensor or not p._requires_grad:
+            return
+        if p._node is not None:
+            raise RuntimeError(f"extensions.collect({names}): the {('weight', 'bias')[slot - 1]} "
+                               f"of {type(n).__name__} is computed by {type(p._node).__name__}, "
+                               "not a parameter")
+        if p in self.params:
+            raise RuntimeError(f"extensions.collect({names}): the parameter of shape "
+                               f"{tuple(p.shape)} is used twice (by {type(n).__name__} and "
+                               f"{type(self.params[p][0]).__name__}); per-example quantities "
+                               "need each parameter used once")
+        self.params[p] = (n, slot)
+
+    @staticmethod
+    def _check_mul(n, names):
+        """Only dropout's x * mask: one input with a graph, the other a constant of its shape."""
+        a, b = n.parents
+        for x, c in ((a, b), (b, a)):
+            if type(x) is Tensor and x._requires_grad and not (type(c) is Tensor and c._requires_grad):
+                xs = x.data.shape
+                cs = getattr(c.data if type(c) is Tensor else c, "shape", ())
+                if x is not c and (len(cs) < len(xs) or tuple(cs) == tuple(xs)):
+                    n.__dict__["_ext_slot"] = 0 if x is a else 1
+                    return
+        for p in (a, b):
+            if type(p) is Tensor and p._requires_grad and p._node is None:
+                raise RuntimeError(_param_error(p, n, names))
+        raise RuntimeError(_unsupported(n, names))
+
+    def seed(self, out_node, hessian, root_grad):
+        """The loss Hessian's factor at the prediction: the columns of every stream stacked."""
+        xp = backend.xp_of(out_node.out)
+        parts, start = [], 0
+        if any(type(q) is DiagGGN for q in self.plan.second):
+            parts.append(hessian.exact(xp))
+            self.streams["exact"] = slice(start, start + parts[-1].shape[0])
+            start += parts[-1].shape[0]
+        for m in sorted({q.mc_samples for q in self.plan.second if q.mc_samples}):
+            parts.append(hessian.sampled(m, xp))
+            self.streams[m] = slice(start, start + m)
+            start += m
+        S = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+        # loss.backward(c) differentiates c * loss, whose GGN is c times the loss's
+        if type(root_grad) is backend.ndarray and float(root_grad) < 0:
+            raise RuntimeError(f"extensions.collect({self.plan.names}): second-order "
+                               "quantities need a nonnegative backward gradient")
+        self.factors[out_node] = S * xp.sqrt(root_grad).astype(S.dtype)
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, n, g):
+        handler = self.nodes.get(n)
+        if handler is None:
+            return n.backward(n, g)
+        return handler(n, g)
+
+    def elementwise(self, n, g):
+        grads = n.backward(n, g)
+        S = self.factors.pop(n, None)
+        if S is not None:
+            cls = type(n)
+            if cls is ReLU:
+                d = n.mask
+            elif cls is Tanh:
+                d = 1 - n.out * n.out
+            elif cls is Sigmoid:
+                d = n.out * (1 - n.out)
+            else:                                           # dropout's constant mask
+                d = n.inputs[1 - n._ext_slot]
+            slot = n._ext_slot if cls is Mul else 0
+            self._push(n.parents[slot], S * d)
+        return grads
+
+    def layer(self, n, g):
+        x, W, b = n.inputs
+        relu = type(n) is LinearReLU
+        if relu:
+            mask = _relu_mask(n)
+            g = g * mask                                   # the gradient of the pre-activation
+        grads = Linear.backward(n, g)
+        pW, pb = n.parents[1], n.parents[2]
+        if not (type(pW) is Tensor and pW._requires_grad):
+            pW = None
+        if not (type(pb) is Tensor and pb._requires_grad):
+            pb = None
+        # x^2, shared by BatchL2, SumGradSquared, Variance and the GGN diagonals
+        x2 = x * x if pW is not None and self.squares else None
+        if self.plan.first:
+            self._first_order(g, x, x2, grads, pW, pb)
+        S = self.factors.pop(n, None)
+        if S is not None:
+            if relu:
+                S = S * mask
+            self._second_order(S, x, x2, pW, pb)
+            if n.needs_input_grad[0]:
+                c, N, k = S.shape
+                self._push(n.parents[0], (S.reshape(c * N, k) @ W).reshape(c, N, W.shape[1]))
+        return grads
+
+    def _push(self, parent, S):
+        pn = parent._node
+        if pn is None or pn not in self.nodes:
+            return
+        acc = self.factors.get(pn)
+        self.factors[pn] = S if acc is None else acc + S
+
+    def _first_order(self, g, x, x2, grads, pW, pb):
+        """Per-example quantities of W (gradient g_n x_n^T) and b (g_n), g (N, out), x (N, in)."""
+        xp = backend.xp_of(g)
+        q = self.want
+        g2 = g * g if (BatchL2 in q or SumGradSquared in q or Variance in q) else None
+        if BatchGrad in q:
+            if pW is not None:
+                _store(pW, q[BatchGrad], xp.einsum("no,ni->noi", g, x))
+            if pb is not None:
+                _store(pb, q[BatchGrad], g.copy())
+        if BatchL2 in q:                   # ||g_n x_n^T||^2 = ||g_n||^2 ||x_n||^2
+            gg = g2.sum(axis=1)
+            if pW is not None:
+                _store(pW, q[BatchL2], gg * x2.sum(axis=1))
+            if pb is not None:
+                _store(pb, q[BatchL2], gg)
+        if SumGradSquared in q or Variance in q:
+            N = g.shape[0]
+            for slot, p in ((1, pW), (2, pb)):
+                if p is None:
+                    continue
+                sgs = g2.T @ x2 if slot == 1 else g2.sum(axis=0)   # sum_n g_n^2 (x_n^2)^T
+                if SumGradSquared in q:
+                    _store(p, q[SumGradSquared], sgs)
+                if Variance in q:          # mean of squares - square of the mean, over n
+                    v = grads[slot] * (1.0 / N)
+                    v *= v
+                    v = xp.subtract(sgs * (1.0 / N), v, out=v)
+                    _store(p, q[Variance], xp.maximum(v, 0, out=v))    # no rounding below 0
+
+    def _second_order(self, S, x, x2, pW, pb):
+        """DiagGGN / DiagGGNMC / KFAC of W and b from the pre-activation factor S (C, N, out):
+        the GGN block of W is sum_n (x_n x_n^T) kron (S_n S_n^T), whose diagonal is
+        sum_n (sum_c S[c, n]^2) (x_n^2)^T."""
+        N = x.shape[0]
+        xp = backend.xp_of(S)
+        A = None
+        for q in self.plan.second:
+            Ss = S[self.streams["exact" if type(q) is DiagGGN else q.mc_samples]]
+            if type(q) is KFAC:
+                F = Ss.reshape(-1, Ss.shape[2])
+                G = F.T @ F
+                if pW is not None:
+                    if A is None:       # xs^T xs with one buffer: BLAS's symmetric product
+                        xs = x * (1.0 / math.sqrt(N))
+                        A = xs.T @ xs
+                    _store_list(pW, q, [A, G])
+                if pb is not None:
+                    _store_list(pb, q, [G])
+            else:
+                Q = xp.einsum("cno,cno->no", Ss, Ss)        # sum_c S[c, n, o]^2
+                if pW is not None:
+                    _store(pW, q, Q.T @ x2)
+                if pb is not None:
+                    _store(pb, q, Q.sum(axis=0))
+
+
+def _store(p, q, arr):
+    if arr.dtype != p.data.dtype:
+        arr = arr.astype(p.data.dtype)
+    setattr(p, q.attr, Tensor._wrap(arr))
+
+
+def _store_list(p, q, arrs):
+    setattr(p, q.attr, [Tensor._wrap(a if a.dtype == p.data.dtype else a.astype(p.data.dtype))
+                        for a in arrs])
+
+
+def _param_error(p, n, names):
+    return (f"extensions.collect({names}): a parameter of shape {tuple(p.shape)} is used by "
+            f"{type(n).__name__}; only the weights and biases of Linear layers are supported")
+
+
+def _unsupported(n, names):
+    """The error for an op collect cannot pass, naming a batch-mixing one (BatchNorm1d)."""
+    name = type(n).__name__
+    msg = (f"extensions.collect({names}): cannot pass {name} on the way from the loss to the "
+           f"parameters; supported: {_SUPPORTED} and cross_entropy / mse_loss")
+    if _mixes_batch(n):
+        msg += (f". {name} is part of a computation that reduces over the batch axis, as "
+                "BatchNorm1d in train mode does: it mixes the examples, so per-example and "
+                "GGN quantities are undefined (use BatchNorm1d in eval mode, or no batch norm)")
+    return msg
+
+
+def _mixes_batch(n, limit=64):
+    """Whether a Sum over axis 0 lies within `limit` nodes below n (batch statistics)."""
+    stack, seen = [n], set()
+    while stack and len(seen) < limit:
+        m = stack.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        if type(m) is Sum and m.axis is not None and 0 in (m.axis if isinstance(m.axis, tuple)
+                                                           else (m.axis,)):
+            return True
+        stack.extend(p._node for p in (m.parents or ()) if type(p) is Tensor and p._node is not None)
+    return False
