@@ -416,6 +416,9 @@ def test_ggn_operator_is_positive_semidefinite_and_matches_ggnvp():
     top = curvature.top_eigenvalues(op, k=1, max_iter=op.n, seed=0).eigenvalues[0]
     G = _dense_ggn(model, lambda o: F.cross_entropy(o, y), tuple(params))
     assert top == pytest.approx(np.linalg.eigvalsh(G)[-1], rel=1e-8)
+    np.testing.assert_allclose(op.dense(), G, rtol=1e-10, atol=1e-12)
+    from tinygrad_opt import flat
+    assert flat.GGNOperator is curvature.GGNOperator
 
 
 def test_custom_function_without_a_tangent_rule_names_itself():

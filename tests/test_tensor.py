@@ -241,6 +241,8 @@ def test_array_protocol_gives_a_host_copy():
     assert t.numpy()[0, 0] == 0.0                       # a copy, never a view
     assert np.asarray(t, dtype=np.float64).dtype == np.float64
     np.testing.assert_allclose(t, np.arange(6.0).reshape(2, 3))  # NumPy's testing takes tensors
+    with pytest.raises(ValueError, match="converts to a NumPy copy only"):
+        np.asarray(t, copy=False)
 
 
 def test_format_spec_on_one_element_tensors():

@@ -10,7 +10,8 @@ This file holds the parser, the help and one thin `cmd_*` per subcommand; the wo
 experiment.py (data, model, optimizer, schedule), optim/registry.py (optimizers by name),
 testfunctions.py (2-D problems), plots.py (pictures) and train.py (fit, Progress); cliargs.py
 holds the shared flags and argument types. A new subcommand is a `cmd_*` function, whose
-docstring is its help, and a block in build_parser."""
+docstring is its help, and a block in build_parser.
+"""
 import inspect
 import math
 import os
@@ -19,17 +20,13 @@ import textwrap
 import time
 
 from . import backend, cliargs, experiment
-from .cliargs import TRAIN_OPTIMIZERS
+from .cliargs import TRAIN_OPTIMIZERS, UsageError
 from .experiment import format_table, num, pct, write_csv
 from ._optional import MissingDependency, require
 from .optim.registry import OPTIMIZERS
 from .instruments import parse_quantities
 from .testfunctions import PROBLEMS, problem_lr, run_path
 from .train import Progress, TrainingDiverged
-
-
-class UsageError(Exception):
-    """A mistake in the command line found after parsing: one line on stderr, exit status 2."""
 
 
 # ---------------------------------------------------------------- shared by the commands
@@ -70,7 +67,7 @@ def cmd_train(args):
     """Train an MLP classifier with one optimizer, print one line per epoch and a final
     table, and write train_history.csv into --out."""
     from .train import History, restore_state
-    train_state = _resume(args) if args.resume else None
+    train_state = cliargs.resume(args) if args.resume else None
     args.save = args.save or args.resume
     if args.save:
         try:                                        # fail now, not after the first epoch
@@ -102,40 +99,6 @@ def cmd_train(args):
                   *experiment.train_table(args.optimizer, history, time.perf_counter() - t0))
     print(f"\nwrote {path}" + (f" and checkpoint {args.save}" if args.save else ""))
     return 0
-
-
-_OWN_FLAGS = ("epochs", "out", "save", "resume", "progress", "quick", "command")
-
-
-def _resume(args):
-    """The saved training state of --resume. The run's data, model and optimizer settings
-    replace the flags'; a flag given on the command line that disagrees is a UsageError."""
-    from .serialization import CheckpointError
-    try:
-        config, state = experiment.load_run(args.resume)
-    except (OSError, CheckpointError) as e:
-        raise UsageError(f"--resume: {e}") from None
-    clash = []
-    for key, value in config.items():
-        if key in _OWN_FLAGS:
-            continue
-        value = tuple(value) if isinstance(value, list) else value
-        if key in args.given and getattr(args, key, value) != value:
-            flag = "--" + key.replace("_", "-")
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-            clash.append(f"no {flag}" if value is None else f"{flag} {shown}")
-        setattr(args, key, value)
-    if clash:
-        raise UsageError(f"--resume: {args.resume} was trained with {', '.join(clash)}; drop "
-                         "the flags that disagree (data, model and optimizer come from the "
-                         "checkpoint) or start a new run")
-    if state["epoch"] > args.epochs:
-        raise UsageError(f"--resume: {args.resume} has already trained {state['epoch']} "
-                         f"epochs; give --epochs {state['epoch']} or more")
-    if (args.schedule != "none" or args.warmup) and config.get("epochs") != args.epochs:
-        print(f"note: the lr schedule keeps the length of the saved run "
-              f"({config.get('epochs')} epochs)")
-    return state
 
 
 # ---------------------------------------------------------------- compare
@@ -282,7 +245,6 @@ def _functions(text):
         raise ValueError(f"unknown function(s) {', '.join(bad) or '(none)'}; "
                          f"choose from {', '.join(PROBLEMS)}")
     return names
-
 
 
 # ---------------------------------------------------------------- help
@@ -459,7 +421,8 @@ def build_parser():
                              "learning rate (default: the optimizer's)")
         cliargs.add_progress(p)
         cliargs.add_common(p, "1-2 epochs, 16 hidden units, small batches and grids")
-    __import__(f"{__package__}.benchmark.command", fromlist=["_"]).add_command(sub, _command)
+    from .benchmark.command import add_command as add_benchmark     # its flags live there
+    add_benchmark(sub, _command)
 
     width = max(len(n) for n in sub.choices)
     parser.description = DESCRIPTION.format(commands="\n".join(
@@ -480,30 +443,10 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     error = parser.commands[args.command].error
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        error(f"--out {args.out} is a file; give a folder (created if needed)")
-    if getattr(args, "warmup", 0) and args.warmup >= args.epochs:
-        error(f"--warmup {args.warmup} must be shorter than --epochs {args.epochs}")
-    names = [args.optimizer] if hasattr(args, "optimizer") else [n for n, _ in args.optimizers]
-    second = [n for n in names if OPTIMIZERS[n].needs_closure]
-    if getattr(args, "weight_decay", 0) and second:
-        error(f"--weight-decay applies to first-order optimizers only, not {second[0]}")
-    if getattr(args, "data", None) == "mnist" and not args.data_dir:
-        error("--data mnist needs --data-dir DIR (the folder with the MNIST files)")
-    if getattr(args, "data_dir", None) and not os.path.isdir(args.data_dir):
-        error(f"--data-dir {args.data_dir} is not a folder")
+    cliargs.check_shared(args, error)
     if getattr(args, "lanczos_iter", None) and args.k > args.lanczos_iter:
         error(f"--k {args.k} eigenvalues need at least as many Lanczos iterations; "
               f"--lanczos-iter is {args.lanczos_iter}")
-    if getattr(args, "save", None) and os.path.isdir(args.save):
-        error(f"--save {args.save} is a folder; give a file name such as {args.save}/run.ckpt")
-    if getattr(args, "resume", None) and not os.path.isfile(args.resume):
-        error(f"--resume {args.resume}: no such checkpoint file")
-    if getattr(args, "device", "cpu") != "cpu":
-        try:
-            backend.get_xp(args.device)
-        except (RuntimeError, ValueError) as e:
-            error(f"--device {args.device}: {e}")
     args.given = cliargs.given(build_parser, argv) if getattr(args, "resume", None) else set()
     del args.sizes
     return args

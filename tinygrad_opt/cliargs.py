@@ -5,12 +5,17 @@ that several subcommands share (output, data and model, training, progress).
 """
 import argparse
 import math
+import os
 import shutil
 import textwrap
 
 from .optim.registry import OPTIMIZERS, parse_optimizer_list, training_optimizers
 
 TRAIN_OPTIMIZERS = training_optimizers()
+
+
+class UsageError(Exception):
+    """A mistake in the command line found after parsing: one line on stderr, exit status 2."""
 
 
 # ---------------------------------------------------------------- argument types
@@ -169,3 +174,68 @@ def given(build_parser, argv):
         for action in p._actions:
             action.default = argparse.SUPPRESS
     return set(vars(parser.parse_args(argv)))
+
+
+# ---------------------------------------------------------------- checks after parsing
+def check_shared(args, error):
+    """Call error(message) for a mistake in the shared flags that only shows together or on
+    disk: --out naming a file, --warmup too long, --weight-decay with a closure optimizer,
+    --data mnist without --data-dir, a --data-dir, --save or --resume path of the wrong kind,
+    --device cuda without CuPy or a GPU."""
+    from . import backend
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        error(f"--out {args.out} is a file; give a folder (created if needed)")
+    if getattr(args, "warmup", 0) and args.warmup >= args.epochs:
+        error(f"--warmup {args.warmup} must be shorter than --epochs {args.epochs}")
+    names = [args.optimizer] if hasattr(args, "optimizer") else [n for n, _ in args.optimizers]
+    second = [n for n in names if OPTIMIZERS[n].needs_closure]
+    if getattr(args, "weight_decay", 0) and second:
+        error(f"--weight-decay applies to first-order optimizers only, not {second[0]}")
+    if getattr(args, "data", None) == "mnist" and not args.data_dir:
+        error("--data mnist needs --data-dir DIR (the folder with the MNIST files)")
+    if getattr(args, "data_dir", None) and not os.path.isdir(args.data_dir):
+        error(f"--data-dir {args.data_dir} is not a folder")
+    if getattr(args, "save", None) and os.path.isdir(args.save):
+        error(f"--save {args.save} is a folder; give a file name such as {args.save}/run.ckpt")
+    if getattr(args, "resume", None) and not os.path.isfile(args.resume):
+        error(f"--resume {args.resume}: no such checkpoint file")
+    if getattr(args, "device", "cpu") != "cpu":
+        try:
+            backend.get_xp(args.device)
+        except (RuntimeError, ValueError) as e:
+            error(f"--device {args.device}: {e}")
+
+
+_OWN_FLAGS = ("epochs", "out", "save", "resume", "progress", "quick", "command")
+
+
+def resume(args):
+    """The saved training state of --resume. The run's data, model and optimizer settings
+    replace the flags'; a flag given on the command line that disagrees is a UsageError."""
+    from . import experiment
+    from .serialization import CheckpointError
+    try:
+        config, state = experiment.load_run(args.resume)
+    except (OSError, CheckpointError) as e:
+        raise UsageError(f"--resume: {e}") from None
+    clash = []
+    for key, value in config.items():
+        if key in _OWN_FLAGS:
+            continue
+        value = tuple(value) if isinstance(value, list) else value
+        if key in args.given and getattr(args, key, value) != value:
+            flag = "--" + key.replace("_", "-")
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            clash.append(f"no {flag}" if value is None else f"{flag} {shown}")
+        setattr(args, key, value)
+    if clash:
+        raise UsageError(f"--resume: {args.resume} was trained with {', '.join(clash)}; drop "
+                         "the flags that disagree (data, model and optimizer come from the "
+                         "checkpoint) or start a new run")
+    if state["epoch"] > args.epochs:
+        raise UsageError(f"--resume: {args.resume} has already trained {state['epoch']} "
+                         f"epochs; give --epochs {state['epoch']} or more")
+    if (args.schedule != "none" or args.warmup) and config.get("epochs") != args.epochs:
+        print(f"note: the lr schedule keeps the length of the saved run "
+              f"({config.get('epochs')} epochs)")
+    return state

@@ -14,8 +14,8 @@ import warnings
 from dataclasses import dataclass
 
 from . import autograd, backend
-from .engine import enable_grad, forward_level, no_grad
-from .flat import HVPOperator, flatten, unflatten  # noqa: F401  (re-exported: curvature.flatten)
+from .engine import no_grad
+from .flat import GGNOperator, HVPOperator, flatten, unflatten  # noqa: F401  (re-exported)
 from .optim.monitor import OptimizerMonitor, OptimizerRecord, _info_get, _Recorder  # noqa: F401
 from .tensor import Tensor
 from .train import Callback
@@ -46,67 +46,6 @@ class _Probes:
         else:
             u = self.rs.random_sample(n)
         return (1.0 - 2.0 * (u < 0.5)).astype(self.dtype)
-
-
-# ---------------------------------------------------------------- the GGN operator
-
-class GGNOperator(HVPOperator):
-    """v -> G v = J^T H_L J v, the generalized Gauss-Newton matrix, on flat vectors.
-
-    `model_fn()` computes the output from the current `params`, `loss_fn(output)` the scalar
-    loss. The output's graph is built once; each product is one forward-mode pass for J v,
-    H_L applied to it (autograd.curvature_of_loss: closed form for cross-entropy, squared
-    error and logistic loss) and one backward of the output for J^T. G is positive
-    semi-definite for a loss convex in the output, so Lanczos and CG run on it safely.
-    Usable wherever an HVPOperator is (top_eigenvalues(GGNOperator(...)), ...).
-    """
-
-    def __init__(self, model_fn, loss_fn, params):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("GGNOperator: no parameters given")
-        for i, p in enumerate(self.params):
-            if not isinstance(p, Tensor) or not p.requires_grad:
-                raise ValueError(f"GGNOperator: parameter {i} is not a Tensor with "
-                                 f"requires_grad=True")
-        first = self.params[0].data
-        self.xp = backend.xp_of(first)
-        self.device = backend.device_of(first)
-        self.dtype = self.xp.result_type(*[p.dtype for p in self.params])
-        self.n = sum(p.size for p in self.params)
-        self.model_fn, self.loss_fn = model_fn, loss_fn
-        with enable_grad():
-            self._out = model_fn()
-            o = Tensor._wrap(self._out.data, requires_grad=True)
-            loss = loss_fn(o)
-            if not isinstance(loss, Tensor) or loss.size != 1:
-                raise ValueError("GGNOperator: loss_fn must return a one-element loss Tensor")
-            (self._gout,) = autograd.grad(loss, o, retain_graph=True)
-        self._o, self._loss_t = o, loss
-        self.loss = float(loss.item())
-        grads = autograd.grad(self._out, self.params, grad_outputs=self._gout.data,
-                              retain_graph=True, allow_unused=True)
-        self.grad = self._flat([None if g is None else g.data for g in grads])
-        self.n_products = 0
-
-    def matvec(self, v):
-        """G v for a flat vector v."""
-        v = self.xp.asarray(v, dtype=self.dtype)
-        if v.shape != (self.n,):
-            raise ValueError(f"GGNOperator: vector of shape {v.shape}, expected ({self.n},)")
-        self.n_products += 1
-        with no_grad(), forward_level() as level:
-            for p, vi in zip(self.params, unflatten(v, self.params)):
-                level[p] = vi.astype(p.dtype, copy=False)
-            jv = level.get(self.model_fn())
-        if jv is None or not self._out.requires_grad:
-            return self.xp.zeros(self.n, dtype=self.dtype)
-        u = autograd.curvature_of_loss(self._loss_t, self._o, jv)
-        gv = autograd.grad(self._out, self.params, grad_outputs=u, retain_graph=True,
-                           allow_unused=True)
-        return self._flat([None if g is None else g.data for g in gv])
-
-    __call__ = matvec
 
 
 def _operator(closure, params):
@@ -224,7 +163,8 @@ def _tridiag_eigh(alpha, beta):
 def _end_indices(theta, k, which):
     """Indices of the k largest (descending) and/or k smallest (ascending) Ritz values."""
     k = min(k, len(theta))
-    top = np.arange(len(theta) - 1, len(theta) - 1 - k, -1) if which in ("largest", "both") else None
+    top = (np.arange(len(theta) - 1, len(theta) - 1 - k, -1) if which in ("largest", "both")
+           else None)
     bottom = np.arange(k) if which in ("smallest", "both") else None
     return top, bottom
 
@@ -636,6 +576,10 @@ class _BlockOperator:
         self.xp, self.dtype, self.device = op.xp, op.dtype, op.device
         self.n = stop - start
         self.n_products = 0
+
+    @property
+    def shape(self):
+        return (self.n, self.n)
 
     def matvec(self, v):
         full = self.xp.zeros(self.op.n, dtype=self.dtype)

@@ -3,7 +3,8 @@
 - `flatten`, `unflatten`, `assign`: arrays <-> one flat array (views / in-place writes);
   `parameters_to_vector`, `vector_to_parameters`: the PyTorch-named Tensor versions.
 - `closure_loss`: call a loss closure and check that it returned a one-element loss Tensor.
-- `HVPOperator`: v -> H v on flat arrays, from one differentiable gradient. Its interface
+- `HVPOperator`: v -> H v on flat arrays, from one differentiable gradient; `GGNOperator`
+  beside it: v -> J^T H_L J v, the generalized Gauss-Newton matrix, by forward mode. Its interface
   (`matvec`, `shape`, `dtype`, `xp`, `n`) is the one every curvature operator offers, so
   Lanczos, CG and the line searches take any of them; `dense()` is the project's one dense
   Hessian builder (autograd.hessian, Newton and the textbook Newton all use it).
@@ -160,6 +161,58 @@ class HVPOperator:
     def to_params(self, vec):
         """A flat vector split into arrays shaped like the parameters."""
         return unflatten(vec, self.params)
+
+
+class GGNOperator(HVPOperator):
+    """v -> G v = J^T H_L J v, the generalized Gauss-Newton matrix, on flat vectors, for the
+    output model_fn() and the scalar loss_fn(output) at the current `params`.
+
+    The output's graph is built once; a product is one forward-mode pass for J v, H_L (J v)
+    by autograd.curvature_of_loss (closed form for cross-entropy, squared error and the
+    logistic loss) and one backward of the output for J^T. G is positive semi-definite for a
+    loss convex in the output (docs/forward_mode.md), so Lanczos and CG run on it safely;
+    it goes wherever an HVPOperator does. `dense()` gives G.
+    """
+
+    def __init__(self, model_fn, loss_fn, params):
+        self.params = _check_params(params, "GGNOperator")
+        first = self.params[0].data
+        self.xp = backend.xp_of(first)
+        self.device = backend.device_of(first)
+        self.dtype = self.xp.result_type(*[p.dtype for p in self.params])
+        self.n = sum(p.size for p in self.params)
+        self.model_fn = model_fn
+        with engine.enable_grad():
+            self._out = model_fn()
+            self._o = Tensor._wrap(self._out.data, requires_grad=True)
+            loss = closure_loss(lambda: loss_fn(self._o), "GGNOperator (loss_fn)")
+            (gout,) = autograd.grad(loss, self._o, retain_graph=True)
+        self._loss = loss
+        self.loss = float(loss.item())
+        self.loss_tensor = loss.detach()
+        self.grads = None
+        self.grad = self._flat([None if g is None else g.data for g in autograd.grad(
+            self._out, self.params, grad_outputs=gout.data, retain_graph=True, allow_unused=True)])
+        self.n_products = 0
+
+    def matvec(self, v):
+        """G v for a flat vector v."""
+        v = self.xp.asarray(v, dtype=self.dtype)
+        if v.shape != (self.n,):
+            raise ValueError(f"GGNOperator: vector of shape {v.shape}, expected ({self.n},)")
+        self.n_products += 1
+        with engine.no_grad(), engine.forward_level() as level:
+            for p, vi in zip(self.params, unflatten(v, self.params)):
+                level[p] = vi.astype(p.dtype, copy=False)
+            jv = level.get(self.model_fn())
+        if jv is None or not self._out.requires_grad:
+            return self.xp.zeros(self.n, dtype=self.dtype)
+        u = autograd.curvature_of_loss(self._loss, self._o, jv)
+        gv = autograd.grad(self._out, self.params, grad_outputs=u, retain_graph=True,
+                           allow_unused=True)
+        return self._flat([None if g is None else g.data for g in gv])
+
+    __call__ = matvec
 
 
 # ---------------------------------------------------------------- the flat objective

@@ -10,7 +10,8 @@ afterwards, also when the closure raises. Directions, `start` and `end` are list
 (or arrays) shaped like the parameters; results are host NumPy arrays. See docs/challenges.md.
 """
 from . import backend
-from .curvature import _Probes, unflatten
+from .curvature import _Probes
+from .flat import unflatten
 from .engine import no_grad
 from .tensor import Tensor
 

@@ -242,17 +242,20 @@ def plot_dashboard(history, path, title="Instruments"):
             continue
         y = np.array([math.nan if v is None else v for v in history[name]], dtype=float)
         ax.plot(steps, y, ".-" if y.size < 60 else "-", lw=1.2, ms=3)
+        ax.set_title(name)
         if name in ("NormTest", "InnerTest", "OrthoTest"):
             ax.axhline(1.0, color="k", ls="--", lw=0.8, label="threshold 1")
             ax.legend(fontsize=7, loc="best")
         if name == "Alpha":
             ax.axhline(0.0, color="k", ls="--", lw=0.8, label="lands on the minimum")
             ax.legend(fontsize=7, loc="best")
+            if np.nanmax(np.abs(y), initial=0.0) > 3:          # a few wild fits hide the rest
+                ax.set_ylim(-3.2, 3.2)
+                ax.set_title("Alpha (axis clipped to [-3, 3])")
         pos = y[np.isfinite(y) & (y > 0)]
         if name in _LOG and pos.size == np.isfinite(y).sum() and pos.size and \
                 pos.max() > 100 * pos.min():
             ax.set_yscale("log")
-        ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step")
         ax.set_ylabel(_LABELS.get(name, name))

@@ -110,6 +110,9 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         # np.asarray(t), matplotlib, pandas: a host NumPy copy, never a view of .data
+        if copy is False:           # NumPy 2's protocol: refuse rather than copy
+            raise ValueError("Tensor.__array__: a tensor converts to a NumPy copy only; "
+                             "use t.data for its own array")
         a = backend.to_numpy(self.data)
         return a if dtype is None else a.astype(dtype, copy=False)
 
