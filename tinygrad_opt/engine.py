@@ -696,6 +696,9 @@ def _deliver(inputs, leaves, results, terms, create_graph, dots):
     """The pass's result: in dot mode the sum of the <g, v> terms; with inputs their
     gradients as a list; else None, after accumulating into the leaves' .grad."""
     if dots is not None:
+        if len(terms) > 2:           # one node for the per-layer terms, not k - 1 Adds
+            from .ops import add_n
+            return add_n(terms)
         total = None
         for t in terms:
             total = t if total is None else total + t

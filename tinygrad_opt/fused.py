@@ -404,6 +404,9 @@ class ClassCrossEntropy(Function):
     def backward(ctx, g):
         x, t = ctx.inputs
         s = g * (1.0 / ctx.denom)
+        if type(x) is Tensor and type(s) is Tensor and not s.requires_grad:
+            # create_graph with a constant seed (hvp): one node, not softmax, two products, a sub
+            return ClassCrossEntropyGrad.apply(x, t, s.data), None
         if type(x) is Tensor:            # create_graph: softmax as an op of x
             T = ctx.xp.zeros(x.shape, dtype=x.dtype)
             T[ctx.rows, t] = 1
@@ -420,6 +423,44 @@ class ClassCrossEntropy(Function):
         p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
         # d(-sum_n log_softmax(x)[n, t_n]) = sum(p * tx) - sum_n tx[n, t_n]
         return ((p * tx).sum() - tx[ctx.rows, t].sum()) * (1.0 / ctx.denom)
+
+
+class ClassCrossEntropyGrad(Function):
+    """y = (softmax(x) - onehot(t)) * s for constant class indices t (rows of x) and a constant
+    scalar s; dx = p * (gy s - rowsum(gy s p)) with p = softmax(x) (Softmax's backward).
+
+    ClassCrossEntropy's gradient as one node, recorded by its backward under create_graph when
+    the incoming gradient is a constant (hvp's seed): the second backward runs one node where
+    the composite runs softmax, two products and a subtraction. Twice differentiable: under
+    create_graph its own backward takes softmax from the Softmax op.
+    """
+    @staticmethod
+    def forward(ctx, x, t, s):
+        xp = ctx.xp
+        s = xp.asarray(s, dtype=x.dtype)
+        ctx.s = s
+        p = xp.exp(x - x.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        ctx.p = p
+        ctx.rows = rows = xp.arange(x.shape[0])
+        out = p * s
+        out[rows, t] -= s
+        return out
+
+    @staticmethod
+    def backward(ctx, gy):
+        x = ctx.inputs[0]
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        gs = gy * ctx.s
+        return p * (gs - (gs * p).sum(axis=-1, keepdims=True)), None, None
+
+    @staticmethod
+    def jvp(ctx, tx, tt, ts):
+        x = ctx.inputs[0]
+        if tx is None:
+            return None
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        return p * (tx - (p * tx).sum(axis=-1, keepdims=True)) * ctx.s
 
 
 def _sce_forward_gpu(ctx, x, T, denom):
