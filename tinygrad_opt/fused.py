@@ -5,8 +5,8 @@ Each is still forward beside backward (and its tangent rule), written with the d
 helpers of ops.py, so everything said there holds here: plain gradients on arrays, recorded
 ones under create_graph, tangents in forward mode.
 """
-from . import backend
-from .engine import Function
+from . import backend, versions
+from .engine import Function, _new, _record
 from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last, tangent_sum
 from .tensor import Tensor
 
@@ -73,6 +73,28 @@ class Linear(Function):
         sx, sW = shapes[0], shapes[1]
         return (f"linear: input of shape {sx} does not match weight of shape {sW} "
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
+
+
+def bias_into_linear(a, b, da, db):
+    """a + b as one Linear(x, W, b) node when a = x @ W^T came from a bias-free Linear node and
+    b is a bias (1-D, a's last dim, a's dtype); None otherwise (the caller adds as usual).
+
+    The course spelling of a layer, h @ W.T + b, then records nn.Linear's node: the backward
+    skips the Add and its sum over the batch, and hvp's dot mode dots the bias in LinearDot.
+    The value is a + b, exactly Add's. a's node stays as it was for any other use of a; the
+    fusion is skipped if an array changed in place since a was recorded (its inputs would be
+    read as they are now, not as the forward saw them).
+    """
+    n = a._node
+    parents = n.parents
+    if (parents is None or parents[2] is not None or db.ndim != 1 or not da.ndim
+            or db.shape[0] != da.shape[-1] or db.dtype != da.dtype
+            or versions.last_change < n.seq):
+        return None
+    need = n.needs_input_grad
+    xd, Wd = n.inputs[0], n.inputs[1]
+    return _record(_new(Linear), da + db, (parents[0], parents[1], b),
+                   (need[0], need[1], b._requires_grad), (xd, Wd, db), True)
 
 
 def _affine_tangent(shape, x, W, tx, tW, tb):

@@ -886,7 +886,7 @@ def compare(a, b, name):
 
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
     ClassCrossEntropy, ClassCrossEntropyGrad, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
-    Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+    Softplus, affine, bias_into_linear, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
 from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
     Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
     var)
