@@ -7,7 +7,8 @@ ones under create_graph, tangents in forward mode.
 """
 from . import backend, versions
 from .engine import Function, _new, _record
-from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last, tangent_sum
+from .ops import (_relu_gpu, broadcast_to, exp, reshape_to, sigmoid, sum_to, swap_last,
+                  tangent_sum)
 from .tensor import Tensor
 
 # NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
@@ -233,6 +234,66 @@ def _check_linear(x, W, b):
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
+
+
+# ============================================================ hvp's dot-mode terms
+class DotSum(Function):
+    """y = sum(a * b) (a and b broadcast together); da = b gy, db = a gy (summed back to shape).
+
+    hvp's <g, v> term for a bias added with + (Add's and Sub's vjp_dot) as one node where a
+    product and a sum take two: the recorded first backward and the pass through it shrink.
+    """
+    @staticmethod
+    def forward(ctx, a, b):
+        return (a * b).sum()
+
+    @staticmethod
+    def backward(ctx, gy):
+        a, b = ctx.inputs
+        na, nb = ctx.needs_input_grad
+        full = backend.np.broadcast_shapes(a.shape, b.shape)
+        ga = sum_to(broadcast_to(gy * b, full), a.shape) if na else None
+        gb = sum_to(broadcast_to(gy * a, full), b.shape) if nb else None
+        return ga, gb
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum((), None if ta is None else (ta * b).sum(),
+                           None if tb is None else (a * tb).sum())
+
+
+class AddN(Function):
+    """y = a_1 + ... + a_k for arrays of one shape; each input's gradient is gy.
+
+    One node for the k terms hvp's dot mode sums (one per layer), where k - 1 Adds take k - 1.
+    """
+    @staticmethod
+    def forward(ctx, *arrays):
+        shape = arrays[0].shape
+        if any(a.shape != shape for a in arrays):
+            raise ValueError(f"shapes {[tuple(a.shape) for a in arrays]} differ")
+        out = arrays[0] + arrays[1]
+        for a in arrays[2:]:
+            out = out + a
+        return out
+
+    @staticmethod
+    def backward(ctx, gy):
+        return (gy,) * len(ctx.inputs)
+
+    @staticmethod
+    def jvp(ctx, *ts):
+        return tangent_sum(ctx.out.shape, *ts)
+
+
+def add_n(terms):
+    """The sum of a list of same-shape Tensors (or arrays) as one AddN node."""
+    terms = list(terms)
+    if len(terms) == 1:
+        return terms[0]
+    return AddN.apply(*terms)
+
 
 
 # ======================================================================= softmax family

@@ -224,64 +224,6 @@ def _dot_broadcast(g, vs, signs):
     return total
 
 
-class DotSum(Function):
-    """y = sum(a * b) (a and b broadcast together); da = b gy, db = a gy (summed back to shape).
-
-    hvp's <g, v> term for a bias added with + (Add's and Sub's vjp_dot) as one node where a
-    product and a sum take two: the recorded first backward and the pass through it shrink.
-    """
-    @staticmethod
-    def forward(ctx, a, b):
-        return (a * b).sum()
-
-    @staticmethod
-    def backward(ctx, gy):
-        a, b = ctx.inputs
-        na, nb = ctx.needs_input_grad
-        full = backend.np.broadcast_shapes(a.shape, b.shape)
-        ga = sum_to(broadcast_to(gy * b, full), a.shape) if na else None
-        gb = sum_to(broadcast_to(gy * a, full), b.shape) if nb else None
-        return ga, gb
-
-    @staticmethod
-    def jvp(ctx, ta, tb):
-        a, b = ctx.inputs
-        return tangent_sum((), None if ta is None else (ta * b).sum(),
-                           None if tb is None else (a * tb).sum())
-
-
-class AddN(Function):
-    """y = a_1 + ... + a_k for arrays of one shape; each input's gradient is gy.
-
-    One node for the k terms hvp's dot mode sums (one per layer), where k - 1 Adds take k - 1.
-    """
-    @staticmethod
-    def forward(ctx, *arrays):
-        shape = arrays[0].shape
-        if any(a.shape != shape for a in arrays):
-            raise ValueError(f"shapes {[tuple(a.shape) for a in arrays]} differ")
-        out = arrays[0] + arrays[1]
-        for a in arrays[2:]:
-            out = out + a
-        return out
-
-    @staticmethod
-    def backward(ctx, gy):
-        return (gy,) * len(ctx.inputs)
-
-    @staticmethod
-    def jvp(ctx, *ts):
-        return tangent_sum(ctx.out.shape, *ts)
-
-
-def add_n(terms):
-    """The sum of a list of same-shape Tensors (or arrays) as one AddN node."""
-    terms = list(terms)
-    if len(terms) == 1:
-        return terms[0]
-    return AddN.apply(*terms)
-
-
 def _binary_error(name):
     def error_message(shapes, err):
         s = [str(x) if x is not None else "scalar" for x in shapes]
@@ -885,8 +827,9 @@ def compare(a, b, name):
 
 
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
-    ClassCrossEntropy, ClassCrossEntropyGrad, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
-    Softplus, affine, bias_into_linear, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+    AddN, ClassCrossEntropy, ClassCrossEntropyGrad, DotSum, Linear, LinearDot, LinearReLU,
+    LogSoftmax, Softmax, SoftmaxCrossEntropy, Softplus, add_n, affine, bias_into_linear, linear,
+    linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
 from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
     Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
     var)
