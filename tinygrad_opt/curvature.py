@@ -163,7 +163,8 @@ def _tridiag_eigh(alpha, beta):
 def _end_indices(theta, k, which):
     """Indices of the k largest (descending) and/or k smallest (ascending) Ritz values."""
     k = min(k, len(theta))
-    top = np.arange(len(theta) - 1, len(theta) - 1 - k, -1) if which in ("largest", "both") else None
+    top = (np.arange(len(theta) - 1, len(theta) - 1 - k, -1) if which in ("largest", "both")
+           else None)
     bottom = np.arange(k) if which in ("smallest", "both") else None
     return top, bottom
 

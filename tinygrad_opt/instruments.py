@@ -76,20 +76,28 @@ class GradHist1d(Quantity):
     """Histogram of the individual gradient elements g_{n,j} over examples n and parameters j.
 
     Recorded as (edges, counts) on `bins` bins symmetric about 0 that span the largest
-    |g_{n,j}| (Cockpit: Schneider et al. 2021, Fig. 1 "gradient element histogram").
+    |g_{n,j}| (Cockpit: Schneider et al. 2021, Fig. 1 "gradient element histogram"). A
+    parameter with more than `max_elements` values in its (N, *shape) block is binned on every
+    k-th value, k = size // max_elements, each counting k times: the shape of the distribution
+    at a bounded cost (exact below the limit).
     """
     needs = ("batch_grad",)
 
-    def __init__(self, bins=41):
-        self.bins = int(bins)
+    def __init__(self, bins=41, max_elements=4096):
+        self.bins, self.max_elements = int(bins), int(max_elements)
 
     def compute(self, b):
-        top = max(float(abs(a).max()) for a in b.individual) or 1.0
-        edges = np.linspace(-top, top, self.bins + 1)
+        parts = [b.scale * a.reshape(-1)[::max(1, a.size // self.max_elements)]
+                 for a in b.individual]
+        top = max(max(float(a.max()), -float(a.min())) for a in parts) or 1.0
         counts = np.zeros(self.bins, dtype=np.int64)
-        for a in b.individual:
-            counts += np.histogram(backend.to_numpy(a).ravel(), bins=edges)[0]
-        return edges, counts
+        scale = self.bins / (2 * top)
+        for a, full in zip(parts, b.individual):
+            stride = max(1, full.size // self.max_elements)  # every stride-th element
+            idx = ((a + top) * scale).astype(np.intp)        # equal bins: no search
+            np.minimum(idx, self.bins - 1, out=idx)          # the largest value: last bin
+            counts += stride * np.bincount(idx, minlength=self.bins)
+        return np.linspace(-top, top, self.bins + 1), counts
 
 
 class NormTest(Quantity):
@@ -205,13 +213,17 @@ class Alpha(Quantity):
     @staticmethod
     def fit(loss0, slope0, loss1, slope1):
         """alpha from the four measurements (see the class docstring)."""
-        # q(tau) = a tau^2 + c1 tau + c0; rows: q(0), q'(0), q(1), q'(1)
-        A = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [2.0, 1.0, 0.0]])
-        a, c1, _ = np.linalg.lstsq(A, np.array([loss0, slope0, loss1, slope1]), rcond=None)[0]
+        a, c1, _ = _ALPHA_LSQ @ np.array([loss0, slope0, loss1, slope1])
         if not a > 0:
             return math.nan
         tau = -c1 / (2 * a)
         return 1.0 / tau - 1.0 if tau != 0 else math.inf
+
+
+# q(tau) = a tau^2 + c1 tau + c0 from the rows q(0), q'(0), q(1), q'(1): least squares through
+# the pseudo-inverse of the fixed 4 x 3 design matrix, computed once
+_ALPHA_LSQ = np.linalg.pinv(np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0],
+                                      [2.0, 1.0, 0.0]]))
 
 
 class TICDiag(Quantity):
@@ -312,11 +324,13 @@ def _make(quantities):
 class Batch:
     """What the quantities read about one step (host floats and per-parameter arrays).
 
-    n, loss, gg = |g|^2, grad (g per parameter); individual (g_n per parameter, (N, *shape));
+    n, loss, gg = |g|^2, grad (g per parameter); individual (N, *shape) per parameter, whose
+    rows times `scale` are the g_n (extensions' grad_batch carries the mean's 1/N: scale = N);
     sq (N,) = |g_n|^2; dots (N,) = g_n^T g; sgs = sum_n g_n^2 per parameter; diag_h; update_norm,
     distance; hess_trace, hess_max_ev.
     """
     individual = sq = dots = sgs = diag_h = None
+    scale = 1.0
     update_norm = distance = hess_trace = hess_max_ev = math.nan
 
 
@@ -476,11 +490,17 @@ class Instruments(Callback):
         b.gg = sum(float((g * g).sum()) for g in b.grad)
         b.n = int(ctx.xb.shape[0])
         if "per_example" in self._needs or "batch_grad" in self._needs:
-            b.individual = self._individual(ctx)
-            b.sq = sum((g.reshape(b.n, -1) ** 2).sum(axis=1) for g in b.individual)
-            b.dots = sum(g.reshape(b.n, -1) @ gm.reshape(-1)
-                         for g, gm in zip(b.individual, b.grad))
-            b.sgs = [(g * g).sum(axis=0) for g in b.individual]
+            b.individual, b.scale = self._individual(ctx)
+            flat = [g.reshape(b.n, -1) for g in b.individual]
+            s2 = b.scale * b.scale          # in the gradients' dtype, scaled and summed in float64
+            if "sq" in self._needs:
+                b.sq = s2 * sum(np.einsum("ij,ij->i", G, G).astype(np.float64) for G in flat)
+            if "dots" in self._needs:
+                b.dots = b.scale * sum((G @ gm.reshape(-1).astype(G.dtype)).astype(np.float64)
+                                       for G, gm in zip(flat, b.grad))
+            if "sgs" in self._needs:
+                b.sgs = [s2 * np.einsum("ij,ij->j", G, G).astype(np.float64).reshape(g.shape[1:])
+                         for G, g in zip(flat, b.individual)]
         if "diag_h" in self._needs:
             if self._ext is not None:
                 b.diag_h = [backend.to_numpy(p.diag_ggn).astype(np.float64) for p in self._params]
@@ -490,7 +510,8 @@ class Instruments(Callback):
             b.hess_trace, b.hess_max_ev = self._hess
 
     def _individual(self, ctx):
-        """g_n per parameter as host float64 arrays (N, *shape)."""
+        """(arrays, scale): per parameter a host array (N, *shape) in the parameters' dtype
+        whose rows times scale are the g_n."""
         n = int(ctx.xb.shape[0])
         if self._ext is not None:
             out = []
@@ -500,8 +521,8 @@ class Instruments(Callback):
                     raise RuntimeError("Instruments: extensions.collect gave no grad_batch for a "
                                        f"parameter of shape {p.shape}")
                 gb = gb.data if isinstance(gb, Tensor) else gb
-                out.append(backend.to_numpy(gb).astype(np.float64) * n)   # g_n = N grad_batch_n
-            return out
+                out.append(gb if backend.xp_of(gb) is np else backend.to_numpy(gb))
+            return out, float(n)                          # g_n = N grad_batch_n
         run = ctx.run
         out = [np.empty((n,) + tuple(p.shape)) for p in self._params]
         with _same_random_stream():
@@ -510,7 +531,7 @@ class Instruments(Callback):
                 grads = autograd.grad(loss, self._params, allow_unused=True)
                 for o, g in zip(out, grads):
                     o[i] = 0.0 if g is None else backend.to_numpy(g.data)
-        return out
+        return out, 1.0
 
     def _curvature(self, run, xb, yb):
         """HessTrace and HessMaxEV (one Lanczos run from a Rademacher probe plus n_probes - 1

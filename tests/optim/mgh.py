@@ -9,32 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinygrad_opt import Function, autograd
+from tinygrad_opt import autograd
 from tinygrad_opt.tensor import Tensor
-
-
-class Sin(Function):
-    """y = sin x; dy/dx = cos x (its own backward is differentiable: Newton needs H)."""
-    @staticmethod
-    def forward(ctx, x):
-        return ctx.xp.sin(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        x = ctx.inputs[0]
-        return g * (Cos.apply(x) if isinstance(x, Tensor) else ctx.xp.cos(x))
-
-
-class Cos(Function):
-    """y = cos x; dy/dx = -sin x."""
-    @staticmethod
-    def forward(ctx, x):
-        return ctx.xp.cos(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        x = ctx.inputs[0]
-        return -g * (Sin.apply(x) if isinstance(x, Tensor) else ctx.xp.sin(x))
 
 
 @dataclass
@@ -103,8 +79,8 @@ def extended_trigonometric(n=10):
     i = Tensor(np.arange(1.0, n + 1))
 
     def f(x):
-        c = Cos.apply(x)
-        return _sumsq([n - c.sum() + i * (1 - c) - Sin.apply(x)])
+        c = x.cos()
+        return _sumsq([n - c.sum() + i * (1 - c) - x.sin()])
     return Problem(f"trigonometric{n}", f, np.full(n, 1.0 / n), 2.795058e-5)
 
 

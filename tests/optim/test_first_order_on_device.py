@@ -19,6 +19,11 @@ CONFIGS = [
     ("adam+wd", optim.Adam, dict(lr=0.05, weight_decay=0.1)),
     ("amsgrad", optim.Adam, dict(lr=0.05, amsgrad=True)),
     ("adamw", optim.AdamW, dict(lr=0.05, weight_decay=0.1)),
+    ("adagrad", optim.Adagrad, dict(lr=0.05, lr_decay=0.1, weight_decay=0.01)),
+    ("rmsprop", optim.RMSprop, dict(lr=0.01)),
+    ("rmsprop centered", optim.RMSprop, dict(lr=0.01, centered=True)),
+    ("rmsprop momentum", optim.RMSprop, dict(lr=0.01, momentum=0.9, weight_decay=0.01)),
+    ("rmsprop centered momentum", optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.9)),
 ]
 
 

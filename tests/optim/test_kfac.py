@@ -9,13 +9,11 @@ import tinygrad_opt as tg
 from tinygrad_opt import Tensor, nn
 from tinygrad_opt.nn import functional as F
 
-pytest.importorskip("tinygrad_opt.extensions")
+from tinygrad_opt.optim import KFAC
+from tinygrad_opt.optim.hessianfree import gauss_newton_product, loss_output
 
-from tinygrad_opt.optim import KFAC                                   # noqa: E402
-from tinygrad_opt.optim.hessianfree import gauss_newton_product, loss_output   # noqa: E402
-
-from resume import assert_resume_bit_identical, trajectory           # noqa: E402
-from conftest import CUDA                                            # noqa: E402
+from resume import assert_resume_bit_identical, trajectory
+from conftest import CUDA
 
 
 def tiny(seed=0):

@@ -1,10 +1,8 @@
 """Hessian-free optimization with Gauss-Newton products (Martens 2010, "Deep learning via
 Hessian-free optimization"); and `loss_output`, which finds the model output in a loss's graph."""
-import importlib.util
 import math
 
-from .. import autograd, backend, engine, fused, ops
-from .._optional import MissingDependency
+from .. import autograd, backend, engine
 from ..tensor import Tensor
 from ..flat import FlatObjective
 from .closure import ClosureOptimizer
@@ -17,20 +15,10 @@ def loss_output(loss, name):
     Supported: F.cross_entropy(z, y) (any reduction that gives a scalar) and
     F.mse_loss(z, t) (mean or sum). The loss must be the closure's return value itself.
     """
+    r = autograd.read_loss(loss) if isinstance(loss, Tensor) else None
+    if r is not None and r.kind in ("cross_entropy", "mse"):
+        return r.output, r.kind
     node = getattr(loss, "_node", None)
-    if isinstance(node, (fused.ClassCrossEntropy, fused.SoftmaxCrossEntropy)):
-        return node.parents[0], "cross_entropy"
-    # mse: [Mul(., 1/n) of] Sum of Mul(d, d) with d = Sub(z, t)
-    n = node
-    if isinstance(n, ops.Mul) and not any(isinstance(a, Tensor) and a._node is not None
-                                          and isinstance(a._node, ops.Mul) for a in n.parents):
-        src = [a for a in n.parents if isinstance(a, Tensor) and a._node is not None]
-        n = src[0]._node if len(src) == 1 else None
-    if isinstance(n, ops.Sum):
-        sq = n.parents[0]._node
-        if (isinstance(sq, ops.Mul) and sq.parents[0] is sq.parents[1]
-                and isinstance(sq.parents[0]._node, ops.Sub)):
-            return sq.parents[0]._node.parents[0], "mse"
     op = "a leaf" if node is None else type(node).__name__
     raise ValueError(f"{name}: cannot find the model output in the loss's graph (its last op "
                      f"is {op}); the closure must return F.cross_entropy(output, y) or "
@@ -68,12 +56,8 @@ def gauss_newton_product(loss, output, params):
 
 def _empirical_fisher_diagonal(loss, params):
     """Per-parameter sum over examples of the squared per-example gradients (of the loss as
-    reduced), and the gradient, from one backward with extensions.SumGradSquared; None
-    where the extensions are not available."""
-    try:
-        from .. import extensions
-    except ImportError:
-        return None
+    reduced), and the gradient into p.grad, from one backward with extensions.SumGradSquared."""
+    from .. import extensions
     for p in params:
         p.grad = None
     with engine.enable_grad(), extensions.collect(extensions.SumGradSquared()):
@@ -106,9 +90,8 @@ class HessianFree(ClosureOptimizer):
     semi-definite and equals the Fisher for these losses. The paper computes G v by the
     R-operator and uses minibatches for G; here G v is the double backward of
     `gauss_newton_product` on the closure's whole batch. The preconditioner's sum of squared
-    per-example gradients comes from extensions.SumGradSquared (precondition=None: whenever
-    tinygrad_opt.extensions is present; a model with a layer it does not support, such as
-    BatchNorm1d, needs precondition=False).
+    per-example gradients comes from extensions.SumGradSquared (a model with a layer it does
+    not support, such as BatchNorm1d, needs precondition=False).
     damping=45 is the initial lambda of Martens' released code; the ratio rho uses the
     undamped model, as the paper does. A zero step (every trial failed) keeps theta and
     raises lambda. `self.log` holds one dict per step: loss, new_loss, rho, damping (the
@@ -117,7 +100,7 @@ class HessianFree(ClosureOptimizer):
     """
 
     def __init__(self, params, lr=1.0, damping=45.0, cg_max_iter=250, cg_min_iter=10,
-                 cg_tol=5e-4, cg_decay=0.95, backtrack_gamma=1.3, precondition=None,
+                 cg_tol=5e-4, cg_decay=0.95, backtrack_gamma=1.3, precondition=True,
                  precond_power=0.75, armijo_c=1e-2, armijo_beta=0.8, max_line_search=60):
         if not damping > 0:
             raise ValueError(f"Invalid damping: {damping} (Levenberg-Marquardt needs lambda > 0)")
@@ -134,12 +117,6 @@ class HessianFree(ClosureOptimizer):
                                       backtrack_gamma=backtrack_gamma, precondition=precondition,
                                       precond_power=precond_power, armijo_c=armijo_c,
                                       armijo_beta=armijo_beta, max_line_search=max_line_search))
-        available = importlib.util.find_spec("tinygrad_opt.extensions") is not None
-        if precondition and not available:
-            raise MissingDependency("HessianFree(precondition=True) needs tinygrad_opt.extensions for "
-                              "the per-example squared gradients; it is not part of this "
-                              "installation (precondition=None uses it when present)")
-        self.param_groups[0]["precondition"] = available if precondition is None else precondition
         self.log = []
 
     def step(self, closure=None):

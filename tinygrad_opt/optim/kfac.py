@@ -2,20 +2,10 @@
 Grosse 2015, "Optimizing Neural Networks with Kronecker-factored Approximate Curvature")."""
 import math
 
-from .. import autograd, backend, engine
-from .._optional import MissingDependency
+from .. import autograd, backend, engine, extensions as ext
 from .adahessian import closure_loss
 from .hessianfree import loss_output
 from .optimizer import Optimizer
-
-
-def _extensions():
-    try:
-        from .. import extensions
-    except ImportError:
-        raise MissingDependency("KFAC needs tinygrad_opt.extensions, which computes the Kronecker "
-                          "factors during backward; it is not part of this installation") from None
-    return extensions
 
 
 class KFAC(Optimizer):
@@ -79,7 +69,6 @@ class KFAC(Optimizer):
         lam = group["damping"]
         loss = closure_loss(closure, "KFAC")
         loss_output(loss, "KFAC")                # a supported loss on the model output
-        ext = _extensions()
         self.zero_grad()
         with engine.enable_grad(), ext.collect(ext.KFAC(mc_samples=group["mc_samples"])):
             loss.backward(retain_graph=True)

@@ -189,7 +189,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore hyperparameters and state from `state_dict()`, keeping this optimizer's parameters.
+        """Restore hyperparameters and state from `state_dict()`, keeping the parameters.
 
         Array state is copied onto each parameter's device and dtype, so a resumed run continues
         exactly where the saved one stopped.

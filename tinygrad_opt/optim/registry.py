@@ -179,7 +179,7 @@ for _spec in [
                   "Hessian-free (Martens 2010): CG on Gauss-Newton products, LM damping",
                   weight_decay=None),
     OptimizerSpec("kfac", KFAC, 1.0,
-                  "K-FAC: Kronecker-factored natural gradient (needs extensions)",
+                  "K-FAC: Kronecker-factored natural gradient, step fitted to the model",
                   weight_decay=None),
 ]:
     register(_spec)
