@@ -8,8 +8,10 @@ Workload: the small MLP 784-128-64-10 (ReLU, through nn.Sequential, so each hidd
 ReLU pair is one fused node), batch 64, float32, softmax cross-entropy with mean reduction.
 A step is zero_grad, forward, loss and backward; the rows differ only in the quantities
 collected. Candidates run interleaved round by round; ratios are medians of per-round
-ratios to the plain step of the same framework. BackPACK (backpack-for-pytorch) is a
-benchmark-only dependency: its rows are skipped when it is not importable.
+ratios to the plain step of the same framework. The floor column is the plain step plus
+only the bare NumPy array work the row cannot avoid (see floor_steps): a lower bound.
+BackPACK (backpack-for-pytorch) is a benchmark-only dependency: its rows are skipped when
+it is not importable.
 """
 import os
 import sys
@@ -74,6 +76,35 @@ def our_steps(params, x, y):
     return plain, {label: with_(make) for label, make, _, _ in ROWS}
 
 
+def floor_steps(plain, x):
+    """Lower bounds in the same run: the plain step plus only the array work a row cannot
+    avoid, on arrays of the layers' shapes (g: output gradients, a: layer inputs), in bare
+    NumPy. The products with x^2 of SumGradSquared (one per layer, the size of the weight
+    gradient's); BatchGrad's N x P floats written once (kept alive as the attribute keeps
+    them); KFAC's input factors a^T a (NumPy runs a product of an array with its own
+    transpose as one symmetric product). Rows whose floor is over their target cannot meet it.
+    """
+    rng = np.random.default_rng(0)
+    a = [x] + [rng.standard_normal((BATCH, k)).astype(np.float32) for k in SMALL[1:-1]]
+    g = [rng.standard_normal((BATCH, k)).astype(np.float32) for k in SMALL[1:]]
+    keep = {}
+
+    def sgs():
+        plain()
+        for gi, ai in zip(g, a):
+            keep["s"] = (gi * gi).T @ (ai * ai)
+
+    def batch_grad():
+        plain()
+        keep["b"] = [np.einsum("no,ni->noi", gi, ai) for gi, ai in zip(g, a)]
+
+    def kfac():
+        plain()
+        for ai in a:
+            keep["k"] = ai.T @ ai
+    return {"BatchL2 + Variance + SumGradSquared": sgs, "BatchGrad": batch_grad, "KFAC(1)": kfac}
+
+
 def backpack_steps(torch, params, x, y):
     """PyTorch's plain step and BackPACK's per row, on the same weights and batch; None if
     BackPACK is not installed."""
@@ -125,6 +156,8 @@ def main():
     plain, ours = our_steps(params, x, y)
     cands = {"ours: plain": plain}
     cands.update({f"ours: {k}": v for k, v in ours.items()})
+    floors = floor_steps(plain, x)
+    cands.update({f"floor: {k}": v for k, v in floors.items()})
     bp = backpack_steps(torch, params, x, y) if torch is not None else None
     if bp is not None:
         cands["torch: plain"] = bp[0]
@@ -133,18 +166,20 @@ def main():
     if torch is not None:
         print(f"PyTorch {torch.__version__}, BackPACK {'installed' if bp else 'not installed'}")
     times = compare(cands, rounds, inner=5 if not args.quick else 1)
-    rows = [("plain step", fmt_time(median(times["ours: plain"])), "1.00x",
+    rows = [("plain step", fmt_time(median(times["ours: plain"])), "1.00x", "1.00x",
              fmt_time(median(times["torch: plain"])) if bp else "-", "1.00x" if bp else "-", "")]
     for label, _, _, target in ROWS:
         r = ratio(times, f"ours: {label}", "ours: plain")
         rb = ratio(times, f"backpack: {label}", "torch: plain") if bp else None
-        rows.append((label, fmt_time(median(times[f"ours: {label}"])), f"{r:.2f}x",
+        rf = (f"{ratio(times, f'floor: {label}', 'ours: plain'):.2f}x" if label in floors
+              else "-")
+        rows.append((label, fmt_time(median(times[f"ours: {label}"])), f"{r:.2f}x", rf,
                      fmt_time(median(times[f"backpack: {label}"])) if bp else "-",
                      f"{rb:.2f}x" if bp else "-", f"<= {target}x {verdict(r, target)}"))
     print_table(f"Small MLP 784-128-64-10, batch {BATCH}, float32, {args.threads} thread(s), "
                 f"{rounds} rounds", rows,
-                header=("quantities", "ours", "ours / plain", "BackPACK", "BackPACK / torch plain",
-                        "target"))
+                header=("quantities", "ours", "ours / plain", "floor / plain", "BackPACK",
+                        "BackPACK / torch plain", "target"))
 
 
 if __name__ == "__main__":

@@ -500,3 +500,34 @@ def test_cuda_matches_cpu_without_host_transfers(device, monkeypatch):
 def _nullcontext():
     import contextlib
     return contextlib.nullcontext()
+
+
+def test_read_loss_is_the_one_reader_of_loss_graphs():
+    """autograd.read_loss finds output, kind, scale and target of each loss F builds; the
+    curvature closed form, extensions and the optimizers' loss_output all go through it."""
+    from tinygrad_opt.optim.hessianfree import loss_output
+    rng = np.random.default_rng(0)
+    z = tg.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    out = z * 2.0
+    t = rng.standard_normal((5, 3))
+    y = np.array([0, 2, 1, 1, 0])
+    r = autograd.read_loss(F.mse_loss(out, t))
+    assert (r.kind, r.output, r.scale) == ("mse", out, 1.0 / 15)
+    np.testing.assert_array_equal(r.target.data, t)
+    assert autograd.read_loss(F.mse_loss(out, t, reduction="sum")).scale == 1.0
+    for loss in (F.cross_entropy(out, y), F.cross_entropy(out, y, label_smoothing=0.1)):
+        r = autograd.read_loss(loss)
+        assert r.kind == "cross_entropy" and r.output is out and r.node is loss._node
+        assert loss_output(loss, "X") == (out, "cross_entropy")
+    tb = (rng.random((5, 3)) > 0.5).astype(np.float64)
+    r = autograd.read_loss(F.binary_cross_entropy_with_logits(out, tb, reduction="sum"))
+    assert (r.kind, r.output, r.scale) == ("bce", out, 1.0)
+    with pytest.raises(ValueError, match="X: cannot find the model output.*Sum"):
+        loss_output((out * out).sum(), "X")          # bce is read, but X supports two kinds
+    assert autograd.read_loss((out * out).sum()) is None
+    with pytest.raises(ValueError, match="X: cannot find"):
+        loss_output(F.binary_cross_entropy_with_logits(out, tb), "X")
+    # the closed form and the double backward agree through the reader (mse, a mean)
+    loss = F.mse_loss(z, t)
+    u = rng.standard_normal((5, 3))
+    np.testing.assert_allclose(autograd.curvature_of_loss(loss, z, u), u * 2 / 15)

@@ -8,6 +8,7 @@ pass gives J v (`jvp`), and a backward run inside that pass gives the tangent of
 gradient, H v (`hvp(mode="forward")`, Pearlmutter's R-op). docs/forward_mode.md compares them.
 """
 from . import backend, engine
+from . import ops
 from .ops import reshape
 from .tensor import Tensor
 
@@ -379,49 +380,81 @@ def _constant(x):
     return type(x) is not Tensor or not x.requires_grad
 
 
-def _loss_hessian_closed_form(loss, o, u):
-    """H_L u for the loss graphs F builds, read off the graph; None for any other loss.
+class LossGraph:
+    """A loss of F's read off its graph by `read_loss`: loss = scale * sum(...) of `output`.
 
-    cross_entropy: one ClassCrossEntropy/SoftmaxCrossEntropy node on o with constant targets,
-    H = r (diag(p) - p p^T) / denom per row (r = the row's target weight, 1 for class indices).
-    mse_loss: c * sum((o - t)^2), H = 2c I. binary_cross_entropy_with_logits (no weights):
-    c * sum((1 - y) o + softplus(-o)), H = c diag(s (1 - s)) with s = sigmoid(o).
+    kind 'cross_entropy': `node` is the ClassCrossEntropy / SoftmaxCrossEntropy node on
+    output (its denom carries the reduction; node.rows is set for reduction='none').
+    kind 'mse': scale * sum((output - target)^2). kind 'bce': binary_cross_entropy_with_logits
+    without weights, scale * sum((1 - target) * output + softplus(-output)).
     """
-    from .ops import (Add, ClassCrossEntropy, Mul, Neg, SoftmaxCrossEntropy, Softplus, Sub,
-                      Sum, sigmoid)
-    n = _node(loss, ClassCrossEntropy) or _node(loss, SoftmaxCrossEntropy)
-    if (n is not None and n.parents[0] is o and _constant(n.parents[1])
-            and (isinstance(n, ClassCrossEntropy) or not n.rows)):
-        p = n.p
-        pu = p * u
-        hu = pu - p * pu.sum(axis=-1, keepdims=True)
-        if isinstance(n, SoftmaxCrossEntropy):
-            T = n.parents[1].data if type(n.parents[1]) is Tensor else n.parents[1]
-            hu = hu * (T.sum(axis=-1, keepdims=True) if n.row_sums is None else n.row_sums)
-        return hu * (1.0 / n.denom)
+    __slots__ = ("kind", "output", "target", "node", "scale")
+
+    def __init__(self, kind, output, target, node=None, scale=1.0):
+        self.kind, self.output, self.target, self.node, self.scale = (
+            kind, output, target, node, scale)
+
+    def constant_target(self):
+        if self.kind == "cross_entropy" and isinstance(self.node, ops.SoftmaxCrossEntropy):
+            return not self.node.needs_input_grad[1]
+        return _constant(self.target)
+
+
+def read_loss(loss):
+    """The LossGraph of a loss F built (cross_entropy, mse_loss, bce with logits), else None.
+
+    The one reader of loss graphs: curvature_of_loss, extensions.collect and the curvature
+    optimizers all recognise the loss through it.
+    """
+    n = _node(loss, ops.ClassCrossEntropy) or _node(loss, ops.SoftmaxCrossEntropy)
+    if n is not None:
+        return LossGraph("cross_entropy", n.parents[0], n.parents[1], n)
     c, s = 1.0, loss                # strip mean's scale: loss = sum(...) * c
-    m = _node(s, Mul)
+    m = _node(s, ops.Mul)
     if m is not None and type(m.parents[1]) is float:
         c, s = m.parents[1], m.parents[0]
-    sm = _node(s, Sum)
+    sm = _node(s, ops.Sum)
     if sm is None or sm.axis is not None:
         return None
     e = sm.parents[0]
-    sq = _node(e, Mul)                                  # mse: d * d with d = o - t
+    sq = _node(e, ops.Mul)                              # mse: d * d with d = o - t
     if sq is not None and sq.parents[0] is sq.parents[1]:
-        d = _node(sq.parents[0], Sub)
-        if d is not None and d.parents[0] is o and _constant(d.parents[1]):
-            return u * (2.0 * c)
-        return None
-    a = _node(e, Add)                                   # bce: (1 - y) * o + softplus(-o)
+        d = _node(sq.parents[0], ops.Sub)
+        return None if d is None else LossGraph("mse", d.parents[0], d.parents[1], scale=c)
+    a = _node(e, ops.Add)                               # bce: (1 - y) * o + softplus(-o)
     if a is not None:
-        lin, sp = _node(a.parents[0], Mul), _node(a.parents[1], Softplus)
-        neg = sp is not None and _node(sp.parents[0], Neg)
-        if (lin is not None and lin.parents[1] is o and _constant(lin.parents[0])
-                and neg and neg.parents[0] is o):
-            sg = sigmoid(o.data)
-            return u * (sg * (1 - sg)) * c
+        lin, sp = _node(a.parents[0], ops.Mul), _node(a.parents[1], ops.Softplus)
+        neg = sp is not None and _node(sp.parents[0], ops.Neg)
+        if lin is not None and neg and neg.parents[0] is lin.parents[1]:
+            return LossGraph("bce", lin.parents[1], lin.parents[0], scale=c)
     return None
+
+
+def _loss_hessian_closed_form(loss, o, u):
+    """H_L u for the loss graphs F builds (read_loss), on o with constant targets; else None.
+
+    cross_entropy: H = r (diag(p) - p p^T) / denom per row (r = the row's target weight, 1
+    for class indices). mse_loss: c * sum((o - t)^2), H = 2c I.
+    binary_cross_entropy_with_logits (no weights): H = c diag(s (1 - s)), s = sigmoid(o).
+    """
+    r = read_loss(loss)
+    if r is None or r.output is not o or not _constant(r.target):
+        return None
+    if r.kind == "cross_entropy":
+        n = r.node
+        if not isinstance(n, ops.ClassCrossEntropy) and n.rows:
+            return None
+        p = n.p
+        pu = p * u
+        hu = pu - p * pu.sum(axis=-1, keepdims=True)
+        if not isinstance(n, ops.ClassCrossEntropy):
+            T = n.parents[1].data if type(n.parents[1]) is Tensor else n.parents[1]
+            hu = hu * (T.sum(axis=-1, keepdims=True) if n.row_sums is None else n.row_sums)
+        return hu * (1.0 / n.denom)
+    if r.kind == "mse":
+        return u * (2.0 * r.scale)
+    sg = ops.sigmoid(o.data)
+    return u * (sg * (1 - sg)) * r.scale
 
 
 def hessian(func, inputs):

@@ -1,5 +1,5 @@
 """Command line: tinygrad-opt train | compare | landscape | curvature | instruments | spectrum |
-surface (or python -m tinygrad_opt).
+surface | benchmark (or python -m tinygrad_opt).
 
 Each subcommand runs with no flags on the embedded digits set in well under a minute and writes
 its files into --out (default ./out). `--quick` shrinks every size for tests. Optional
@@ -421,6 +421,8 @@ def build_parser():
                              "learning rate (default: the optimizer's)")
         cliargs.add_progress(p)
         cliargs.add_common(p, "1-2 epochs, 16 hidden units, small batches and grids")
+    from .benchmark.command import add_command as add_benchmark     # its flags live there
+    add_benchmark(sub, _command)
 
     width = max(len(n) for n in sub.choices)
     parser.description = DESCRIPTION.format(commands="\n".join(
