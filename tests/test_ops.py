@@ -359,3 +359,21 @@ def test_x_matmul_transposed_weight_is_one_linear_node():
         x @ _t(np.ones((3, 3))).T
     with tg.no_grad():
         assert (x @ W.T)._node is None
+
+
+def test_pow_mixed_second_derivative_at_exponent_zero():
+    # d2(a^b)/da db = a^(b-1) (1 + b log a): 1/a at b = 0 (PyTorch: 1 at a = 1, b = 0)
+    a = tg.Tensor(np.array([1.0, 2.0, 0.5]), requires_grad=True)
+    b = tg.Tensor(np.array([0.0, 0.0, 0.0]), requires_grad=True)
+    (ga,) = autograd.grad((a ** b).sum(), (a,), create_graph=True)
+    np.testing.assert_array_equal(ga.numpy(), [0.0, 0.0, 0.0])
+    (gab,) = autograd.grad(ga.sum(), (b,))
+    np.testing.assert_allclose(gab.numpy(), [1.0, 0.5, 2.0])
+
+
+def test_mean_over_an_empty_axis_is_nan_with_an_empty_gradient():
+    x = tg.Tensor(np.zeros((2, 0)), requires_grad=True)
+    m = x.mean(axis=1)
+    assert m.shape == (2,) and np.isnan(m.numpy()).all()
+    m.sum().backward()
+    assert x.grad.shape == (2, 0)

@@ -360,10 +360,13 @@ class Pow(Function):
 
 
 def _pow_da(a, b):
-    """d(a^b)/da = b a^(b-1), and 0 where b == 0 (the formula gives 0 * inf at a = 0)."""
+    """d(a^b)/da = b a^(b-1), and 0 where a == b == 0 (the formula gives 0 * inf there).
+
+    Masking only that point keeps the mixed derivative d/db (b a^(b-1)) = a^(b-1) at b = 0,
+    a != 0 (1/a), which a mask on b == 0 alone would zero."""
     if type(b) in (int, float):
         return b * a ** (b - 1) if b != 0 else 0 * a
-    return where(_data(b) == 0, 0.0, b * a ** (b - 1))
+    return where((_data(b) == 0) & (_data(a) == 0), 0.0, b * a ** (b - 1))
 
 
 def _pow_db(a, b, out):
