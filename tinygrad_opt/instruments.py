@@ -551,13 +551,17 @@ class Instruments(Callback):
             if a is None:
                 raise RuntimeError(f"Instruments: extensions.collect gave no {attr} for a "
                                    f"parameter of shape {p.shape}")
-            return backend.to_numpy(a.data).astype(np.float64)
+            return a.data
+
+        def summed(attr):           # over the parameters, in float64 on the host
+            return sum(backend.to_numpy(host(p, attr)).astype(np.float64) for p in self._params)
         if "sq" in self._needs:
-            b.sq = n * n * sum(host(p, "batch_l2") for p in self._params)
+            b.sq = n * n * summed("batch_l2")
         if "dots" in self._needs:
-            b.dots = n * sum(host(p, "batch_dot_grad") for p in self._params)
+            b.dots = n * summed("batch_dot_grad")
         if "sgs" in self._needs:
-            b.sgs = [n * n * host(p, "sum_grad_squared") for p in self._params]
+            b.sgs = [n * n * backend.to_numpy(host(p, "sum_grad_squared")).astype(np.float64)
+                     for p in self._params]
         if b.hist:                  # in the parameters' dtype, as the loop's
             b.individual = [backend.to_numpy(p.grad_batch.data) for p in self._params]
             b.scale = n
