@@ -16,7 +16,7 @@ class Tensor:
     __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__",
                  # filled by extensions.collect on layer parameters; unset (AttributeError) otherwise
                  "grad_batch", "batch_l2", "sum_grad_squared", "variance", "diag_ggn",
-                 "diag_ggn_mc", "kfac")
+                 "diag_ggn_mc", "kfac", "batch_dot_grad")
     __hash__ = object.__hash__          # __eq__ is elementwise; dicts key tensors by identity
     __array_ufunc__ = None              # ndarray (op) Tensor defers to Tensor's reflected op
     __array_priority__ = 1000           # the same for CuPy, which looks at the priority
