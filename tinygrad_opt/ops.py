@@ -219,7 +219,7 @@ def _dot_broadcast(g, vs, signs):
     """sum_i signs[i] <g, v_i> with each v_i broadcast against g (Add's and Sub's vjp_dot)."""
     total = None
     for i, v in vs.items():
-        t = (g * v).sum() if signs[i] > 0 else -(g * v).sum()
+        t = DotSum.apply(g, v if signs[i] > 0 else -v)
         total = t if total is None else total + t
     return total
 
@@ -830,8 +830,9 @@ def compare(a, b, name):
 
 
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
-    ClassCrossEntropy, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
-    Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+    AddN, ClassCrossEntropy, ClassCrossEntropyGrad, DotSum, Linear, LinearDot, LinearReLU,
+    LogSoftmax, Softmax, SoftmaxCrossEntropy, Softplus, add_n, affine, bias_into_linear, linear,
+    linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
 from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
     Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
     var)

@@ -500,7 +500,8 @@ def _scaled(other, alpha):
 
 from . import engine, ops, versions  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
 
-Tensor.__add__, Tensor.__radd__ = engine.operator_methods(ops.Add, _operator.add)
+Tensor.__add__, Tensor.__radd__ = engine.operator_methods(
+    ops.Add, _operator.add, fuse=(ops.Linear, ops.bias_into_linear))
 Tensor.__sub__, Tensor.__rsub__ = engine.operator_methods(ops.Sub, _operator.sub)
 Tensor.__mul__, Tensor.__rmul__ = engine.operator_methods(ops.Mul, _operator.mul)
 Tensor.__truediv__, Tensor.__rtruediv__ = engine.operator_methods(ops.Div, _operator.truediv)
