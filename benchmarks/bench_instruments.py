@@ -7,7 +7,8 @@ Digits MLP 64-64-10 (ReLU, softmax cross-entropy, float32, batch 32, plain SGD),
 over the 1437 training images (45 steps), timed interleaved in one run:
   plain:          fit without callbacks;
   economy/1:      Instruments("economy", every=1);
-  full/16:        Instruments("full", every=16).
+  full/16:        Instruments("full", every=16);
+  economy/1 h1:   economy every step with GradHist1d(every=1) (Cockpit's histogram every step).
 Targets: economy every step <= 1.5x plain, full every 16 steps <= 3x plain.
 spectral_density with 100 Lanczos steps against 110 Hessian-vector products on a batch of 256
 (the gradient is built once in both): target <= 1x.
@@ -58,6 +59,10 @@ def bench_fit(args, X, y):
         "plain": epoch_fn(X, y, list),
         "economy/1": epoch_fn(X, y, lambda: [instruments.Instruments("economy", every=1)]),
         "full/16": epoch_fn(X, y, lambda: [instruments.Instruments("full", every=16)]),
+        # Cockpit's histogram every step: the (N, P) per-example block on every step
+        "economy/1 h1": epoch_fn(X, y, lambda: [instruments.Instruments(
+            [instruments.GradHist1d(every=1) if q == "GradHist1d" else q
+             for q in instruments.ECONOMY], every=1)]),
     }
     rounds = args.rounds or (2 if args.quick else 7)
     times = compare(cands, rounds, warmup=1)
@@ -69,6 +74,9 @@ def bench_fit(args, X, y):
         r = ratio(times, name, "plain")
         print(f"  {name:<10} {fmt_time(median(times[name]))}  {r:6.2f}x plain  "
               f"(target <= {target}x: {verdict(r, target)})")
+    r = ratio(times, "economy/1 h1", "plain")
+    print(f"  economy/1 with GradHist1d(every=1), the (N, P) block every step: "
+          f"{fmt_time(median(times['economy/1 h1']))}  {r:6.2f}x plain")
 
 
 def bench_spectrum(args, X, y):

@@ -4,7 +4,8 @@
     python benchmarks/bench_mlp.py --threads 2  # the 2-thread figures
 
 Workloads (float32, ReLU, softmax cross-entropy, mean over the batch):
-  small MLP 784-128-64-10, batch 64: forward+backward, SGD step, Adam step;
+  small MLP 784-128-64-10, batch 64: forward+backward, SGD step, Adam step, and the SGD
+  step with the layers written `(h @ W.T + b).relu()` as a course writes them;
   large MLP 1024-1024-1024-10, batch 512: SGD step.
 The NumPy floor is what an eager NumPy framework cannot beat: the same forward and the
 hand-derived backward on float32 arrays, updates in place. Every row is measured
@@ -223,6 +224,30 @@ class OursMLP:
         return loss
 
 
+class CourseMLP:
+    """The MLP as a course writes it: `h = (h @ W.T + b).relu()`, F.cross_entropy, optim.SGD."""
+
+    def __init__(self, params):
+        from tinygrad_opt import optim
+        from tinygrad_opt.nn import functional as F
+        self.F = F
+        self.params = [tg.Tensor(p.copy(), requires_grad=True) for p in params]
+        self.sgd = optim.SGD(self.params, lr=LR)
+
+    def sgd_step(self, x, y):
+        self.sgd.zero_grad()
+        ps, h = self.params, x
+        n_layers = len(ps) // 2
+        for i in range(n_layers):
+            h = h @ ps[2 * i].T + ps[2 * i + 1]
+            if i < n_layers - 1:
+                h = h.relu()
+        loss = self.F.cross_entropy(h, y)
+        loss.backward()
+        self.sgd.step()
+        return loss
+
+
 # ============================================================================ PyTorch
 class TorchMLP:
     def __init__(self, torch, params, device="cpu"):
@@ -292,6 +317,11 @@ def run_cpu(args, torch):
         times = compare(cands, rounds=rounds, inner=20)
         rows.append(_row(f"small MLP {kind.replace('_', ' ')} (b=64)", times, target))
         results[f"small_{kind}"] = times
+    ref, course = NumpyMLP(params), CourseMLP(params)
+    times = compare({"numpy": lambda: ref.sgd_step(x, y), "ours": lambda: course.sgd_step(xt, y)},
+                    rounds=rounds, inner=20)
+    rows.append(_row("small MLP sgd step, h @ W.T + b layers (b=64)", times, 1.15))
+    results["small_course_sgd_step"] = times
 
     params = init_params(LARGE)
     x, y = make_batch(LARGE, 512)

@@ -154,6 +154,39 @@ def test_batch_l2_without_grad_batch_and_single_quantities():
             assert not hasattr(p, attr)
 
 
+@pytest.mark.parametrize("kind,loss,reduction", [("fused", "ce", "mean"),
+                                                   ("relu_op", "mse", "sum"),
+                                                   ("dropout", "ce", "sum")])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_dot_grad_against_grad_batch(kind, loss, reduction, dtype):
+    """batch_dot_grad[n] = <grad_batch[n], p.grad>, without grad_batch (same masks: one pass
+    collects both, the truth is formed from that pass's grad_batch)."""
+    model = _model(kind, dtype)
+    X, t = _data(5, loss, dtype)
+    tg.manual_seed(3)
+    with ext.collect(ext.BatchDotGrad(), ext.BatchGrad()):
+        _loss(model(tg.Tensor(X)), t, loss, reduction).backward()
+    tol = TOL[dtype]
+    for p in model.parameters():
+        gb = p.grad_batch.data.reshape(5, -1).astype(np.float64)
+        want = gb @ gb.sum(axis=0)
+        np.testing.assert_allclose(gb.sum(axis=0), p.grad.data.reshape(-1), **tol)
+        np.testing.assert_allclose(p.batch_dot_grad.data, want, rtol=tol["rtol"],
+                                   atol=tol["atol"] + tol["rtol"] * np.abs(want).max())
+        assert p.batch_dot_grad.shape == (5,) and p.batch_dot_grad.dtype == p.data.dtype
+    if kind == "fused":                   # against the loop's truth, and alone: no grad_batch
+        truth = _per_example_loop(model, X, t, loss, reduction)
+        for p in model.parameters():
+            p.grad = None
+            del p.grad_batch
+        with ext.collect(ext.BatchDotGrad()):
+            _loss(model(tg.Tensor(X)), t, loss, reduction).backward()
+        for p, gb in zip(model.parameters(), truth):
+            gb = gb.reshape(5, -1)
+            np.testing.assert_allclose(p.batch_dot_grad.data, gb @ gb.sum(axis=0), **tol)
+            assert not hasattr(p, "grad_batch")
+
+
 def test_dropout_per_example_and_ggn_on_the_same_masks():
     """Dropout's mask is random: the truth differentiates the rows of the same forward."""
     dtype = np.float64

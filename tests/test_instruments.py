@@ -67,7 +67,9 @@ def train(quantities, every=1, per_example="loop", epochs=2, batch_size=B, **kw)
 
 @pytest.mark.parametrize("mode", MODES)
 def test_first_order_quantities_match_hand_computations(mode):
-    inst, ref, _ = train("business", per_example=mode, n_probes=1)
+    business = [instruments.GradHist1d(every=1) if q == "GradHist1d" else q
+                for q in instruments.PRESETS["business"]]            # a histogram every step
+    inst, ref, _ = train(business, per_example=mode, n_probes=1)
     h = inst.history
     assert h["step"] == list(range(1, 9))
     gns_trace = gns_g2 = 0.0
@@ -119,6 +121,33 @@ def test_alpha_with_minibatches_uses_the_next_batch():
         want = Alpha.fit(ref[k]["loss"], ref[k]["g"] @ s, ref[k + 1]["loss"], ref[k + 1]["g"] @ s)
         assert alpha[k] == pytest.approx(want, rel=1e-9, nan_ok=True)
     assert np.isfinite(alpha).sum() >= 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grad_hist_every_kth_recorded_step_and_scalars_without_the_block(mode):
+    inst, ref, model = train(["GradHist1d", "NormTest", "InnerTest"], every=2, epochs=8,
+                             per_example=mode)
+    h = inst.history
+    assert h["step"] == list(range(2, 33, 2))
+    for k, (step, hist) in enumerate(zip(h["step"], h["GradHist1d"])):
+        if k % 8:                                  # default every=8 of the recorded steps
+            assert hist is None
+            continue
+        G = ref[step - 1]["G"]
+        assert hist[1].sum() == G.size and hist[0][-1] == pytest.approx(np.abs(G).max())
+    assert sum(x is not None for x in h["GradHist1d"]) == 2
+    for step, nt in zip(h["step"], h["NormTest"]):
+        G, g = ref[step - 1]["G"], ref[step - 1]["g"]
+        assert nt == pytest.approx(math.sqrt(((G - g) ** 2).sum() / (B * (B - 1) * (g @ g))),
+                                   rel=1e-10)
+    if mode == "extensions":                       # the last grad_batch is from step 18
+        want = ref[17]["G"] / B
+        np.testing.assert_allclose(model.bias.grad_batch.data[:, 0], want[:, 3], rtol=1e-12)
+        inst, _, model = train(["NormTest", "InnerTest", "OrthoTest"], per_example=mode)
+        assert not any(hasattr(p, "grad_batch") for p in model.parameters())
+        assert all(p.batch_l2.shape == (B,) for p in model.parameters())
+    with pytest.raises(ValueError, match="every"):
+        instruments.GradHist1d(every=0)
 
 
 def test_grad_hist_subsamples_large_blocks():

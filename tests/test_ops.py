@@ -359,3 +359,52 @@ def test_x_matmul_transposed_weight_is_one_linear_node():
         x @ _t(np.ones((3, 3))).T
     with tg.no_grad():
         assert (x @ W.T)._node is None
+
+
+def test_bias_added_to_a_bias_free_linear_is_one_linear_node():
+    """h @ W.T + b records Linear(h, W, b): Add's value, the composite's gradients, and the
+    bias-free product stays usable; no fusion for a non-bias operand or after an in-place change."""
+    rng = np.random.default_rng(1)
+    x, W, b = (_t(rng.standard_normal(s)) for s in ((5, 4), (3, 4), (3,)))
+    y = x @ W.T + b
+    assert type(y._node).__name__ == "Linear" and y._node.parents == (x, W, b)
+    np.testing.assert_array_equal(y.numpy(), (x.numpy() @ W.numpy().T) + b.numpy())
+    xd, Wd = x.numpy(), W.numpy()
+    gy = rng.standard_normal((5, 3))
+    gx, gW, gb = autograd.grad(y, (x, W, b), grad_outputs=gy)
+    np.testing.assert_allclose(gx.numpy(), gy @ Wd, rtol=1e-14)
+    np.testing.assert_allclose(gW.numpy(), gy.T @ xd, rtol=1e-14)
+    np.testing.assert_allclose(gb.numpy(), gy.sum(0), rtol=1e-14)
+    assert tg.gradcheck(lambda x, W, b: x @ W.T + b, (x, W, b))
+    assert tg.gradgradcheck(lambda x, W, b: x @ W.T + b, (x, W, b))
+    z = x @ W.T                            # used twice: both uses keep their gradients
+    (z.sum() + (z + b).sum()).backward()
+    np.testing.assert_allclose(W.grad.numpy(), 2 * np.ones((5, 3)).T @ xd, rtol=1e-14)
+    np.testing.assert_allclose(b.grad.numpy(), np.full(3, 5.0))
+    for other in (_t(np.ones((5, 3))), tg.Tensor(np.ones(3, dtype=np.float32)), _t(np.ones((1, 3)))):
+        assert type((x @ W.T + other)._node).__name__ == "Add"
+    z = x @ W.T
+    with tg.no_grad():
+        W.zero_()                          # W changed after z was recorded: plain Add
+    z2 = z + b
+    assert type(z2._node).__name__ == "Add"
+    with pytest.raises(RuntimeError, match="modified in place"):
+        z2.sum().backward()
+
+
+def test_pow_mixed_second_derivative_at_exponent_zero():
+    # d2(a^b)/da db = a^(b-1) (1 + b log a): 1/a at b = 0 (PyTorch: 1 at a = 1, b = 0)
+    a = tg.Tensor(np.array([1.0, 2.0, 0.5]), requires_grad=True)
+    b = tg.Tensor(np.array([0.0, 0.0, 0.0]), requires_grad=True)
+    (ga,) = autograd.grad((a ** b).sum(), (a,), create_graph=True)
+    np.testing.assert_array_equal(ga.numpy(), [0.0, 0.0, 0.0])
+    (gab,) = autograd.grad(ga.sum(), (b,))
+    np.testing.assert_allclose(gab.numpy(), [1.0, 0.5, 2.0])
+
+
+def test_mean_over_an_empty_axis_is_nan_with_an_empty_gradient():
+    x = tg.Tensor(np.zeros((2, 0)), requires_grad=True)
+    m = x.mean(axis=1)
+    assert m.shape == (2,) and np.isnan(m.numpy()).all()
+    m.sum().backward()
+    assert x.grad.shape == (2, 0)

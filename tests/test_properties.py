@@ -74,9 +74,9 @@ BINARY = {
             lambda a, b: (b + 0 * a, a + 0 * b, 0 * a * b, 1 + 0 * a * b, 0 * a * b)),
     "div": (lambda a, b: a / b, np.divide, None, away_from_zero(0.5, 3),
             lambda a, b: (1 / b + 0 * a, -a / b**2, 0 * a * b, -1 / b**2 + 0 * a, 2 * a / b**3)),
-    # b == 0 is left out: there ops.Pow masks d/da to 0 with where(b == 0, ...), which also
-    # zeroes its derivative in b, so the mixed partial a^(b-1) (1 + b log a) comes out 0, not 1/a
-    "pow": (lambda a, b: a ** b, np.power, floats(0.2, 3), away_from_zero(0.01, 2),
+    # b == 0 is drawn on purpose: the mixed partial a^(b-1) (1 + b log a) is 1/a there
+    "pow": (lambda a, b: a ** b, np.power, floats(0.2, 3),
+            st.one_of(st.just(0.0), away_from_zero(0.01, 2)),
             lambda a, b: (b * a ** (b - 1), a ** b * np.log(a), b * (b - 1) * a ** (b - 2),
                           a ** (b - 1) * (1 + b * np.log(a)), a ** b * np.log(a) ** 2)),
     # ties split the gradient evenly (STYLE: balanced at kinks); integers make ties common

@@ -271,15 +271,17 @@ def hvp(func, inputs, v, mode=None):
     mode): an op that knows <g_i, v_i> without forming g_i says so (Linear:
     <G^T x, V> = <G, x V^T>), which saves the product with the batch that g_i would cost and
     the second pass would never read; a transposed weight (h @ W.T) is dotted through the
-    transpose, so both spellings of a layer cost the same.
+    transpose and h @ W.T + b records F.linear's node, so both spellings build one graph.
+    The recorded first backward is one node per op where it can be: LinearDot per layer,
+    ClassCrossEntropyGrad for cross-entropy's gradient, DotSum for a separate bias's term and
+    AddN for the sum of the terms.
     mode="forward" (forward-over-reverse, Pearlmutter's R-op): one forward pass carries the
     tangent v, and the backward run inside it carries the tangents of the gradients: H v is
     the tangent of g. No graph of the backward is recorded.
     mode=None picks "reverse": measured on the 784-128-64-10 MLP in one run
     (benchmarks/bench_hvp.py, benchmarks/README.md) the dot-mode double backward costs 2.1
     gradients and forward-over-reverse 2.5, because the latter also computes the weight
-    gradients' primal values, which the R-op never needs. Both spellings of a layer
-    (F.linear and h @ W.T + b) cost the same.
+    gradients' primal values, which the R-op never needs.
     inputs and v are a Tensor or matching tuples (v may hold arrays); the product has the
     structure of inputs.
     """

@@ -1,7 +1,8 @@
 """Command line: tinygrad-opt train | compare | landscape | curvature | instruments | spectrum |
 surface | benchmark (or python -m tinygrad_opt).
 
-Each subcommand runs with no flags on the embedded digits set in well under a minute and writes
+Each subcommand but benchmark runs with no flags on the embedded digits set in well under a
+minute (benchmark's full protocol takes minutes; --quick runs it in seconds) and writes
 its files into --out (default ./out). `--quick` shrinks every size for tests. Optional
 dependencies (scikit-learn for digits, matplotlib for pictures, tqdm for a progress bar) are
 checked before any work starts; a missing one ends the run with one line naming the extra.
@@ -254,8 +255,9 @@ on NumPy/CuPy with exact Hessian-vector products.
 
 {commands}
 
-Every subcommand runs with no flags on the 8x8 digits set (1,797 images,
-bundled with scikit-learn) in well under a minute and writes into --out.
+Every subcommand but benchmark runs with no flags on the 8x8 digits set (1,797
+images, bundled with scikit-learn) in well under a minute and writes into --out;
+benchmark's full protocol takes minutes (--quick: seconds).
 Run `tinygrad-opt COMMAND --help` for the options of one command."""
 
 EPILOG = """\

@@ -259,15 +259,18 @@ class Function:
         return None
 
 
-def operator_methods(cls, fwd):
+def operator_methods(cls, fwd, fuse=None):
     """Tensor's a (op) b and b (op) a for binary op cls, whose forward is the C function fwd.
 
     The commonest calls in any model are these operators on NumPy data; `binary` below is
     cls.apply written out for two arguments, with fwd (operator.mul, ...) called in place of
     cls.forward, so an operator costs one Python call instead of three. Anything unusual
     (CuPy data, anomaly mode) goes through cls.apply.
+    fuse=(node_cls, f): when a is the output of a node_cls node, f(a, b, da, db) may return
+    the result as one fused node instead (None: no fusion); Add's is fused.bias_into_linear.
     """
     slow = cls.apply
+    fuse_cls, fuse_fn = fuse if fuse is not None else (None, None)
 
     def binary(a, b):
         if type(a) is Tensor:
@@ -288,6 +291,10 @@ def operator_methods(cls, fwd):
             rb = False
         if _anomaly or _levels:
             return slow(a, b)
+        if ra and fuse_cls is not None and type(a._node) is fuse_cls and type(b) is Tensor:
+            t = fuse_fn(a, b, da, db)
+            if t is not None:
+                return t
         ctx = _new(cls)
         try:
             out = fwd(da, db)
@@ -696,6 +703,9 @@ def _deliver(inputs, leaves, results, terms, create_graph, dots):
     """The pass's result: in dot mode the sum of the <g, v> terms; with inputs their
     gradients as a list; else None, after accumulating into the leaves' .grad."""
     if dots is not None:
+        if len(terms) > 2:           # one node for the per-layer terms, not k - 1 Adds
+            from .ops import add_n
+            return add_n(terms)
         total = None
         for t in terms:
             total = t if total is None else total + t

@@ -47,6 +47,14 @@ class BatchL2(Quantity):
     attr = "batch_l2"
 
 
+class BatchDotGrad(Quantity):
+    """p.batch_dot_grad (N,): <grad_batch[n], G>, G = sum_n grad_batch[n] the parameter's
+    gradient from this backward (p.grad after a zero_grad), without grad_batch: for a weight
+    delta_n^T G x_n = rowsum((delta @ G) * x), for a bias delta_n^T G (the inner-product and
+    orthogonality tests' g_n^T g)."""
+    attr = "batch_dot_grad"
+
+
 class SumGradSquared(Quantity):
     """p.sum_grad_squared: sum_n grad_batch[n]^2 (AdaGrad's accumulated square, per batch)."""
     attr = "sum_grad_squared"
@@ -414,6 +422,11 @@ class _Pass:
                 _store(pW, q[BatchL2], gg * xx)
             if pb is not None:
                 _store(pb, q[BatchL2], gg)
+        if BatchDotGrad in q:              # <g_n x_n^T, G_W> = g_n^T G_W x_n: one (N, in) product
+            if pW is not None:
+                _store(pW, q[BatchDotGrad], xp.einsum("ni,ni->n", g @ grads[1], x))
+            if pb is not None:
+                _store(pb, q[BatchDotGrad], g @ grads[2])
         if SumGradSquared in q or Variance in q:
             N = g.shape[0]
             for slot, p in ((1, pW), (2, pb)):

@@ -5,9 +5,10 @@ Each is still forward beside backward (and its tangent rule), written with the d
 helpers of ops.py, so everything said there holds here: plain gradients on arrays, recorded
 ones under create_graph, tangents in forward mode.
 """
-from . import backend
-from .engine import Function
-from .ops import _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last, tangent_sum
+from . import backend, versions
+from .engine import Function, _new, _record
+from .ops import (_relu_gpu, broadcast_to, exp, reshape_to, sigmoid, sum_to, swap_last,
+                  tangent_sum)
 from .tensor import Tensor
 
 # NumPy's sum called directly where every layer pays for it: arr.sum() passes through a
@@ -73,6 +74,28 @@ class Linear(Function):
         sx, sW = shapes[0], shapes[1]
         return (f"linear: input of shape {sx} does not match weight of shape {sW} "
                 f"(expected last input dim {sW[-1] if sW else '?'}) ({err})")
+
+
+def bias_into_linear(a, b, da, db):
+    """a + b as one Linear(x, W, b) node when a = x @ W^T came from a bias-free Linear node and
+    b is a bias (1-D, a's last dim, a's dtype); None otherwise (the caller adds as usual).
+
+    The course spelling of a layer, h @ W.T + b, then records nn.Linear's node: the backward
+    skips the Add and its sum over the batch, and hvp's dot mode dots the bias in LinearDot.
+    The value is a + b, exactly Add's. a's node stays as it was for any other use of a; the
+    fusion is skipped if an array changed in place since a was recorded (its inputs would be
+    read as they are now, not as the forward saw them).
+    """
+    n = a._node
+    parents = n.parents
+    if (parents is None or parents[2] is not None or db.ndim != 1 or not da.ndim
+            or db.shape[0] != da.shape[-1] or db.dtype != da.dtype
+            or versions.last_change < n.seq):
+        return None
+    need = n.needs_input_grad
+    xd, Wd = n.inputs[0], n.inputs[1]
+    return _record(_new(Linear), da + db, (parents[0], parents[1], b),
+                   (need[0], need[1], b._requires_grad), (xd, Wd, db), True)
 
 
 def _affine_tangent(shape, x, W, tx, tW, tb):
@@ -211,6 +234,66 @@ def _check_linear(x, W, b):
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
+
+
+# ============================================================ hvp's dot-mode terms
+class DotSum(Function):
+    """y = sum(a * b) (a and b broadcast together); da = b gy, db = a gy (summed back to shape).
+
+    hvp's <g, v> term for a bias added with + (Add's and Sub's vjp_dot) as one node where a
+    product and a sum take two: the recorded first backward and the pass through it shrink.
+    """
+    @staticmethod
+    def forward(ctx, a, b):
+        return (a * b).sum()
+
+    @staticmethod
+    def backward(ctx, gy):
+        a, b = ctx.inputs
+        na, nb = ctx.needs_input_grad
+        full = backend.np.broadcast_shapes(a.shape, b.shape)
+        ga = sum_to(broadcast_to(gy * b, full), a.shape) if na else None
+        gb = sum_to(broadcast_to(gy * a, full), b.shape) if nb else None
+        return ga, gb
+
+    @staticmethod
+    def jvp(ctx, ta, tb):
+        a, b = ctx.inputs
+        return tangent_sum((), None if ta is None else (ta * b).sum(),
+                           None if tb is None else (a * tb).sum())
+
+
+class AddN(Function):
+    """y = a_1 + ... + a_k for arrays of one shape; each input's gradient is gy.
+
+    One node for the k terms hvp's dot mode sums (one per layer), where k - 1 Adds take k - 1.
+    """
+    @staticmethod
+    def forward(ctx, *arrays):
+        shape = arrays[0].shape
+        if any(a.shape != shape for a in arrays):
+            raise ValueError(f"shapes {[tuple(a.shape) for a in arrays]} differ")
+        out = arrays[0] + arrays[1]
+        for a in arrays[2:]:
+            out = out + a
+        return out
+
+    @staticmethod
+    def backward(ctx, gy):
+        return (gy,) * len(ctx.inputs)
+
+    @staticmethod
+    def jvp(ctx, *ts):
+        return tangent_sum(ctx.out.shape, *ts)
+
+
+def add_n(terms):
+    """The sum of a list of same-shape Tensors (or arrays) as one AddN node."""
+    terms = list(terms)
+    if len(terms) == 1:
+        return terms[0]
+    return AddN.apply(*terms)
+
 
 
 # ======================================================================= softmax family
@@ -404,6 +487,9 @@ class ClassCrossEntropy(Function):
     def backward(ctx, g):
         x, t = ctx.inputs
         s = g * (1.0 / ctx.denom)
+        if type(x) is Tensor and type(s) is Tensor and not s.requires_grad:
+            # create_graph with a constant seed (hvp): one node, not softmax, two products, a sub
+            return ClassCrossEntropyGrad.apply(x, t, s.data), None
         if type(x) is Tensor:            # create_graph: softmax as an op of x
             T = ctx.xp.zeros(x.shape, dtype=x.dtype)
             T[ctx.rows, t] = 1
@@ -420,6 +506,44 @@ class ClassCrossEntropy(Function):
         p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
         # d(-sum_n log_softmax(x)[n, t_n]) = sum(p * tx) - sum_n tx[n, t_n]
         return ((p * tx).sum() - tx[ctx.rows, t].sum()) * (1.0 / ctx.denom)
+
+
+class ClassCrossEntropyGrad(Function):
+    """y = (softmax(x) - onehot(t)) * s for constant class indices t (rows of x) and a constant
+    scalar s; dx = p * (gy s - rowsum(gy s p)) with p = softmax(x) (Softmax's backward).
+
+    ClassCrossEntropy's gradient as one node, recorded by its backward under create_graph when
+    the incoming gradient is a constant (hvp's seed): the second backward runs one node where
+    the composite runs softmax, two products and a subtraction. Twice differentiable: under
+    create_graph its own backward takes softmax from the Softmax op.
+    """
+    @staticmethod
+    def forward(ctx, x, t, s):
+        xp = ctx.xp
+        s = xp.asarray(s, dtype=x.dtype)
+        ctx.s = s
+        p = xp.exp(x - x.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        ctx.p = p
+        ctx.rows = rows = xp.arange(x.shape[0])
+        out = p * s
+        out[rows, t] -= s
+        return out
+
+    @staticmethod
+    def backward(ctx, gy):
+        x = ctx.inputs[0]
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        gs = gy * ctx.s
+        return p * (gs - (gs * p).sum(axis=-1, keepdims=True)), None, None
+
+    @staticmethod
+    def jvp(ctx, tx, tt, ts):
+        x = ctx.inputs[0]
+        if tx is None:
+            return None
+        p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
+        return p * (tx - (p * tx).sum(axis=-1, keepdims=True)) * ctx.s
 
 
 def _sce_forward_gpu(ctx, x, T, denom):

@@ -10,9 +10,10 @@ step's gradient was taken at. The loss must be a mean over the batch (as in Cock
 Notation: l_n the loss of example n, g_n = grad l_n its individual gradient, g = (1/N) sum_n g_n
 the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 
-Per-example gradients come from the training backward itself, through
-`extensions.collect(BatchGrad(), ...)` (BackPACK's semantics: grad_batch_n = g_n / N), so a
-recorded step costs little more than an unrecorded one. Where tinygrad_opt.extensions is not
+Per-example numbers come from the training backward itself, through `extensions.collect`:
+|g_n|^2 from BatchL2, g_n^T g from BatchDotGrad, sum_n g_n^2 from SumGradSquared (BackPACK's
+semantics: each carries the mean's 1/N), none of which forms the (N, P) block of individual
+gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where tinygrad_opt.extensions is not
 available, or with per_example="loop", they are computed with one backward per example (exact,
 slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
 graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
@@ -80,13 +81,34 @@ class GradHist1d(Quantity):
     parameter with more than `max_elements` values in its (N, *shape) block is binned on every
     k-th value, k = size // max_elements, each counting k times: the shape of the distribution
     at a bounded cost (exact below the limit).
+
+    +-- Cockpit ---------------------------------------------------------------------------+
+    | every tracked step, from the full per-example gradients (BackPACK's BatchGrad)        |
+    +-- here -------------------------------------------------------------------------------+
+    | the same histogram on the first recorded step and then every `every`-th recorded one |
+    | (None in between); only those steps form the (N, P) per-example block, the others    |
+    | take the per-example scalars from BatchL2 / BatchDotGrad. every=1 is Cockpit's.       |
+    +---------------------------------------------------------------------------------------+
+    The (N, P) block costs about one more training step; binning it every 8th step keeps the
+    economy preset cheap enough to leave on, and the histogram drifts slowly.
     """
     needs = ("batch_grad",)
 
-    def __init__(self, bins=41, max_elements=4096):
-        self.bins, self.max_elements = int(bins), int(max_elements)
+    def __init__(self, bins=41, max_elements=4096, every=8):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"GradHist1d: every must be a positive int, got {every!r}")
+        self.bins, self.max_elements, self.every = int(bins), int(max_elements), every
+        self._calls = 0
+
+    def due(self):
+        """Whether the next recorded step is binned: the first, then every `every`-th."""
+        return self._calls % self.every == 0
 
     def compute(self, b):
+        due = self.due()
+        self._calls += 1
+        if not due:
+            return None
         parts = [b.scale * a.reshape(-1)[::max(1, a.size // self.max_elements)]
                  for a in b.individual]
         top = max(max(float(a.max()), -float(a.min())) for a in parts) or 1.0
@@ -331,6 +353,7 @@ class Batch:
     """
     individual = sq = dots = sgs = diag_h = None
     scale = 1.0
+    hist = False                # whether this step forms the (N, P) block (GradHist1d is due)
     update_norm = distance = hess_trace = hess_max_ev = math.nan
 
 
@@ -352,8 +375,9 @@ def _extensions():
     return extensions
 
 
-def _sqnorm(a):
-    return float((a * a).sum())
+def _dot(a, b):
+    """<a, b> over all elements, one BLAS call (vdot flattens; NumPy and CuPy alike)."""
+    return float(backend.xp_of(a).vdot(a, b))
 
 
 class _StepContext:
@@ -435,6 +459,8 @@ class Instruments(Callback):
             self._batch = Batch()
             self._batch.step = step
             self._batch.recorded = bool(self._due(step))
+            self._batch.hist = self._batch.recorded and any(
+                q.due() for q in self.quantities if "batch_grad" in q.needs)
             return _StepContext(self, run, xb, yb)
         return None
 
@@ -444,8 +470,9 @@ class Instruments(Callback):
             return
         b.loss = float(info.loss)
         s = [p.data - t for p, t in zip(self._params, b.before)]
-        b.update_norm = math.sqrt(sum(_sqnorm(x) for x in s))
-        b.distance = math.sqrt(sum(_sqnorm(p.data - t) for p, t in zip(self._params, self._theta0)))
+        b.update_norm = math.sqrt(sum(_dot(x, x) for x in s))
+        d = [p.data - t for p, t in zip(self._params, self._theta0)]
+        b.distance = math.sqrt(sum(_dot(x, x) for x in d))
         self._finish_alpha(b)
         if not b.recorded:
             return
@@ -453,7 +480,7 @@ class Instruments(Callback):
         for q in self.quantities:
             self.history[q.name].append(q.compute(b))
         if "Alpha" in self.history:
-            slope = sum(float((gi * si).sum()) for gi, si in zip(b.grad_arrays, s))
+            slope = sum(_dot(gi, si) for gi, si in zip(b.grad_arrays, s))
             self._alpha_pending = (len(self.history["step"]) - 1, b.loss, slope, s)
 
     # ---- measurement
@@ -464,15 +491,18 @@ class Instruments(Callback):
         self._alpha_pending = None
         if b.step != self.history["step"][row] + 1:
             return
-        slope1 = sum(float((gi * si).sum()) for gi, si in zip(b.grad_arrays, s))
+        slope1 = sum(_dot(gi, si) for gi, si in zip(b.grad_arrays, s))
         self.history["Alpha"][row] = Alpha.fit(loss0, slope0, b.loss, slope1)
 
     def _extension_quantities(self):
         ext = self._ext
         if ext is None or self._batch is None or not self._batch.recorded:
             return []
-        wanted = []
-        if "per_example" in self._needs or "batch_grad" in self._needs:
+        # per-example scalars without the (N, P) block; the block only for a histogram step
+        wanted = [q for need, q in (("sq", ext.BatchL2), ("dots", ext.BatchDotGrad),
+                                    ("sgs", ext.SumGradSquared)) if need in self._needs]
+        wanted = [q() for q in wanted]
+        if self._batch.hist:
             wanted.append(ext.BatchGrad())
         if "diag_h" in self._needs:
             wanted.append(ext.DiagGGN())
@@ -487,9 +517,11 @@ class Instruments(Callback):
         if not b.recorded:
             return
         b.grad = [backend.to_numpy(g).astype(np.float64) for g in b.grad_arrays]
-        b.gg = sum(float((g * g).sum()) for g in b.grad)
+        b.gg = sum(_dot(g, g) for g in b.grad)
         b.n = int(ctx.xb.shape[0])
-        if "per_example" in self._needs or "batch_grad" in self._needs:
+        if self._ext is not None:
+            self._from_extensions(b)
+        elif "per_example" in self._needs or "batch_grad" in self._needs:
             b.individual, b.scale = self._individual(ctx)
             flat = [g.reshape(b.n, -1) for g in b.individual]
             s2 = b.scale * b.scale          # in the gradients' dtype, scaled and summed in float64
@@ -509,20 +541,35 @@ class Instruments(Callback):
         if "hvp" in self._needs:
             b.hess_trace, b.hess_max_ev = self._hess
 
+    def _from_extensions(self, b):
+        """sq, dots, sgs from the backward's BatchL2 / BatchDotGrad / SumGradSquared, which carry
+        the mean's 1/N (g_n = N grad_batch_n); the (N, P) block only on a histogram step."""
+        n = float(b.n)
+
+        def host(p, attr):
+            a = getattr(p, attr, None)
+            if a is None:
+                raise RuntimeError(f"Instruments: extensions.collect gave no {attr} for a "
+                                   f"parameter of shape {p.shape}")
+            return a.data
+
+        def summed(attr):           # over the parameters, in float64 on the host
+            return sum(backend.to_numpy(host(p, attr)).astype(np.float64) for p in self._params)
+        if "sq" in self._needs:
+            b.sq = n * n * summed("batch_l2")
+        if "dots" in self._needs:
+            b.dots = n * summed("batch_dot_grad")
+        if "sgs" in self._needs:
+            b.sgs = [n * n * backend.to_numpy(host(p, "sum_grad_squared")).astype(np.float64)
+                     for p in self._params]
+        if b.hist:                  # in the parameters' dtype, as the loop's
+            b.individual = [backend.to_numpy(p.grad_batch.data) for p in self._params]
+            b.scale = n
+
     def _individual(self, ctx):
-        """(arrays, scale): per parameter a host array (N, *shape) in the parameters' dtype
-        whose rows times scale are the g_n."""
+        """(arrays, 1.0): per parameter a host array (N, *shape) of the g_n, one backward per
+        example (per_example="loop")."""
         n = int(ctx.xb.shape[0])
-        if self._ext is not None:
-            out = []
-            for p in self._params:
-                gb = getattr(p, "grad_batch", None)
-                if gb is None:
-                    raise RuntimeError("Instruments: extensions.collect gave no grad_batch for a "
-                                       f"parameter of shape {p.shape}")
-                gb = gb.data if isinstance(gb, Tensor) else gb
-                out.append(gb if backend.xp_of(gb) is np else backend.to_numpy(gb))
-            return out, float(n)                          # g_n = N grad_batch_n
         run = ctx.run
         out = [np.empty((n,) + tuple(p.shape)) for p in self._params]
         with _same_random_stream():

@@ -219,7 +219,7 @@ def _dot_broadcast(g, vs, signs):
     """sum_i signs[i] <g, v_i> with each v_i broadcast against g (Add's and Sub's vjp_dot)."""
     total = None
     for i, v in vs.items():
-        t = (g * v).sum() if signs[i] > 0 else -(g * v).sum()
+        t = DotSum.apply(g, v if signs[i] > 0 else -v)
         total = t if total is None else total + t
     return total
 
@@ -360,10 +360,13 @@ class Pow(Function):
 
 
 def _pow_da(a, b):
-    """d(a^b)/da = b a^(b-1), and 0 where b == 0 (the formula gives 0 * inf at a = 0)."""
+    """d(a^b)/da = b a^(b-1), and 0 where a == b == 0 (the formula gives 0 * inf there).
+
+    Masking only that point keeps the mixed derivative d/db (b a^(b-1)) = a^(b-1) at b = 0,
+    a != 0 (1/a), which a mask on b == 0 alone would zero."""
     if type(b) in (int, float):
         return b * a ** (b - 1) if b != 0 else 0 * a
-    return where(_data(b) == 0, 0.0, b * a ** (b - 1))
+    return where((_data(b) == 0) & (_data(a) == 0), 0.0, b * a ** (b - 1))
 
 
 def _pow_db(a, b, out):
@@ -827,8 +830,9 @@ def compare(a, b, name):
 
 
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
-    ClassCrossEntropy, Linear, LinearDot, LinearReLU, LogSoftmax, Softmax, SoftmaxCrossEntropy,
-    Softplus, affine, linear, linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+    AddN, ClassCrossEntropy, ClassCrossEntropyGrad, DotSum, Linear, LinearDot, LinearReLU,
+    LogSoftmax, Softmax, SoftmaxCrossEntropy, Softplus, add_n, affine, bias_into_linear, linear,
+    linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
 from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
     Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
     var)

@@ -224,7 +224,8 @@ def plot_dashboard(history, path, title="Instruments"):
     the matplotlib Figure.
 
     Log scales where a positive series spans more than two decades; the gradient-test panels
-    draw the threshold 1; GradHist1d shows the first and the last recorded histogram.
+    draw the threshold 1; GradHist1d shows the first and the last recorded histogram
+    (steps it did not bin hold None).
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -269,7 +270,9 @@ def plot_dashboard(history, path, title="Instruments"):
 
 
 def _hist_panel(ax, hists, steps):
-    shown = [(0, "first"), (len(hists) - 1, "last")] if len(hists) > 1 else [(0, "")]
+    binned = [i for i, h in enumerate(hists) if h is not None]    # None: a step not binned
+    shown = [(binned[0], "first"), (binned[-1], "last")] if len(binned) > 1 else \
+        [(i, "") for i in binned]
     for i, label in shown:
         edges, counts = hists[i]
         ax.stairs(counts, edges, label=f"step {int(steps[i])} {label}".strip())

@@ -98,7 +98,8 @@ def mean(x, axis=None, keepdims=False):
         n = 1
         for a in axes:
             n *= x.shape[a]
-    return Sum.apply(x, axis=axis, keepdims=keepdims) * (1.0 / n)
+    # An empty reduction is NaN, as in NumPy and PyTorch (0 / 0), with an empty gradient.
+    return Sum.apply(x, axis=axis, keepdims=keepdims) * (1.0 / n if n else math.nan)
 
 
 def logsumexp(x, axis=None, keepdims=False):

@@ -16,7 +16,7 @@ class Tensor:
     __slots__ = ("data", "grad", "_requires_grad", "_node", "__weakref__",
                  # filled by extensions.collect on layer parameters; unset (AttributeError) otherwise
                  "grad_batch", "batch_l2", "sum_grad_squared", "variance", "diag_ggn",
-                 "diag_ggn_mc", "kfac")
+                 "diag_ggn_mc", "kfac", "batch_dot_grad")
     __hash__ = object.__hash__          # __eq__ is elementwise; dicts key tensors by identity
     __array_ufunc__ = None              # ndarray (op) Tensor defers to Tensor's reflected op
     __array_priority__ = 1000           # the same for CuPy, which looks at the priority
@@ -500,7 +500,8 @@ def _scaled(other, alpha):
 
 from . import engine, ops, versions  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
 
-Tensor.__add__, Tensor.__radd__ = engine.operator_methods(ops.Add, _operator.add)
+Tensor.__add__, Tensor.__radd__ = engine.operator_methods(
+    ops.Add, _operator.add, fuse=(ops.Linear, ops.bias_into_linear))
 Tensor.__sub__, Tensor.__rsub__ = engine.operator_methods(ops.Sub, _operator.sub)
 Tensor.__mul__, Tensor.__rmul__ = engine.operator_methods(ops.Mul, _operator.mul)
 Tensor.__truediv__, Tensor.__rtruediv__ = engine.operator_methods(ops.Div, _operator.truediv)

@@ -138,3 +138,36 @@ def test_on_device(device, line_search):
         opt.step(closure)
     assert x.device == device
     np.testing.assert_allclose(x.numpy(), np.linalg.solve([[2, 1], [1, 20]], [2, -40]), atol=1e-8)
+
+
+
+def test_strong_wolfe_search_asks_for_a_sufficient_descent_next_direction():
+    # SciPy's extra condition: a point ends the search only if the PR+ direction from it,
+    # d1 = -g1 + beta d with beta = max((g1 - g0).g1 / |g0|^2, 0), has g1.d1 <= -0.01 |g1|^2.
+    # From d = -g0 and g1 = |g0| (-t u + s v) (u = g0/|g0|, v orthogonal, s = 1):
+    # beta = t^2 + t + 1 and g1.d1 / |g0|^2 = -(t^2 + 1) + t beta
+    def first_search(**kw):             # the options of the first step's line search
+        x, closure, _, _ = quadratic(n=2)
+        opt = ConjugateGradient([x], **kw)
+        captured, real = [], opt.line_search
+
+        def spy(name, phi, f0, df0, **options):
+            captured.append(options)
+            return real(name, phi, f0, df0, **options)
+        opt.line_search = spy
+        opt.step(closure)
+        return captured[0]
+
+    def g1(g0, t):
+        u = g0 / np.linalg.norm(g0)
+        return np.linalg.norm(g0) * (-t * u + np.array([-u[1], u[0]]))
+    options = first_search()
+    accept, g0 = options["accept"], options["grad0"]
+    assert accept(1.0, g1(g0, 0.6))         # g1.d1 = -0.184 |g0|^2: ratio 0.135
+    assert not accept(1.0, g1(g0, 0.68))    # descent, but ratio 0.0038 < 0.01
+    assert not accept(1.0, g1(g0, 1.0))     # not descent at all
+    # Fletcher-Reeves: Powell's test restarts at -g1 there, which is always sufficient
+    options = first_search(beta="fletcher-reeves")
+    assert options["accept"](1.0, g1(options["grad0"], 1.0))
+    # no condition where the next step restarts anyway (restart=1: every step is -g)
+    assert "accept" not in first_search(restart=1)

@@ -144,3 +144,20 @@ def test_cubic_interpolation_is_exact_for_a_cubic():
 
 def test_line_searches_by_name():
     assert LINE_SEARCHES == {"strong_wolfe": strong_wolfe, "armijo": backtracking_armijo}
+
+
+def test_strong_wolfe_accept_is_one_more_condition():
+    # phi = (a - 1)^2 from alpha = 0.2: strong Wolfe (c2 = 0.9) already holds there; with
+    # accept asking for alpha >= 0.5 the search extrapolates to the cubic's (here the
+    # parabola's) minimizer 1 instead, and accept sees each candidate's alpha and gradient
+    f, df = (lambda a: (a - 1) ** 2), (lambda a: 2 * (a - 1))
+    res = strong_wolfe(scalar_phi(f, df), 1.0, -2.0, alpha=0.2)
+    assert res.alpha == 0.2 and res.evals == 1 and res.success
+    seen = []
+
+    def accept(a, g):
+        seen.append((a, g))
+        return a >= 0.5
+    res = strong_wolfe(scalar_phi(f, df), 1.0, -2.0, alpha=0.2, accept=accept)
+    assert res.alpha == pytest.approx(1.0) and res.evals == 2 and res.success
+    assert seen[0] == (0.2, pytest.approx(-1.6)) and seen[1][1] == pytest.approx(0.0, abs=1e-12)

@@ -4,6 +4,7 @@ from .closure import ClosureOptimizer, finite
 BETAS = ("polak-ribiere", "fletcher-reeves")
 LINE_SEARCHES = ("strong_wolfe", "armijo", "exact")
 POWELL_RESTART = 0.2        # restart when |g_k . g_{k-1}| >= 0.2 |g_k|^2 (N&W eq. 5.52)
+SUFFICIENT_DESCENT = 0.01   # the line search seeks g_{k+1} . d_{k+1} <= -0.01 |g_{k+1}|^2 (SciPy)
 
 
 class ConjugateGradient(ClosureOptimizer):
@@ -18,7 +19,10 @@ class ConjugateGradient(ClosureOptimizer):
                Fletcher-Reeves when successive gradients are far from orthogonal,
                |g_t . g_{t-1}| >= 0.2 |g_t|^2 (Powell's restart test, N&W eq. 5.52: without
                it FR can crawl with tiny steps for many iterations).
-               line_search: 'strong_wolfe' (c1=1e-4, c2=0.4 as in SciPy), 'armijo', or
+               line_search: 'strong_wolfe' (c1=1e-4, c2=0.4 as in SciPy; like SciPy's CG it
+               also asks that the next direction be a sufficient descent one,
+               g_{t+1}.d_{t+1} <= -0.01 |g_{t+1}|^2, and searches on where it is not, instead
+               of restarting there), 'armijo', or
                'exact', which takes alpha = -g^T d / d^T H d from one Hessian-vector product:
                the exact minimizer on a quadratic, where CG then ends in at most n steps.
 
@@ -41,6 +45,18 @@ class ConjugateGradient(ClosureOptimizer):
                                       c1=c1, c2=c2, max_ls=max_ls))
         self.check_line_search(line_search, LINE_SEARCHES)
 
+    @staticmethod
+    def _direction(beta_rule, g, g_prev, d_prev, xp):
+        """-g + beta d_prev, or None where Fletcher-Reeves restarts by Powell's test."""
+        gg, gg_prev = float(xp.dot(g, g)), float(xp.dot(g_prev, g_prev))
+        if beta_rule == "fletcher-reeves":
+            if abs(float(xp.dot(g, g_prev))) >= POWELL_RESTART * gg:
+                return None
+            beta = gg / gg_prev
+        else:
+            beta = max(float(xp.dot(g - g_prev, g)) / gg_prev, 0.0)
+        return -g + beta * d_prev
+
     def step(self, closure=None):
         """One CG direction and line search along it; returns the loss before the step."""
         group = self.param_groups[0]
@@ -60,15 +76,8 @@ class ConjugateGradient(ClosureOptimizer):
         if d_prev is None or k >= (group["restart"] or g.size):
             d, k = -g, 0
         else:
-            gg_prev = float(xp.dot(g_prev, g_prev))
-            powell = False
-            if group["beta"] == "fletcher-reeves":
-                beta = gg / gg_prev
-                powell = abs(float(xp.dot(g, g_prev))) >= POWELL_RESTART * gg
-            else:
-                beta = max(float(xp.dot(g - g_prev, g)) / gg_prev, 0.0)
-            d = -g + beta * d_prev
-            if powell or float(xp.dot(g, d)) >= 0:  # restart: Powell's test, or not descent
+            d = self._direction(group["beta"], g, g_prev, d_prev, xp)
+            if d is None or float(xp.dot(g, d)) >= 0:   # restart: Powell's test, or not descent
                 d, k = -g, 0
         gd = float(xp.dot(g, d))
         if exact:
@@ -91,6 +100,15 @@ class ConjugateGradient(ClosureOptimizer):
             options = dict(alpha=alpha0, c1=group["c1"], max_evals=group["max_ls"], grad0=g)
             if group["line_search"] == "strong_wolfe":
                 options["c2"] = group["c2"]
+                if k + 1 < (group["restart"] or g.size):
+                    # SciPy's extra condition: end the search only where the next direction
+                    # is a sufficient descent one, g'.d' <= -0.01 |g'|^2 (else search on);
+                    # a Powell restart's -g' always is
+                    def accept(_, g1, d=d, beta=group["beta"]):
+                        d1 = self._direction(beta, g1, g, d, xp)
+                        return d1 is None or \
+                            float(xp.dot(g1, d1)) <= -SUFFICIENT_DESCENT * float(xp.dot(g1, g1))
+                    options["accept"] = accept
             res = self.line_search(group["line_search"], obj.phi(x, d), f, gd, **options)
             alpha = res.alpha
             x_new = x + alpha * d

@@ -43,7 +43,7 @@ def backtracking_armijo(phi, f0, df0, alpha=1.0, c1=1e-4, rho=0.5, max_evals=30,
 
 
 def strong_wolfe(phi, f0, df0, alpha=1.0, c1=1e-4, c2=0.9, max_evals=25, alpha_max=1e10,
-                 grad0=None):
+                 grad0=None, accept=None):
     """Step satisfying the strong Wolfe conditions: bracketing then zoom (N&W Alg. 3.5 and 3.6).
 
     c2 = 0.9 suits quasi-Newton directions, c2 = 0.1 nonlinear CG. If max_evals runs out, the
@@ -52,6 +52,9 @@ def strong_wolfe(phi, f0, df0, alpha=1.0, c1=1e-4, c2=0.9, max_evals=25, alpha_m
     compares the trapezoid estimate phi(0) + alpha (phi'(0) + phi'(alpha)) / 2 instead
     (exact for a quadratic: the idea of Hager & Zhang's approximate Wolfe conditions, 2005),
     so the exact slopes still drive it. The returned value is always the computed loss.
+    accept(alpha, grad) -> bool, if given, is one more condition a point needs to end the
+    search (SciPy's `extra_condition`); a point meeting Wolfe but not it is treated like one
+    failing the curvature condition, so the search goes on.
     """
     _check_descent("strong_wolfe", f0, df0)
     if not 0 < c1 < c2 < 1 or not alpha > 0:
@@ -59,7 +62,9 @@ def strong_wolfe(phi, f0, df0, alpha=1.0, c1=1e-4, c2=0.9, max_evals=25, alpha_m
                          f"got c1={c1}, c2={c2}, alpha={alpha}")
     if max_evals < 1:
         raise ValueError(f"strong_wolfe: max_evals must be at least 1, got {max_evals}")
-    res = _search(_resolve_rounding(phi, f0, df0), f0, df0, alpha, c1, c2, max_evals,
+    def done(point):                            # strong curvature (and accept) at point
+        return abs(point[2]) <= -c2 * df0 and (accept is None or accept(point[0], point[3][0]))
+    res = _search(_resolve_rounding(phi, f0, df0), f0, df0, alpha, c1, done, max_evals,
                   alpha_max, (grad0, f0))
     g, f = res.grad
     return res._replace(value=f, grad=g)
@@ -78,7 +83,7 @@ def _resolve_rounding(phi, f0, df0):
     return smooth
 
 
-def _search(phi, f0, df0, alpha, c1, c2, max_evals, alpha_max, grad0):
+def _search(phi, f0, df0, alpha, c1, done, max_evals, alpha_max, grad0):
     """N&W Alg. 3.5: bracket a step with sufficient decrease, then zoom."""
     prev = (0.0, f0, df0, grad0)
     evals = 0
@@ -87,11 +92,11 @@ def _search(phi, f0, df0, alpha, c1, c2, max_evals, alpha_max, grad0):
         evals += 1
         cur = (alpha, f, df, g)
         if not f <= f0 + c1 * alpha * df0 or (evals > 1 and f >= prev[1]):
-            return _zoom(phi, f0, df0, prev, cur, c1, c2, evals, max_evals)
-        if abs(df) <= -c2 * df0:
+            return _zoom(phi, f0, df0, prev, cur, c1, done, evals, max_evals)
+        if done(cur):
             return LineSearchResult(alpha, f, df, g, evals, True)
         if df >= 0:                             # passed a minimizer: it lies in [prev, alpha]
-            return _zoom(phi, f0, df0, cur, prev, c1, c2, evals, max_evals)
+            return _zoom(phi, f0, df0, cur, prev, c1, done, evals, max_evals)
         if alpha >= alpha_max:
             break
         # still going down: extrapolate to the cubic's minimizer, kept within [2, 10] * alpha
@@ -102,7 +107,7 @@ def _search(phi, f0, df0, alpha, c1, c2, max_evals, alpha_max, grad0):
     return LineSearchResult(*cur, evals, False)     # sufficient decrease, curvature not met
 
 
-def _zoom(phi, f0, df0, lo, hi, c1, c2, evals, max_evals):
+def _zoom(phi, f0, df0, lo, hi, c1, done, evals, max_evals):
     """N&W Alg. 3.6: shrink [lo, hi] (lo: lowest value with sufficient decrease so far, and
     phi'(lo) (hi - lo) < 0) until a point satisfies the strong Wolfe conditions."""
     while evals < max_evals and abs(hi[0] - lo[0]) > 1e-12 * max(abs(hi[0]), abs(lo[0])):
@@ -112,7 +117,7 @@ def _zoom(phi, f0, df0, lo, hi, c1, c2, evals, max_evals):
         if not f <= f0 + c1 * a * df0 or f >= lo[1]:
             hi = (a, f, df, g)
         else:
-            if abs(df) <= -c2 * df0:
+            if done((a, f, df, g)):
                 return LineSearchResult(a, f, df, g, evals, True)
             if df * (hi[0] - lo[0]) >= 0:
                 hi = lo
