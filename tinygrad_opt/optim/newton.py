@@ -120,17 +120,9 @@ class Newton(ClosureOptimizer):
             lm.lam = -lo + FLOOR * scale
         for tries in range(MAX_TRIES):
             step = -lr * (Q @ (gq / (lam_h + lm.lam)))
-            slope, sHs = float(g @ step), float(step @ (H @ step))
-            pred = slope + 0.5 * sHs
-            obj.set(x + step)
-            trial = obj.hvp_operator()
-            rho = _ratio(f, trial.loss, pred)
-            state.update(rho=rho, rejected=tries)
-            if rho >= ETA:
-                lm.accept(rho)
-                self.remember(closure, x + step, trial.loss, trial.grad, trial)
+            if _lm_trial(self, closure, obj, x, f, step, float(g @ step),
+                         float(step @ (H @ step)), lm, scale, tries):
                 break
-            lm.reject(f, trial.loss, slope, sHs / float(step @ step), scale)
         else:
             obj.set(x)
             self.remember(closure, x, f, g, op)
@@ -232,23 +224,30 @@ class NewtonCG(ClosureOptimizer):
             state["cg_iters"] += iters
             if scale is None:                   # curvature scale: |d.H.d| / d.d of the first solve
                 scale = max(abs(float(xp.dot(d, Hd))) / max(float(xp.dot(d, d)), 1e-300), 1e-300)
-            step = lr * d
-            slope, dHd = lr * float(xp.dot(g, d)), float(xp.dot(d, Hd))
-            pred = slope + 0.5 * lr * lr * dHd
-            obj.set(x + step)
-            trial = obj.hvp_operator()
-            rho = _ratio(f, trial.loss, pred)
-            state.update(rho=rho, rejected=tries)
-            if rho >= ETA:
-                lm.accept(rho)
-                self.remember(closure, x + step, trial.loss, trial.grad, trial)
+            if _lm_trial(self, closure, obj, x, f, lr * d, lr * float(xp.dot(g, d)),
+                         lr * lr * float(xp.dot(d, Hd)), lm, scale, tries):
                 break
-            lm.reject(f, trial.loss, slope, dHd / float(xp.dot(d, d)), scale)
         else:
             obj.set(x)
             self.remember(closure, x, f, g, op)
         self.count_evals(obj)
         return f
+
+
+def _lm_trial(opt, closure, obj, x, f, step, slope, curv, lm, scale, tries):
+    """Try x + step against the quadratic model f + slope + curv / 2 (curv = step.H.step):
+    keep it and relax the damping when rho >= ETA (True), else raise the damping from the
+    curvature along the step (False; the caller restores x after the last try)."""
+    obj.set(x + step)
+    trial = obj.hvp_operator()
+    rho = _ratio(f, trial.loss, slope + 0.5 * curv)
+    opt.flat_state.update(rho=rho, rejected=tries)
+    if rho >= ETA:
+        lm.accept(rho)
+        opt.remember(closure, x + step, trial.loss, trial.grad, trial)
+        return True
+    lm.reject(f, trial.loss, slope, curv / float(step @ step), scale)
+    return False
 
 
 def _damped_cg(xp, hvp, g, lm, tol, max_iter, max_restarts=10):
