@@ -238,6 +238,7 @@ def test_presets_and_bad_arguments():
 
 
 def test_dashboard_writes_a_readable_png(tmp_path):
+    pytest.importorskip("matplotlib")
     inst, _, _ = train(["Loss", "GradHist1d", "NormTest", "Alpha"])
     path = tmp_path / "dash.png"
     dashboard(inst.history, path)

@@ -58,6 +58,7 @@ def test_surface_study_on_a_convex_problem_has_no_barrier():
 
 
 def test_pictures(tmp_path):
+    pytest.importorskip("matplotlib")
     X, y, model = tiny()
     Xb, yb = studies.fixed_batch((X, y), 30)
     spec = studies.SpectrumRecorder(Xb, yb, n_iter=8)
@@ -80,6 +81,7 @@ def _setup(epochs=2):
 
 @pytest.mark.slow
 def test_command_runs_write_their_files(tmp_path):
+    pytest.importorskip("matplotlib")
     import csv
     s = _setup()
     headers, rows = studies.instruments_run(s, tmp_path, quantities=["Loss", "NormTest",

@@ -20,10 +20,10 @@ def cmd_benchmark(args):
     from .executors import DaskExecutor, LocalExecutor
     from .report import write_report
     from .runner import run_benchmark
-    require("matplotlib", "the benchmark's pictures")
     need = [p for p in args.problems if get_problem(p).needs_data_dir]
-    if need and not args.data_dir:
+    if need and not args.data_dir:      # the command's own mistake first, then what is missing
         raise UsageError(f"problem {need[0]} needs --data-dir DIR (the folder with the MNIST files)")
+    require("matplotlib", "the benchmark's pictures")
     try:
         executor = DaskExecutor(args.scheduler) if args.scheduler else LocalExecutor(args.workers)
     except (OSError, TimeoutError, ValueError) as e:
