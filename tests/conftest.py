@@ -43,3 +43,14 @@ settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True
 settings.register_profile("long", max_examples=1000, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("TINYGRAD_OPT_HYPOTHESIS_PROFILE", "ci"))
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of the command line's main(argv), whether it returns or exits."""
+    from tinygrad_opt import cli
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tinygrad_opt import backend, cli, optim, serialization
+from conftest import run_cli as run
 
 pytest.importorskip("matplotlib")
 
@@ -20,16 +21,6 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", 
 ONE_THREAD = {**ENV, **dict.fromkeys(["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                        "MKL_NUM_THREADS"], "1")}     # starts once, no re-exec
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(capsys, *argv):
-    """(exit status, stdout, stderr) of main(argv), whether it returns or exits."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err, *words):

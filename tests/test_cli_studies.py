@@ -3,21 +3,12 @@ import csv
 
 import pytest
 
-from tinygrad_opt import cli
+from conftest import run_cli as run
 
 pytest.importorskip("matplotlib")
 
 QUICK = ["--quick", "--data", "spirals", "--progress", "none"]     # no scikit-learn
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def run(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rows(out, first_header):
