@@ -110,9 +110,10 @@ def _dataset(name, data_dir):
 
 
 def data_keys(tasks):
-    """The (data set, data_dir) keys the tasks train on, in first-use order."""
+    """The (data set, data_dir) keys the tasks train on, in first-use order (items that are
+    not benchmark tasks need none)."""
     return list(dict.fromkeys(_data_key(t.problem, t.data_dir) for t in tasks
-                              if t.problem in _CLASSIFIERS))
+                              if getattr(t, "problem", None) in _CLASSIFIERS))
 
 
 def load_data(keys):
