@@ -101,8 +101,9 @@ class HessianFree(ClosureOptimizer):
     lambda used), cg_iters, iterate (the backtracked CG iteration), alpha and products (the
     G v products, warm start included).
     Arrays stay on the parameters' device. The host reads, per update: one copy of three
-    scalars per CG iteration (CG's step and stop need them), one before CG, one for rho and
-    Armijo, and the loss of each evaluation (`tests/optim/test_hessianfree.py` counts them).
+    scalars per CG iteration (CG's step and stop need them; one more for an iteration that
+    finds no curvature and stops), one before CG, one for rho and Armijo, and the loss of
+    each evaluation (`tests/optim/test_hessianfree.py` counts them).
     """
 
     def __init__(self, params, lr=1.0, damping=45.0, cg_max_iter=250, cg_min_iter=10,
