@@ -158,6 +158,21 @@ def test_martens_cg_with_damping_preconditioner_and_warm_start_solves_the_damped
     np.testing.assert_allclose(d, exact, rtol=1e-8)
 
 
+def test_martens_cg_stops_at_a_direction_without_curvature(monkeypatch):
+    # A = diag(2, -1): the first direction p = -g = (-1, -1/2) has p.A p = 2 - 1/4 > 0, so
+    # d_1 = -(p.p / p.A p) g = -(5/4)/(7/4) (1, 1/2); the next direction has p.A p <= 0 and
+    # CG stops there with d_1, after one host read before the loop and one per iteration.
+    from test_no_host_transfer import no_host_transfers
+    A = np.diag([2.0, -1.0])
+    g = np.array([1.0, 0.5])
+    with no_host_transfers(monkeypatch, allow=("backend.to_numpy",)) as reads:
+        d, qs, saved, iters = _martens_cg(np, lambda v: A @ v, g, 0.0, None, None, cg_group())
+    assert iters == 1 and reads["backend.to_numpy"] == 3
+    np.testing.assert_allclose(d, -(5 / 7) * g, rtol=1e-15)
+    assert [i for i, _ in saved] == [1]
+    np.testing.assert_allclose(qs[1], g @ d + 0.5 * d @ A @ d, rtol=1e-15)
+
+
 def test_damping_follows_the_reduction_ratio_and_the_loss_never_rises():
     model, closure = mlp_problem()
     opt = HessianFree(model.parameters(), damping=1e-4, precondition=False)
