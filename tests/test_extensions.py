@@ -477,6 +477,29 @@ def test_collect_nests_and_restores():
     assert engine._grad.collect is None
 
 
+def test_a_collecting_step_leaves_no_garbage_cycles():
+    """The pass and its plan are freed by reference counting when the backward ends: no
+    cycle is left for the collector (which would keep the graph's nodes alive until it runs)."""
+    import gc
+    model = _model("fused", np.float64)
+    X, t = _data(3, "ce", np.float64)
+    qs = (ext.BatchL2(), ext.Variance(), ext.SumGradSquared(), ext.DiagGGN(), ext.KFAC())
+    with ext.collect(*qs):
+        F.cross_entropy(model(tg.Tensor(X)), t).backward()
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            model.zero_grad()
+            with ext.collect(*qs):
+                F.cross_entropy(model(tg.Tensor(X)), t).backward()
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
+
+
 def test_a_backward_gradient_scales_every_quantity():
     """loss.backward(c) differentiates c * loss: grad_batch scales by c, the GGN by c, the
     sampled factors by c too (same seed); a negative c has no GGN factor and raises."""

@@ -281,7 +281,7 @@ class _Pass:
 
     def __init__(self, plan):
         self.plan = plan
-        self.nodes = {}             # node -> handler, for every node between loss and parameters
+        self.nodes = {}             # node -> handler (a plain function: no cycle through self)
         self.params = {}            # parameter Tensor -> (node, slot) of its single use
         self.factors = {}           # node -> factor S (C, N, out) of its output, while pending
         self.streams = {}           # stream key -> slice of the columns of S
@@ -291,7 +291,7 @@ class _Pass:
     def walk(self, out_node):
         """Check every node from the prediction down to the parameters; record their handlers."""
         plan, nodes, layers, params = self.plan, self.nodes, self.layers, self.params
-        layer, elementwise = self.layer, self.elementwise
+        layer, elementwise = _Pass.layer, _Pass.elementwise
         stack = [out_node]
         while stack:
             n = stack.pop()
@@ -383,7 +383,7 @@ class _Pass:
         handler = self.nodes.get(n)
         if handler is None:
             return n.backward(n, g)
-        return handler(n, g)
+        return handler(self, n, g)
 
     def elementwise(self, n, g):
         grads = n.backward(n, g)
@@ -443,8 +443,8 @@ class _Pass:
         g2 = g * g if plan.squares_first else None
         q = plan.batch_grad
         if q is not None:
-            if pW is not None:                  # multiply, not einsum: ~20% faster in NumPy
-                _store(pW, q, xp.multiply(g[:, :, None], x[:, None, :]))
+            if pW is not None:
+                _store(pW, q, xp.einsum("no,ni->noi", g, x))
             if pb is not None:
                 _store(pb, q, g.copy())
         q = plan.batch_l2
