@@ -159,8 +159,9 @@ def test_batch_l2_without_grad_batch_and_single_quantities():
                                     (ext.BatchL2, ext.SumGradSquared), (ext.BatchGrad, ext.BatchL2)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_each_subset_of_first_order_quantities(subset, dtype):
-    """Each subset takes its own path (Variance alone from a pre-scaled product, BatchL2 with
-    or without x^2 at hand): the same values as the truth, and no attribute not asked for."""
+    """Each subset takes its own path (Variance alone from a pre-scaled product, with
+    SumGradSquared from its product): the same values as the truth, and no attribute not
+    asked for."""
     model = _model("fused", dtype)
     X, t = _data(5, "ce", dtype)
     truth = _per_example_loop(model, X, t, "ce", "mean")
