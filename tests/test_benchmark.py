@@ -198,8 +198,8 @@ def test_local_workers_start_once_with_the_data_and_one_blas_thread():
             os.kill(pid, 0)
     for pid, blas, data, sklearn, train in first + second:
         assert blas == "1" and train                               # one BLAS thread, imports done
-        assert data == [("digits", None), ("spirals", None)]       # sent at start-up, not reloaded
-        assert not sklearn                                         # the client read digits for them
+        assert data == [("digits", None), ("spirals", None)]       # loaded at start-up
+        assert not sklearn                                         # digits came from its file
     one = LocalExecutor(1, processes=True)
     assert one.processes and not LocalExecutor(1).processes and LocalExecutor(2).processes
     with one:

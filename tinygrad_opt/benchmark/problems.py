@@ -117,13 +117,9 @@ def data_keys(tasks):
 
 
 def load_data(keys):
-    """{key: data set} for `keys`, loaded once in this process (cached for later runs)."""
-    return {k: _dataset(*k) for k in keys}
-
-
-def install_data(datasets):
-    """Hold data sets loaded elsewhere ({key: data set}), so runs here do not load them."""
-    _DATA.update(datasets)
+    """Load the data sets `keys` in this process, once (later runs use them)."""
+    for k in keys:
+        _dataset(*k)
 
 
 def _run_classifier(problem, optimizer, hparams, seed, epochs, data_dir, out):
