@@ -10,6 +10,7 @@ import pytest
 
 from tinygrad_opt.benchmark import (LocalExecutor, Store, Task, get_problem, performance_profile,
                                     run_benchmark, settings, write_report)
+from tinygrad_opt.benchmark.executors import execute
 from tinygrad_opt.benchmark.report import cell_stats
 from tinygrad_opt.benchmark.runner import BenchmarkResult, Cell, quantiles, run_tasks
 from tinygrad_opt.optim.registry import get_spec
@@ -410,3 +411,11 @@ def test_mnist_problems_read_data_dir(tmp_path, name):
     r = get_problem(name).run("adam", {"lr": 0.01}, seed=0, epochs=3, data_dir=str(tmp_path))
     assert r["status"] == "ok" and len(r["metric"]) == 3 and r["metric"][-1] > 0.9
     assert r["steps"] == [10, 20, 30]                   # 300 samples in batches of 32
+
+
+@pytest.mark.slow
+def test_missing_data_fails_the_runs_not_the_workers(tmp_path):
+    tasks = [Task("mnist_logreg", "sgd", {"lr": 0.1}, s, 1, str(tmp_path)) for s in range(2)]
+    with LocalExecutor(2) as ex:
+        results = [r for _, r in ex.map(execute, tasks)]
+    assert [r["status"] for r in results] == ["failed: FileNotFoundError"] * 2

@@ -46,7 +46,10 @@ def _start_worker(data_keys):
     from .problems import load_data
     for m in _RUN_MODULES:
         importlib.import_module(m)
-    load_data(data_keys)
+    try:
+        load_data(data_keys)
+    except Exception:       # e.g. no MNIST files: each run that needs them fails as a result,
+        pass                # as in one process, instead of the whole pool breaking
 
 
 @contextlib.contextmanager
