@@ -307,8 +307,8 @@ def test_hvp_takes_the_array_rop_sweep_where_every_node_has_a_rule():
     """Linear, LinearReLU, ReLU and class cross-entropy have backward_jvp rules: hvp's default
     runs engine.tangent_backward on them (no graph of the backward), here with the input
     itself among the differentiated leaves and a bias-free layer; the dense Hessian times v,
-    and the double backward's and forward-over-reverse's products, agree. With tanh (no rule)
-    the sweep declines, and the default falls back to the double backward."""
+    and the double backward's and forward-over-reverse's products, agree. With a power and a
+    sum (no rule) the sweep declines, and the default falls back to the double backward."""
     from tinygrad_opt import engine
     rng = np.random.default_rng(8)
     y = rng.integers(0, 3, 6)
@@ -330,8 +330,8 @@ def test_hvp_takes_the_array_rop_sweep_where_every_node_has_a_rule():
         _, hv = autograd.hvp(f, params, v, mode=mode)
         np.testing.assert_allclose(_flatv(hv), expected, rtol=1e-10, atol=1e-12)
     x, W, b = params[:3]
-    tanh = (ops.linear(x, W, b).tanh() ** 2).sum()
-    assert engine.tangent_backward(tanh, {W: v[1], b: v[2]}) is None
+    power = (ops.linear(x, W, b).tanh() ** 2).sum()
+    assert engine.tangent_backward(power, {W: v[1], b: v[2]}) is None
 
 
 # ------------------------------------------------------------------ forward mode and the GGN
