@@ -454,7 +454,8 @@ def test_nothing_outside_collect():
 
 def test_collect_nests_and_restores():
     """An inner collect fills its own quantities and gives the outer one back on exit, also
-    on an error; one collect object may be entered again."""
+    on an error; one collect object may be entered again, also by another thread while it
+    is open in this one."""
     model = _model("fused", np.float64)
     X, t = _data(3, "ce", np.float64)
     outer, inner = ext.collect(ext.BatchL2()), ext.collect(ext.SumGradSquared())
@@ -468,6 +469,24 @@ def test_collect_nests_and_restores():
                 1 / 0
         F.cross_entropy(model(tg.Tensor(X)), t).backward()
         assert all(hasattr(p, "batch_l2") for p in model.parameters())
+        import threading
+        other = _model("relu_op", np.float64)
+        seen = []
+
+        def in_thread():
+            seen.append(engine._grad.collect)
+            with inner:
+                with outer:
+                    F.cross_entropy(other(tg.Tensor(X)), t).backward()
+                seen.append(engine._grad.collect)
+            seen.append(engine._grad.collect)
+        th = threading.Thread(target=in_thread)
+        th.start()
+        th.join()
+        assert seen == [None, inner._plan, None]
+        assert all(hasattr(p, "batch_l2") and not hasattr(p, "sum_grad_squared")
+                   for p in other.parameters())
+        assert engine._grad.collect is outer._plan
     assert engine._grad.collect is None
     with outer:
         model.zero_grad()

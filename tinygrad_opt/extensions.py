@@ -18,6 +18,7 @@ variance over n of these; the GGN factors carry the reduction too. Formulas per 
 and a worked example: docs/extensions.md.
 """
 import math
+import threading
 
 from . import autograd, backend, engine
 from .fused import ClassCrossEntropy, Linear, LinearReLU, _is_one, _relu_mask
@@ -105,7 +106,9 @@ class collect:
     """Fill the quantities' attributes on the layer parameters during each backward inside.
 
     Used as `with collect(*quantities):`; a plain class rather than a generator, since it is
-    entered once per training step (see benchmarks/README.md for what each step costs).
+    entered once per training step (see benchmarks/README.md for what each step costs). The
+    plan it replaces is kept per thread, so one collect object may be entered again, nested
+    or from several threads at once.
     """
 
     def __init__(self, *quantities):
@@ -119,17 +122,19 @@ class collect:
                 raise ValueError(f"collect: {q!r} and {seen[q.attr]!r} both fill p.{q.attr}")
             seen[q.attr] = q
         self._plan = _Plan(quantities) if quantities else None
-        self._prev = []
 
     def __enter__(self):
         state = engine._grad                # this thread's: other threads' passes are plain
-        self._prev.append(state.collect)
+        _replaced.__dict__.setdefault("stack", []).append(state.collect)
         state.collect = self._plan
         return self
 
     def __exit__(self, *exc):
-        engine._grad.collect = self._prev.pop()
+        engine._grad.collect = _replaced.stack.pop()
         return False
+
+
+_replaced = threading.local()           # per thread: the plans that open collects replaced
 
 
 # The ops collect knows: layers (Linear, LinearReLU: they own the parameters), activations
