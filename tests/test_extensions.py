@@ -620,6 +620,11 @@ def test_errors_name_the_op_and_the_quantity():
     _err(lambda: ext.collect(ext.BatchGrad).__enter__(), "BatchGrad()")
     _err(lambda: ext.collect(ext.BatchGrad(), ext.BatchGrad()).__enter__(), "grad_batch")
     _err(lambda: ext.DiagGGNMC(mc_samples=0), "mc_samples")
+    # a second backward through a freed graph: the engine's own message, not a crash
+    loss = F.cross_entropy(ops.linear(x, V), t)
+    with ext.collect(ext.BatchL2()):
+        loss.backward()
+        _err(loss.backward, "a second time", "retain_graph=True")
     assert engine._grad.collect is None
 
 

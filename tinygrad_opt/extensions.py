@@ -177,6 +177,8 @@ class _Plan:
         if len(roots) != 1 or roots[0]._node is None or roots[0].data.size != 1:
             raise RuntimeError(f"extensions.collect({self.names}): backward must start from a "
                                "scalar loss computed by cross_entropy or mse_loss")
+        if roots[0]._node.parents is None:          # a second backward: the engine's error
+            raise engine._freed_error(roots[0]._node)
         out_node, hessian = _loss(roots[0], self)
         p = _Pass(self)
         p.walk(out_node)
@@ -304,6 +306,8 @@ class _Pass:
                 continue
             cls = type(n)
             parents = n.parents
+            if parents is None:
+                raise engine._freed_error(n)
             if cls is LinearReLU or cls is Linear:
                 x = n.inputs[0]
                 if x.ndim != 2:
