@@ -156,7 +156,8 @@ def test_batch_l2_without_grad_batch_and_single_quantities():
 
 @pytest.mark.parametrize("subset", [(ext.SumGradSquared,), (ext.Variance,),
                                     (ext.SumGradSquared, ext.Variance), (ext.BatchL2, ext.Variance),
-                                    (ext.BatchL2, ext.SumGradSquared), (ext.BatchGrad, ext.BatchL2)])
+                                    (ext.BatchL2, ext.SumGradSquared),
+                                    (ext.BatchGrad, ext.BatchL2)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_each_subset_of_first_order_quantities(subset, dtype):
     """Each subset takes its own path (Variance alone from a pre-scaled product, with
@@ -171,7 +172,8 @@ def test_each_subset_of_first_order_quantities(subset, dtype):
     for p, gb in zip(model.parameters(), truth):
         gb = gb.astype(np.float64)
         want = {"grad_batch": gb, "batch_l2": (gb.reshape(5, -1) ** 2).sum(1),
-                "sum_grad_squared": (gb ** 2).sum(0), "variance": (gb ** 2).mean(0) - gb.mean(0) ** 2}
+                "sum_grad_squared": (gb ** 2).sum(0),
+                "variance": (gb ** 2).mean(0) - gb.mean(0) ** 2}
         asked = {q.attr for q in subset}
         for attr, value in want.items():
             if attr not in asked:

@@ -200,7 +200,8 @@ def _loss(loss, plan):
     if kind == "cross_entropy" and (type(r.node) is ClassCrossEntropy or not r.node.rows):
         node = r.node
         if not r.constant_target():
-            raise RuntimeError(f"extensions.collect({plan.names}): cross-entropy targets require grad")
+            raise RuntimeError(f"extensions.collect({plan.names}): cross-entropy targets "
+                               "require grad")
         if type(node) is ClassCrossEntropy or _is_one(node.row_sums):
             w = None                                    # each row of the targets sums to 1
         else:
