@@ -281,13 +281,13 @@ class _Pass:
                 if x.ndim != 2:
                     raise RuntimeError(f"extensions.collect({names}): {cls.__name__} needs "
                                        f"(N, in_features) inputs, got shape {tuple(x.shape)}")
-                self.nodes[n] = self.layer
+                self.nodes[n] = _Pass.layer
                 self._use(n, 1, names)
                 self._use(n, 2, names)
             elif cls in _ELEMENTWISE:
                 if cls is Mul:
                     self._check_mul(n, names)
-                self.nodes[n] = self.elementwise
+                self.nodes[n] = _Pass.elementwise
             else:
                 raise RuntimeError(_unsupported(n, names))
             for i, p in enumerate(n.parents):
@@ -350,10 +350,12 @@ class _Pass:
 
     # ------------------------------------------------------------------ running
     def __call__(self, n, g):
+        # self.nodes holds plain functions: bound methods there would make a reference cycle
+        # (pass -> dict -> method -> pass) that only the cyclic collector frees, every step
         handler = self.nodes.get(n)
         if handler is None:
             return n.backward(n, g)
-        return handler(n, g)
+        return handler(self, n, g)
 
     def elementwise(self, n, g):
         grads = n.backward(n, g)
