@@ -5,6 +5,7 @@ Tensor.numpy/item/tolist and the number conversions) raise, and CuPy's synchroni
 detector, where this CuPy still has it, raises on any device-to-host copy (ndarray.get,
 cupy.asnumpy, int(array), ...). Skipped without CuPy and a GPU.
 """
+import collections
 import contextlib
 
 import numpy as np
@@ -37,23 +38,51 @@ def _refuse(what):
 
 
 @contextlib.contextmanager
-def no_host_transfers(monkeypatch):
-    """Make every way to the host raise inside the block."""
-    import cupy
+def no_host_transfers(monkeypatch, allow=()):
+    """Make every way to the host raise inside the block.
+
+    The doors named in `allow` ("backend.to_numpy", "Tensor.item", ...) stay open and are
+    counted: the block gets a Counter of their calls, so a test can state exactly how many
+    host reads a step makes. Without CuPy only the project's doors are watched (a CPU run
+    counts the reads through them but cannot prove there are no others).
+    """
+    try:
+        import cupy
+    except ImportError:
+        cupy = None
+    reads = collections.Counter()
+
+    def door(m, owner, name, what):
+        if what not in allow:
+            m.setattr(owner, name, _refuse(what))
+            return
+        original = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            reads[what] += 1
+            with _synchronize_allowed(True):
+                return original(*args, **kwargs)
+        m.setattr(owner, name, counted)
+
     with monkeypatch.context() as m:
-        m.setattr(backend, "to_numpy", _refuse("backend.to_numpy"))
-        m.setattr(cupy, "asnumpy", _refuse("cupy.asnumpy"))
+        door(m, backend, "to_numpy", "backend.to_numpy")
+        if cupy is not None:
+            door(m, cupy, "asnumpy", "cupy.asnumpy")
         for name in ("numpy", "item", "tolist", "__float__", "__int__", "__index__", "__bool__"):
-            m.setattr(Tensor, name, _refuse(f"Tensor.{name}"))
-        guard = contextlib.nullcontext()
-        try:
-            import cupyx
-            if hasattr(cupyx, "allow_synchronize"):
-                guard = cupyx.allow_synchronize(False)
-        except ImportError:
-            pass
-        with guard:
-            yield
+            door(m, Tensor, name, f"Tensor.{name}")
+        with _synchronize_allowed(False):
+            yield reads
+
+
+def _synchronize_allowed(flag):
+    """CuPy's synchronization detector set to `flag`, where this CuPy has it."""
+    try:
+        import cupyx
+        if hasattr(cupyx, "allow_synchronize"):
+            return cupyx.allow_synchronize(flag)
+    except ImportError:
+        pass
+    return contextlib.nullcontext()
 
 
 def _params(device, dtype):

@@ -79,11 +79,42 @@ def test_two_steps_by_hand_on_a_quadratic():
     np.testing.assert_allclose(w.numpy(), [[70 / 51]], rtol=1e-14)
     a, b = opt.log
     assert (a["cg_iters"], a["iterate"], a["alpha"], b["cg_iters"]) == (1, 1, 1.0, 1)
+    assert (a["products"], b["products"]) == (1, 2)     # step 2 also prices the warm start
     assert opt.flat_state["func_evals"] == 4        # per step: f and g, then f at the iterate
     np.testing.assert_allclose([a["rho"], b["rho"]], [1.0, 1.0], rtol=1e-12)
     np.testing.assert_allclose([a["damping"], b["damping"]], [1.0, 2 / 3], rtol=1e-15)
     np.testing.assert_allclose(opt.param_groups[0]["damping"], 4 / 9, rtol=1e-15)
     np.testing.assert_allclose(a["new_loss"], 5 - 7 * 7 / 6 + 2.5 * (7 / 6) ** 2, rtol=1e-14)
+
+
+def test_curvature_closure_takes_g_on_its_minibatch_and_f_g_on_the_closure():
+    # f = ((w - 1)^2 + (2w - 3)^2) / 2 on both rows: f(0) = 5, g = -7. The curvature
+    # mini-batch is row 2 alone, f_c = (2w - 3)^2, so G = 8 (not the full batch's 5).
+    # lambda = 1: d = 7 / (8 + 1) = 7/9; f(7/9) = 173/162;
+    # rho = (173/162 - 5) / (g d + G d^2 / 2) = (-637/162) / (-245/81) = 1.3 > 3/4.
+    w, closure = one_weight_problem()
+    x2, t2 = Tensor(np.array([[2.0]])), Tensor(np.array([[3.0]]))
+    opt = HessianFree([w], damping=1.0, precondition=False)
+    assert opt.step(closure, curvature_closure=lambda: F.mse_loss(x2 @ w.T, t2)) == 5.0
+    np.testing.assert_allclose(w.numpy(), [[7 / 9]], rtol=1e-14)
+    e = opt.log[0]
+    np.testing.assert_allclose([e["rho"], e["new_loss"]], [1.3, 173 / 162], rtol=1e-13)
+    assert (e["cg_iters"], e["products"], e["alpha"]) == (1, 1, 1.0)
+    np.testing.assert_allclose(opt.param_groups[0]["damping"], 2 / 3, rtol=1e-15)
+    assert opt.flat_state["func_evals"] == 2        # f and g, then f at the iterate
+    # the whole batch as the curvature closure is the default, step for step
+    model, closure = mlp_problem()
+    a = HessianFree(model.parameters(), damping=0.5)
+    for _ in range(3):
+        a.step(closure, curvature_closure=closure)
+    model2, closure2 = mlp_problem()
+    b = HessianFree(model2.parameters(), damping=0.5)
+    for _ in range(3):
+        b.step(closure2)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    with pytest.raises(ValueError, match="model output"):
+        opt.step(closure, curvature_closure=lambda: (w * w).sum())
 
 
 def cg_group(**kw):
@@ -125,6 +156,21 @@ def test_martens_cg_with_damping_preconditioner_and_warm_start_solves_the_damped
     d, _, _, iters = _martens_cg(np, lambda v: A @ v, g, 0.3, m, 0.9 * exact,
                                  cg_group(cg_tol=0, cg_max_iter=40))
     np.testing.assert_allclose(d, exact, rtol=1e-8)
+
+
+def test_martens_cg_stops_at_a_direction_without_curvature(monkeypatch):
+    # A = diag(2, -1): the first direction p = -g = (-1, -1/2) has p.A p = 2 - 1/4 > 0, so
+    # d_1 = -(p.p / p.A p) g = -(5/4)/(7/4) (1, 1/2); the next direction has p.A p <= 0 and
+    # CG stops there with d_1, after one host read before the loop and one per iteration.
+    from test_no_host_transfer import no_host_transfers
+    A = np.diag([2.0, -1.0])
+    g = np.array([1.0, 0.5])
+    with no_host_transfers(monkeypatch, allow=("backend.to_numpy",)) as reads:
+        d, qs, saved, iters = _martens_cg(np, lambda v: A @ v, g, 0.0, None, None, cg_group())
+    assert iters == 1 and reads["backend.to_numpy"] == 3
+    np.testing.assert_allclose(d, -(5 / 7) * g, rtol=1e-15)
+    assert [i for i, _ in saved] == [1]
+    np.testing.assert_allclose(qs[1], g @ d + 0.5 * d @ A @ d, rtol=1e-15)
 
 
 def test_damping_follows_the_reduction_ratio_and_the_loss_never_rises():
@@ -173,6 +219,27 @@ def test_hessianfree_errors():
 
     with pytest.raises(ValueError, match="parameter groups"):
         HessianFree([{"params": [w]}, {"params": [Tensor(np.ones(1), requires_grad=True)]}])
+
+
+@pytest.mark.filterwarnings("ignore:cupyx.allow_synchronize:UserWarning")
+def test_hessianfree_reads_the_host_once_per_cg_iteration(device, monkeypatch):
+    """The bound on host reads, per update: backend.to_numpy cg_iters + 2 times (one copy of
+    (p.A p, r.M^-1 r, q_i) per CG iteration, one before CG, one of (d.d, g.d) for rho and
+    Armijo) and Tensor.item once per loss evaluation; nothing else. On CuPy every other way
+    to the host raises (the helper shuts them); on NumPy the count through the doors holds."""
+    from test_no_host_transfer import no_host_transfers
+    model, closure = mlp_problem(device=device)
+    opt = HessianFree(model.parameters(), damping=0.5)        # preconditioned: extensions too
+    opt.step(closure)
+    for _ in range(2):                                         # with a warm start from step 1
+        evals = opt.flat_state["func_evals"]
+        with no_host_transfers(monkeypatch, allow=("backend.to_numpy", "Tensor.item")) as reads:
+            opt.step(closure)
+        e = opt.log[-1]
+        assert e["cg_iters"] >= 10 and e["products"] == e["cg_iters"] + 1
+        assert reads["backend.to_numpy"] == e["cg_iters"] + 2
+        assert reads["Tensor.item"] == opt.flat_state["func_evals"] - evals >= 2
+        assert set(reads) == {"backend.to_numpy", "Tensor.item"}
 
 
 @pytest.mark.gpu

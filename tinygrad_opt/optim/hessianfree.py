@@ -4,7 +4,7 @@ import math
 
 from .. import autograd, backend, engine
 from ..tensor import Tensor
-from ..flat import FlatObjective
+from ..flat import FlatObjective, closure_loss
 from .closure import ClosureOptimizer
 
 
@@ -70,7 +70,8 @@ class HessianFree(ClosureOptimizer):
 
         this implementation, one step(closure)            paper (Martens 2010, Alg. 1; sec. 4)
         +-----------------------------------------------+ +------------------------------------+
-        | g <- grad f;  G v off the closure's graph     | | B = G (GGN, sec. 4.2)              |
+        | g <- grad f;  G v on the curvature batch      | | B = G (GGN, sec. 4.2), G v on a    |
+        |   (curvature_closure; else the closure's)     | |   mini-batch per update (4.3)      |
         | M <- (diag(sum_i g_i^2) + lambda)^0.75        | | preconditioner (4.7), alpha = 3/4  |
         | d_0 <- zeta d_prev  (zeta = 0.95)             | | CG init p_{n-1} decayed (4.5)      |
         | CG on (G + lambda I) d = -g, preconditioned,  | | damped CG, at most 250 its.        |
@@ -88,15 +89,21 @@ class HessianFree(ClosureOptimizer):
     The loss graph the closure returns must end in F.cross_entropy or F.mse_loss applied to
     the model output; G uses that loss's Hessian in the output, so G is positive
     semi-definite and equals the Fisher for these losses. The paper computes G v by the
-    R-operator and uses minibatches for G; here G v is the double backward of
-    `gauss_newton_product` on the closure's whole batch. The preconditioner's sum of squared
-    per-example gradients comes from extensions.SumGradSquared (a model with a layer it does
-    not support, such as BatchNorm1d, needs precondition=False).
+    R-operator on a mini-batch (sec. 4.3: g and f on the whole training set, G on a fresh
+    mini-batch per update); here G v is the double backward of `gauss_newton_product`, on
+    the graph of `step(closure, curvature_closure=...)`'s mini-batch loss when one is given,
+    else on the closure's own batch. The preconditioner's sum of squared per-example
+    gradients comes from extensions.SumGradSquared on the closure's batch (a model with a
+    layer it does not support, such as BatchNorm1d, needs precondition=False).
     damping=45 is the initial lambda of Martens' released code; the ratio rho uses the
     undamped model, as the paper does. A zero step (every trial failed) keeps theta and
     raises lambda. `self.log` holds one dict per step: loss, new_loss, rho, damping (the
-    lambda used), cg_iters, iterate (the backtracked CG iteration) and alpha.
-    Arrays stay on the parameters' device; the CG and line-search tests read scalars.
+    lambda used), cg_iters, iterate (the backtracked CG iteration), alpha and products (the
+    G v products, warm start included).
+    Arrays stay on the parameters' device. The host reads, per update: one copy of three
+    scalars per CG iteration (CG's step and stop need them; one more for an iteration that
+    finds no curvature and stops), one before CG, one for rho and Armijo, and the loss of
+    each evaluation (`tests/optim/test_hessianfree.py` counts them).
     """
 
     def __init__(self, params, lr=1.0, damping=45.0, cg_max_iter=250, cg_min_iter=10,
@@ -119,8 +126,14 @@ class HessianFree(ClosureOptimizer):
                                       armijo_beta=armijo_beta, max_line_search=max_line_search))
         self.log = []
 
-    def step(self, closure=None):
-        """One Hessian-free update; returns the loss before it (a float)."""
+    def step(self, closure=None, curvature_closure=None):
+        """One Hessian-free update; returns the loss before it (a float).
+
+        `curvature_closure`, if given, returns the loss on the curvature mini-batch (the same
+        model, a subset of the rows): every G v of this update is taken on its graph, while
+        g, f and the preconditioner come from `closure` (Martens 2010, sec. 4.3). Pass a new
+        mini-batch each update; None takes G on the closure's own batch.
+        """
         group = self.param_groups[0]
         params = self.params
         obj = FlatObjective(closure, params, "HessianFree")
@@ -135,10 +148,16 @@ class HessianFree(ClosureOptimizer):
             g = obj.flat(autograd.grad(loss, params, retain_graph=True, allow_unused=True))
         else:
             g = obj.flat([p.grad for p in params])
-        product = gauss_newton_product(loss, output, params)    # the one call to swap for ggnvp
+        if curvature_closure is not None:
+            closs = closure_loss(curvature_closure, "HessianFree (curvature_closure)")
+            product = gauss_newton_product(closs, loss_output(closs, "HessianFree")[0], params)
+        else:
+            product = gauss_newton_product(loss, output, params)   # the one call to swap for ggnvp
+        products = [0]
         shapes = [p.data.shape for p in params]
 
         def G(v):
+            products[0] += 1
             parts, off = [], 0
             for s in shapes:
                 n = int(math.prod(s))
@@ -171,14 +190,14 @@ class HessianFree(ClosureOptimizer):
             if not fi < fbest:
                 break
             best_i, best, fbest = i, di, fi
-        q_undamped = qs[best_i] - 0.5 * lam * float(xp.dot(best, best))
+        dd, slope = _host(xp, xp.dot(best, best), xp.dot(g, best))
+        q_undamped = qs[best_i] - 0.5 * lam * dd
         rho = (fbest - f0) / q_undamped if q_undamped < 0 else -math.inf
         if rho < 0.25:
             group["damping"] = lam * 1.5
         elif rho > 0.75:
             group["damping"] = lam * (2.0 / 3.0)
         # Armijo backtracking along the chosen direction
-        slope = float(xp.dot(g, best))
         alpha, f_new = group["lr"], None
         for k in range(group["max_line_search"]):
             f_try = fbest if alpha == 1.0 else f_at(alpha * best)
@@ -191,54 +210,75 @@ class HessianFree(ClosureOptimizer):
         obj.set(x + alpha * best)
         self.count_evals(obj)
         self.log.append(dict(loss=f0, new_loss=f_new, rho=rho, damping=lam, cg_iters=iters,
-                             iterate=best_i, alpha=alpha))
+                             iterate=best_i, alpha=alpha, products=products[0]))
         return f0
+
+
+def _host(xp, *scalars):
+    """The device scalars as host floats, in ONE device-to-host copy: the only door through
+    which HessianFree reads its arrays (the losses come as Tensor.item())."""
+    return [float(v) for v in backend.to_numpy(xp.stack(scalars))]
 
 
 def _martens_cg(xp, G, g, lam, m, x0, group):
     """Preconditioned CG on q(d) = g.d + d.(G + lam I) d / 2 from x0 (or 0), with Martens'
     relative-progress stop. Returns the last iterate, q per iteration {i: q_i}, the saved
-    iterates [(i, d_i)] at i = ceil(gamma^j) and the last, and the iteration count."""
+    iterates [(i, d_i)] at i = ceil(gamma^j) and the last, and the iteration count.
+
+    The control flow reads three numbers per iteration, p.A p, r.M^-1 r and q_i, in one
+    copy to the host (and one before the loop); everything else stays on the device.
+    """
     def A(v):
         return G(v) + lam * v
 
     def q(d, r):                        # q(d) = d.(A d + g)/2 + g.d/2 = d.(r + g)/2
-        return 0.5 * float(xp.dot(d, r + g))
+        return 0.5 * xp.dot(d, r + g)
 
-    d = xp.zeros_like(g)
-    r = g.copy()                        # r = A d + g, the gradient of q
-    if x0 is not None:
+    def precond(r):
+        return r if m is None else r / m
+
+    d, r = xp.zeros_like(g), g          # r = A d + g, the gradient of q
+    y = precond(r)
+    ry = xp.dot(r, y)
+    if x0 is None:
+        ry_h, = _host(xp, ry)
+        qs = {0: 0.0}
+    else:
         r0 = A(x0) + g
-        if q(x0, r0) < 0:               # a warm start worse than d = 0 is dropped
-            d, r = x0.copy(), r0
-    y = r if m is None else r / m
-    p = -y
-    ry = float(xp.dot(r, y))
-    qs, saved = {0: q(d, r)}, []
-    if ry == 0:                         # g = 0 (and no warm start): d = 0 is the minimizer
+        y0 = precond(r0)
+        ry0 = xp.dot(r0, y0)
+        ry_h, q0_h, ry0_h = _host(xp, ry, q(x0, r0), ry0)
+        qs = {0: 0.0}
+        if q0_h < 0:                    # a warm start worse than d = 0 is dropped
+            d, r, y, ry, ry_h, qs[0] = x0, r0, y0, ry0, ry0_h, q0_h
+    if ry_h == 0:                       # g = 0 (and no warm start): d = 0 is the minimizer
         return d, qs, [(0, d)], 0
+    p = -y
+    saved = []
     gamma, next_save, j = group["backtrack_gamma"], 1, 0
     max_iter, min_iter, eps = group["cg_max_iter"], group["cg_min_iter"], group["cg_tol"]
     i = 0
     for i in range(1, max_iter + 1):
         Ap = A(p)
-        pAp = float(xp.dot(p, Ap))
-        if not pAp > 0:                 # no curvature left along p (G + lam I is PD in exact math)
+        pAp = xp.dot(p, Ap)
+        a = ry / xp.where(pAp > 0, pAp, xp.full_like(pAp, math.inf))   # 0 without curvature
+        d_new = d + a * p
+        r_new = r + a * Ap
+        y = precond(r_new)
+        ry_new = xp.dot(r_new, y)
+        pAp_h, ry_new_h, qs_i = _host(xp, pAp, ry_new, q(d_new, r_new))
+        if not pAp_h > 0:               # no curvature left along p (G + lam I is PD in exact math)
             i -= 1
             break
-        a = ry / pAp
-        d = d + a * p
-        r = r + a * Ap
-        y = r if m is None else r / m
-        ry_new = float(xp.dot(r, y))
-        qs[i] = q(d, r)
+        d, r = d_new, r_new
+        qs[i] = qs_i
         if i == next_save:
             saved.append((i, d))
             while next_save <= i:
                 j += 1
                 next_save = math.ceil(gamma ** j)
         k = max(min_iter, int(0.1 * i))
-        if ry_new == 0 or (i > k and qs[i] < 0 and (qs[i] - qs[i - k]) / qs[i] < k * eps):
+        if ry_new_h == 0 or (i > k and qs_i < 0 and (qs_i - qs[i - k]) / qs_i < k * eps):
             break                       # solved exactly, or too little progress over k steps
         p = -y + (ry_new / ry) * p
         ry = ry_new
