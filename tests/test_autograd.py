@@ -214,6 +214,95 @@ def test_hvp_dot_mode_with_every_linear_input_a_leaf():
                                rtol=1e-10, atol=1e-12)
 
 
+def _dense_hvp(f, params, v):
+    H = autograd.hessian(f, params)
+    sizes = [p.size for p in params]
+    dense = np.block([[H[i][j].numpy().reshape(sizes[i], sizes[j]) for j in range(len(params))]
+                      for i in range(len(params))])
+    return dense @ np.concatenate([np.ravel(vi) for vi in v])
+
+
+class _Scale(tg.Function):
+    """y = x * w (same shapes), with a vjp_dot that returns the scalar term, as
+    docs/custom_functions.md documents: <g * x, v_w> for a dotted w."""
+    @staticmethod
+    def forward(ctx, x, w):
+        return x * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.inputs
+        return g * w, g * x
+
+    @staticmethod
+    def vjp_dot(ctx, g, vs):
+        x, w = ctx.inputs
+        return (g * x * vs[1]).sum()
+
+
+def test_hvp_dot_mode_takes_scalar_terms_pairs_and_broadcast_biases():
+    """A custom vjp_dot returning the scalar term, Sub's and Add's broadcast bias terms and
+    MatMul's pairs, all in one loss: the dense Hessian times v, and the same without any
+    vjp_dot (every gradient formed and dotted)."""
+    rng = np.random.default_rng(6)
+    X = t64(rng.standard_normal((5, 3)), rg=False)
+    W, c, w, d = (t64(rng.standard_normal(s) * 0.5) for s in ((3, 4), (4,), (5, 4), (1, 4)))
+
+    def f(W, c, w, d):
+        h = ((X @ W) - c).tanh()
+        return ((_Scale.apply(h, w) + d) ** 2).sum()
+
+    v = tuple(rng.standard_normal(p.shape) for p in (W, c, w, d))
+    expected = _dense_hvp(f, (W, c, w, d), v)
+    _, hv = autograd.hvp(f, (W, c, w, d), v)
+    np.testing.assert_allclose(_flatv(hv), expected, rtol=1e-10, atol=1e-12)
+    for cls in (_Scale, ops.MatMul, ops.Add, ops.Sub):
+        assert "vjp_dot" in cls.__dict__
+    saved = {cls: cls.__dict__["vjp_dot"] for cls in (_Scale, ops.MatMul, ops.Add, ops.Sub)}
+    try:
+        for cls in saved:
+            delattr(cls, "vjp_dot")
+        _, plain = autograd.hvp(f, (W, c, w, d), v)
+    finally:
+        for cls, rule in saved.items():
+            setattr(cls, "vjp_dot", rule)
+    np.testing.assert_allclose(_flatv(plain), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_hvp_first_backward_records_only_the_backward_products():
+    """The dot terms are seeds of the second backward, not nodes: for cross-entropy of
+    relu(X W1^T + b1) W2^T + b2 the first backward records cross-entropy's gradient G and
+    G W2, and nothing for the four dotted parameters."""
+    from tinygrad_opt import engine, versions
+    rng = np.random.default_rng(7)
+    X, y = t64(rng.standard_normal((8, 4)), rg=False), rng.integers(0, 3, 8)
+    params = _mlp_params(rng)
+    v = tuple(rng.standard_normal(p.shape) for p in params)
+
+    def f(W1, b1, W2, b2):
+        return F.cross_entropy(ops.linear(X, W1, b1).relu() @ W2.T + b2, y)
+
+    out = f(*params)
+    start = versions.next_seq()
+    seed = tg.Tensor._wrap(np.ones_like(out.data))
+    pairs = engine.run_backward((out,), (seed,), inputs=params, create_graph=True,
+                                retain_graph=True, dots=dict(zip(params, v)))
+    recorded, seen = [], set()
+    stack = [t._node for t, _ in pairs if t._node is not None]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.seq < start:                   # created during the first backward
+            recorded.append(type(n).__name__)
+        stack += [p._node for p in n.parents if type(p) is tg.Tensor and p._node is not None]
+    assert sorted(recorded) == ["ClassCrossEntropyGrad", "MatMul"]
+    roots, seeds = zip(*pairs)
+    hv = engine.run_backward(roots, seeds, inputs=params)
+    np.testing.assert_allclose(_flatv(hv), _dense_hvp(f, params, v), rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------ forward mode and the GGN
 def _mlp(rng, sizes=(4, 5, 3)):
     return tuple(t64(rng.standard_normal(s) * 0.5) for s in

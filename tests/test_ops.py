@@ -392,6 +392,55 @@ def test_bias_added_to_a_bias_free_linear_is_one_linear_node():
         z2.sum().backward()
 
 
+def test_relu_of_a_linear_output_is_one_linear_relu_node():
+    """(x @ W.T + b).relu() and F.linear(...).relu() record LinearReLU on the Linear's inputs:
+    ReLU's values and gradients (to the last bit), the pre-activation left as it was, and
+    gradcheck, gradgradcheck and the tangent check through the fused node."""
+    rng = np.random.default_rng(2)
+    x, W, b = (_t(rng.standard_normal(s)) for s in ((6, 4), (5, 4), (5,)))
+    z = x @ W.T + b
+    zd = z.numpy()
+    h = z.relu()
+    assert type(h._node).__name__ == "LinearReLU" and h._node.parents == (x, W, b)
+    assert type(z._node).__name__ == "Linear" and h.data is not z.data
+    np.testing.assert_array_equal(z.numpy(), zd)            # the pre-activation is untouched
+    np.testing.assert_array_equal(h.numpy(), np.maximum(zd, 0))
+    assert 0 < (zd > 0).sum() < zd.size
+    assert type(tg.ops.linear(x, W, b).relu()._node).__name__ == "LinearReLU"
+    gy = rng.standard_normal((6, 5))
+    fused = autograd.grad(h, (x, W, b), grad_outputs=gy)
+    plain = autograd.grad(tg.ops.ReLU.apply(x @ W.T + b), (x, W, b), grad_outputs=gy)
+    for a, p in zip(fused, plain):
+        np.testing.assert_array_equal(a.numpy(), p.numpy())
+    f = lambda x, W, b: (x @ W.T + b).relu()                  # noqa: E731
+    assert tg.gradcheck(f, (x, W, b), check_forward_ad=True)
+    assert tg.gradgradcheck(f, (x, W, b))
+    h = z.relu()
+    (z.sum() + (h * h).sum()).backward()                     # both uses keep their gradients
+    mask = zd > 0
+    np.testing.assert_allclose(b.grad.numpy(), 6 + (2 * zd * mask).sum(0), rtol=1e-13)
+
+
+def test_relu_of_a_linear_output_is_not_fused_where_it_must_not_be():
+    """Plain ReLU under no_grad (nothing recorded), for a non-Linear input, inside a
+    forward-mode level (same tangent either way) and after an in-place change."""
+    rng = np.random.default_rng(3)
+    x, W, b = (_t(rng.standard_normal(s)) for s in ((4, 3), (2, 3), (2,)))
+    with tg.no_grad():
+        h = (x @ W.T + b).relu()
+    assert h._node is None and not h.requires_grad
+    assert type((x * 2.0).relu()._node).__name__ == "ReLU"
+    v = tuple(rng.standard_normal(p.shape) for p in (x, W, b))
+    _, t = autograd.jvp(lambda x, W, b: (x @ W.T + b).relu(), (x, W, b), v)
+    z = x.numpy() @ W.numpy().T + b.numpy()
+    tz = v[0] @ W.numpy().T + x.numpy() @ v[1].T + v[2]
+    np.testing.assert_allclose(t.numpy(), tz * (z > 0), rtol=1e-14)
+    z = x @ W.T + b
+    with tg.no_grad():
+        W.zero_()                          # W changed after z was recorded: plain ReLU
+    assert type(z.relu()._node).__name__ == "ReLU"
+
+
 def test_pow_mixed_second_derivative_at_exponent_zero():
     # d2(a^b)/da db = a^(b-1) (1 + b log a): 1/a at b = 0 (PyTorch: 1 at a = 1, b = 0)
     a = tg.Tensor(np.array([1.0, 2.0, 0.5]), requires_grad=True)

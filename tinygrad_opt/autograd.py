@@ -111,8 +111,11 @@ def _vectors(fn, v, like, single, what, keep_tensors=False):
         raise ValueError(f"{fn}: {len(vs)} vectors for {len(like)} {what}s")
     out = []
     for i, (vi, x) in enumerate(zip(vs, like)):
+        xd = x.data
         if isinstance(vi, Tensor):
             va = vi if keep_tensors else vi.data
+        elif type(vi) is type(xd) and vi.dtype == xd.dtype:    # already x's kind of array
+            va = vi
         else:
             va = backend.as_array(vi, dtype=x.dtype, device=x.device, copy=False)
         if tuple(va.shape) != x.shape:
@@ -267,21 +270,24 @@ def hvp(func, inputs, v, mode=None):
     """(func(inputs), H v): the Hessian of scalar func at inputs times v.
 
     mode="reverse" (double backward): H v is the gradient of s = sum_i <g_i, v_i> with
-    g = grad(f, x). The first backward builds s directly with create_graph=True (engine dot
-    mode): an op that knows <g_i, v_i> without forming g_i says so (Linear:
-    <G^T x, V> = <G, x V^T>), which saves the product with the batch that g_i would cost and
-    the second pass would never read; a transposed weight (h @ W.T) is dotted through the
-    transpose and h @ W.T + b records F.linear's node, so both spellings build one graph.
-    The recorded first backward is one node per op where it can be: LinearDot per layer,
-    ClassCrossEntropyGrad for cross-entropy's gradient, DotSum for a separate bias's term and
-    AddN for the sum of the terms.
+    g = grad(f, x). The first backward (create_graph=True, engine dot mode) returns the
+    derivative of s instead of s, as pairs (T, c) with ds = sum <c, dT>, and the second
+    backward starts from the T's seeded with the c's: s itself is never recorded. An op that
+    knows <g_i, v_i> without forming g_i says so (Linear: <G^T x, V> = <G, x V^T>, whose
+    derivative is (G, x V^T + v) and, for a recorded x, (x, G V)), which saves the product
+    with the batch that g_i would cost and the second pass would never read; a transposed
+    weight (h @ W.T) is dotted through the transpose and h @ W.T + b records F.linear's
+    node, so both spellings build one graph. The recorded first backward holds only the
+    backward's own products (G W, the ReLU masks, ClassCrossEntropyGrad for cross-entropy's
+    gradient).
     mode="forward" (forward-over-reverse, Pearlmutter's R-op): one forward pass carries the
     tangent v, and the backward run inside it carries the tangents of the gradients: H v is
     the tangent of g. No graph of the backward is recorded.
     mode=None picks "reverse": measured on the 784-128-64-10 MLP in one run
-    (benchmarks/bench_hvp.py, benchmarks/README.md) the dot-mode double backward costs 2.1
-    gradients and forward-over-reverse 2.5, because the latter also computes the weight
-    gradients' primal values, which the R-op never needs.
+    (benchmarks/bench_hvp.py, benchmarks/README.md) the dot-mode double backward costs 1.9
+    gradients and forward-over-reverse 2.7, because the latter also computes the weight
+    gradients' primal values, which the R-op never needs, and runs every op of the backward
+    on Tensors to carry their tangents.
     inputs and v are a Tensor or matching tuples (v may hold arrays); the product has the
     structure of inputs.
     """
@@ -301,15 +307,16 @@ def _hvp_reverse(func, xs, vs):
     dots = dict(zip(xs, vs))
     with engine.enable_grad():
         out = _scalar_output(func(*xs), "hvp")
-        if not out.requires_grad:
-            s = None
-        else:
+        pairs = None
+        if out.requires_grad:
             seed = Tensor._wrap(backend.xp_of(out.data).ones_like(out.data))
-            s = engine.run_backward((out,), (seed,), inputs=xs, create_graph=True,
-                                    retain_graph=True, dots=dots)
-    if s is None or not s.requires_grad:
+            pairs = engine.run_backward((out,), (seed,), inputs=xs, create_graph=True,
+                                        retain_graph=True, dots=dots)
+    if not pairs:
         return out, (None,) * len(xs)
-    return out, grad(s, xs, allow_unused=True)
+    # the gradient of s = sum_i <g_i, v_i>: one backward from the pairs' Tensors
+    roots, seeds = zip(*pairs)
+    return out, tuple(engine.run_backward(roots, seeds, inputs=xs))
 
 
 def _hvp_forward(func, xs, vs):

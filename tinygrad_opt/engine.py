@@ -493,9 +493,11 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
     inputs=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
     inputs given: return their gradients as a list (None where unreached), touching no .grad.
     Raw arrays flow on the fast path; Tensors (and a recorded graph) under create_graph.
-    dots={leaf: v} (create_graph only): instead of the leaves' gradients g, return the
-    differentiable scalar sum <g, v> over them, without forming g where an op knows how
-    (Function.vjp_dot); autograd.hvp differentiates it once more.
+    dots={leaf: v} (create_graph only): instead of the leaves' gradients g, return the first
+    derivative of the scalar s = sum <g, v> over them, as (Tensor T, array c) pairs with
+    ds = sum <c, dT>, without forming g where an op knows how (Function.vjp_dot);
+    autograd.hvp runs one more backward from the T's seeded with the c's, which is the
+    gradient of s without recording s itself.
     record=False (with create_graph): run the backward on Tensors, so its ops carry
     forward-mode tangents, but record no graph of it (hvp's forward-over-reverse).
     """
@@ -570,7 +572,7 @@ def _seed(roots, root_grads, create_graph, dots):
         n = r._node
         if n is None:
             if dots is not None and r in dots:
-                terms.append((g * dots[r]).sum())
+                terms.append((g, dots[r]))
             else:
                 _accumulate(leaves, r, g, create_graph)
         else:
@@ -702,14 +704,9 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
 def _deliver(inputs, leaves, results, terms, create_graph, dots):
     """The pass's result: in dot mode the sum of the <g, v> terms; with inputs their
     gradients as a list; else None, after accumulating into the leaves' .grad."""
-    if dots is not None:
-        if len(terms) > 2:           # one node for the per-layer terms, not k - 1 Adds
-            from .ops import add_n
-            return add_n(terms)
-        total = None
-        for t in terms:
-            total = t if total is None else total + t
-        return total
+    if dots is not None:             # the pairs that carry a derivative; None stands for ones
+        return [(t, backend.xp_of(t.data).ones_like(t.data) if c is None else c)
+                for t, c in terms if type(t) is Tensor and t._requires_grad]
     if inputs is not None:
         for i, t in enumerate(inputs):
             if t._node is None and t in leaves:
@@ -730,13 +727,15 @@ def _deliver(inputs, leaves, results, terms, create_graph, dots):
 
 
 def _backward_dots(n, g, dots, terms):
-    """n's backward in dot mode: each dotted leaf input i adds <grad_i, v> to `terms`.
+    """n's backward in dot mode: each dotted leaf input i adds the derivative of <grad_i, v>
+    to `terms`, as (Tensor, array) pairs (see run_backward).
 
-    An op with a `vjp_dot(ctx, g, vs)` gives sum_i <grad_i, vs[i]> over the dotted inputs
-    i without forming the grad_i (Linear's
-    weight gradient g^T x is never computed: <g^T x, V> = <g, x V^T>, whose derivative the
-    next pass gets from one elementwise product); for the others grad_i is formed and
-    dotted with v. Returns the gradients of the remaining inputs.
+    An op with a `vjp_dot(ctx, g, vs)` gives the term of its dotted inputs i without forming
+    their gradients (Linear's weight gradient G^T x would cost a product with the batch
+    that is never read, while <G^T x, V> = <G, x V^T> has the derivative (G, x V^T) and,
+    for a recorded x, (x, G V)); it returns such pairs, or the scalar term as a Tensor
+    (a pair seeded with one). For the others grad_i is formed and paired with v.
+    Returns the gradients of the remaining inputs.
     """
     parents = n.parents
     dotted = [i for i, p in enumerate(parents)
@@ -749,17 +748,24 @@ def _backward_dots(n, g, dots, terms):
         grads = list(grads) if type(grads) is tuple else [grads]
         for i in dotted:
             if grads[i] is not None:
-                gx = _conform(n, parents[i], grads[i], True)
-                terms.append((gx * dots[parents[i]]).sum())
+                terms.append((_conform(n, parents[i], grads[i], True), dots[parents[i]]))
                 grads[i] = None
         return tuple(grads)
     need = n.needs_input_grad
-    n.needs_input_grad = tuple(False if i in dotted else f for i, f in enumerate(need))
-    try:
-        grads = n.backward(n, g)
-    finally:
-        n.needs_input_grad = need
-    terms.append(vjp_dot(n, g, {i: dots[parents[i]] for i in dotted}))
+    rest = tuple(False if i in dotted else f for i, f in enumerate(need))
+    if True in rest:
+        n.needs_input_grad = rest
+        try:
+            grads = n.backward(n, g)
+        finally:
+            n.needs_input_grad = need
+    else:                           # no other input needs a gradient: skip the backward
+        grads = (None,) * len(parents)
+    term = vjp_dot(n, g, {i: dots[parents[i]] for i in dotted})
+    if type(term) is Tensor:
+        terms.append((term, None))
+    elif term is not None:
+        terms.extend(term)
     return grads
 
 

@@ -6,8 +6,9 @@ helpers of ops.py, so everything said there holds here: plain gradients on array
 ones under create_graph, tangents in forward mode.
 """
 from . import backend, versions
+from . import engine as _engine
 from .engine import Function, _new, _record
-from .ops import (_relu_gpu, broadcast_to, exp, reshape_to, sigmoid, sum_to, swap_last,
+from .ops import (ReLU, _relu_gpu, exp, reshape_to, sigmoid, sum_to, swap_last,
                   tangent_sum)
 from .tensor import Tensor
 
@@ -15,6 +16,7 @@ from .tensor import Tensor
 # Python-level wrapper first, which costs as much as the sum itself on a bias gradient.
 _ndarray = backend.ndarray
 _add_reduce = backend.np.add.reduce
+_maximum = backend.np.maximum
 
 
 # ============================================================================ layers
@@ -51,23 +53,9 @@ class Linear(Function):
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
-        """sum_i <grad of input i, vs[i]> without forming the gradients (hvp's dot mode).
-
-        The weight gradient G^T x would cost a product with the batch that the second backward
-        never reads, while <G^T x, V> + <sum of G over the batch, v> = <G, x V^T + v> costs
-        that product once, as a constant, and differentiates elementwise (one LinearDot node).
-        """
-        x, W, b = ctx.inputs
-        vW, vb, vx = vs.get(1), vs.get(2), vs.get(0)
-        total = None
-        if vW is not None:
-            total = LinearDot.apply(g, x, vW, vb)
-        elif vb is not None:
-            total = (g * vb).sum()
-        if vx is not None:                              # <G W, V> = <G, V W^T>
-            t = LinearDot.apply(g, vx, W, None)
-            total = t if total is None else total + t
-        return total
+        """hvp's dot-mode term sum_i <grad of input i, vs[i]> as (Tensor, array) pairs, without
+        forming the gradients (see _linear_dot_pairs)."""
+        return _linear_dot_pairs(ctx, g, None, vs)
 
     @staticmethod
     def error_message(shapes, err):
@@ -81,7 +69,7 @@ def bias_into_linear(a, b, da, db):
     b is a bias (1-D, a's last dim, a's dtype); None otherwise (the caller adds as usual).
 
     The course spelling of a layer, h @ W.T + b, then records nn.Linear's node: the backward
-    skips the Add and its sum over the batch, and hvp's dot mode dots the bias in LinearDot.
+    skips the Add and its sum over the batch, and hvp's dot mode dots the bias with the weight.
     The value is a + b, exactly Add's. a's node stays as it was for any other use of a; the
     fusion is skipped if an array changed in place since a was recorded (its inputs would be
     read as they are now, not as the forward saw them).
@@ -98,10 +86,75 @@ def bias_into_linear(a, b, da, db):
                    (need[0], need[1], b._requires_grad), (xd, Wd, db), True)
 
 
+def relu(x):
+    """max(x, 0), Tensor.relu's op: when x is the output of a recorded Linear node (also what
+    h @ W.T + b records), one LinearReLU node on that Linear's inputs instead of a ReLU node.
+
+    The course spelling `(h @ W.T + b).relu()` then builds nn.Sequential's graph: one node per
+    hidden layer, and a backward that reads its mask off the output instead of keeping one.
+    x itself is left as it is (its data and its node, for any other use of it); the result
+    is a new array with ReLU's values. Not fused while a forward-mode level or anomaly mode
+    is active, nor after an in-place change since x was recorded (as bias_into_linear).
+    """
+    n = x._node
+    if (type(n) is not Linear or _engine._anomaly or _engine._levels or n.parents is None
+            or versions.last_change < n.seq):
+        return ReLU.apply(x)
+    ctx = _new(LinearReLU)
+    z = x.data
+    if type(z) is _ndarray:
+        out = _maximum(z, 0)
+    else:                                       # GPU: one kernel gives output and mask
+        out, ctx.mask = _relu_gpu(z)
+    return _record(ctx, out, n.parents, n.needs_input_grad, n.inputs, True)
+
+
 def _affine_tangent(shape, x, W, tx, tW, tb):
     """The tangent of x W^T + b: tx W^T + x tW^T + tb (None if no input carries one)."""
     return tangent_sum(shape, None if tx is None else affine(tx, W),
                        None if tW is None else affine(x, tW), tb)
+
+
+def _linear_dot_pairs(ctx, g, mask, vs):
+    """The derivative of hvp's term t = <dW, V> + <db, v> + <dx, vx> of a Linear node (G * mask
+    for LinearReLU) at output gradient G, as (Tensor, array) pairs with dt = sum <c, dT>.
+
+    The weight gradient G^T x would cost a product with the batch that the second backward
+    never reads, while t = <G', x V^T + v + vx W^T> with G' = G * mask: its derivative is
+    (G, (x V^T + v + vx W^T) * mask), (x, G' V) and (W, G'^T vx), all constants computed once
+    on arrays, and nothing is recorded.
+    """
+    x, W, b = ctx.inputs
+    xd, Wd = _data(x), _data(W)
+    vx, vW, vb = vs.get(0), vs.get(1), vs.get(2)
+    c = None                                    # d t / d G', a new array unless only vb
+    if vW is not None:
+        c = affine(xd, vW, vb)
+    if vx is not None:                          # <G W, vx> = <G, vx W^T>
+        c = affine(vx, Wd, None if vW is not None else vb) if c is None else c + affine(vx, Wd)
+    pairs = []
+    if c is None and vb is not None:
+        gshape = g.data.shape
+        c = backend.xp_of(vb).broadcast_to(vb, gshape)
+        if mask is not None:
+            c = c * mask
+    elif c is not None and mask is not None:
+        c *= mask
+    if c is not None:
+        pairs.append((g, c))
+    dx = vW is not None and type(x) is Tensor and x._requires_grad
+    dW = vx is not None and type(W) is Tensor and W._requires_grad
+    if dx or dW:
+        gd = g.data if mask is None else g.data * mask
+        if dx:
+            pairs.append((x, _linear_grads(gd, xd, vW, None, True, False, False)[0]))
+        if dW:
+            pairs.append((W, _linear_grads(gd, vx, Wd, None, False, True, False)[1]))
+    return pairs
+
+
+def _data(a):
+    return a.data if type(a) is Tensor else a
 
 
 def _linear_grads(g, x, W, b, nx, nW, nb):
@@ -121,38 +174,6 @@ def _linear_grads(g, x, W, b, nx, nW, nb):
         else:
             gb = _add_reduce(g, axis=0) if type(g) is _ndarray else g.sum(axis=0)
     return gx, gW, gb
-
-
-class LinearDot(Function):
-    """y = <G, x V^T + v> = sum(G * (x @ V.T + v)); dG = (x V^T + v) gy, and x, V, v get
-    Linear's gradients for the output gradient G gy.
-
-    The term Linear.vjp_dot adds to hvp's scalar, as one node instead of a linear, a product
-    and a sum: the recorded first backward and the second backward through it both shrink.
-    """
-    @staticmethod
-    def forward(ctx, g, x, V, v):       # v may be None, but is always passed
-        ctx.xv = xv = affine(x, V, v)
-        return (g * xv).sum()
-
-    @staticmethod
-    def backward(ctx, gy):
-        g, x, V, v = ctx.inputs
-        ng, nx, nV, nv = ctx.needs_input_grad
-        dg = dx = dV = dv = None
-        if ng:                          # under create_graph the product is an op of x, V, v
-            dg = (affine(x, V, v) if type(g) is Tensor else ctx.xv) * gy
-        if nx or nV or nv:
-            dx, dV, dv = _linear_grads(g * gy, x, V, v, nx, nV, nv)
-        return dg, dx, dV, dv
-
-    @staticmethod
-    def jvp(ctx, tg, tx, tV, tv):
-        g, x, V, v = ctx.inputs
-        xv = affine(x, V, v) if type(g) is Tensor else ctx.xv
-        t_xv = _affine_tangent(xv.shape, x, V, tx, tV, tv)
-        return tangent_sum((), None if tg is None else (tg * xv).sum(),
-                           None if t_xv is None else (g * t_xv).sum())
 
 
 class LinearReLU(Function):
@@ -184,7 +205,7 @@ class LinearReLU(Function):
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
-        return Linear.vjp_dot(ctx, g * _relu_mask(ctx), vs)
+        return _linear_dot_pairs(ctx, g, _relu_mask(ctx), vs)
 
     @staticmethod
     def kink_distance(ctx):
@@ -196,11 +217,15 @@ class LinearReLU(Function):
 
 
 def _relu_mask(ctx):
-    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output."""
+    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output (and kept
+    when read under create_graph, where hvp's dot mode asks twice: backward and vjp_dot)."""
     mask = ctx.__dict__.get("mask")
     if mask is None:
         out = ctx.out
-        mask = (out.data if type(out) is Tensor else out) > 0
+        if type(out) is Tensor:
+            mask = ctx.mask = out.data > 0
+        else:
+            mask = out > 0
     return mask
 
 
@@ -234,66 +259,6 @@ def _check_linear(x, W, b):
     if b is not None and _shape_of(b) != (ws[0],):
         raise ValueError(f"linear: bias of shape {tuple(b.shape)} does not match weight of shape "
                          f"{W.shape} (expected ({W.shape[0]},))")
-
-
-# ============================================================ hvp's dot-mode terms
-class DotSum(Function):
-    """y = sum(a * b) (a and b broadcast together); da = b gy, db = a gy (summed back to shape).
-
-    hvp's <g, v> term for a bias added with + (Add's and Sub's vjp_dot) as one node where a
-    product and a sum take two: the recorded first backward and the pass through it shrink.
-    """
-    @staticmethod
-    def forward(ctx, a, b):
-        return (a * b).sum()
-
-    @staticmethod
-    def backward(ctx, gy):
-        a, b = ctx.inputs
-        na, nb = ctx.needs_input_grad
-        full = backend.np.broadcast_shapes(a.shape, b.shape)
-        ga = sum_to(broadcast_to(gy * b, full), a.shape) if na else None
-        gb = sum_to(broadcast_to(gy * a, full), b.shape) if nb else None
-        return ga, gb
-
-    @staticmethod
-    def jvp(ctx, ta, tb):
-        a, b = ctx.inputs
-        return tangent_sum((), None if ta is None else (ta * b).sum(),
-                           None if tb is None else (a * tb).sum())
-
-
-class AddN(Function):
-    """y = a_1 + ... + a_k for arrays of one shape; each input's gradient is gy.
-
-    One node for the k terms hvp's dot mode sums (one per layer), where k - 1 Adds take k - 1.
-    """
-    @staticmethod
-    def forward(ctx, *arrays):
-        shape = arrays[0].shape
-        if any(a.shape != shape for a in arrays):
-            raise ValueError(f"shapes {[tuple(a.shape) for a in arrays]} differ")
-        out = arrays[0] + arrays[1]
-        for a in arrays[2:]:
-            out = out + a
-        return out
-
-    @staticmethod
-    def backward(ctx, gy):
-        return (gy,) * len(ctx.inputs)
-
-    @staticmethod
-    def jvp(ctx, *ts):
-        return tangent_sum(ctx.out.shape, *ts)
-
-
-def add_n(terms):
-    """The sum of a list of same-shape Tensors (or arrays) as one AddN node."""
-    terms = list(terms)
-    if len(terms) == 1:
-        return terms[0]
-    return AddN.apply(*terms)
-
 
 
 # ======================================================================= softmax family
@@ -489,7 +454,7 @@ class ClassCrossEntropy(Function):
         s = g * (1.0 / ctx.denom)
         if type(x) is Tensor and type(s) is Tensor and not s.requires_grad:
             # create_graph with a constant seed (hvp): one node, not softmax, two products, a sub
-            return ClassCrossEntropyGrad.apply(x, t, s.data), None
+            return ClassCrossEntropyGrad.apply(x, t, s.data, p=ctx.p), None
         if type(x) is Tensor:            # create_graph: softmax as an op of x
             T = ctx.xp.zeros(x.shape, dtype=x.dtype)
             T[ctx.rows, t] = 1
@@ -518,12 +483,13 @@ class ClassCrossEntropyGrad(Function):
     create_graph its own backward takes softmax from the Softmax op.
     """
     @staticmethod
-    def forward(ctx, x, t, s):
+    def forward(ctx, x, t, s, p=None):     # p: softmax(x) when the caller has it already
         xp = ctx.xp
         s = xp.asarray(s, dtype=x.dtype)
         ctx.s = s
-        p = xp.exp(x - x.max(axis=-1, keepdims=True))
-        p /= p.sum(axis=-1, keepdims=True)
+        if p is None:
+            p = xp.exp(x - x.max(axis=-1, keepdims=True))
+            p /= p.sum(axis=-1, keepdims=True)
         ctx.p = p
         ctx.rows = rows = xp.arange(x.shape[0])
         out = p * s

@@ -12,7 +12,7 @@ where they record a graph of their own and can be differentiated again.
 import math
 
 from . import backend
-from .engine import Function
+from .engine import Function, layer_apply
 from .tensor import Tensor
 
 
@@ -216,12 +216,17 @@ def _grad_like(t, grad, where_):
 
 # ================================================================= elementwise binary
 def _dot_broadcast(g, vs, signs):
-    """sum_i signs[i] <g, v_i> with each v_i broadcast against g (Add's and Sub's vjp_dot)."""
-    total = None
+    """Add's and Sub's vjp_dot: sum_i signs[i] <g, v_i> with each v_i broadcast against g,
+    whose derivative is the pair (g, sum_i signs[i] v_i broadcast to g's shape)."""
+    c = None
     for i, v in vs.items():
-        t = DotSum.apply(g, v if signs[i] > 0 else -v)
-        total = t if total is None else total + t
-    return total
+        t = backend.xp_of(v).broadcast_to(v if signs[i] > 0 else -v, g.shape)
+        c = t if c is None else c + t
+    return [(g, c)]
+
+
+def _data(a):
+    return a.data if type(a) is Tensor else a
 
 
 def _binary_error(name):
@@ -746,18 +751,22 @@ class MatMul(Function):
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
-        """sum_i <grad of input i, vs[i]> for hvp's dot mode, on 2-D operands without forming
-        the gradients: <G B^T, V> = <G, V B> and <A^T G, V> = <G, A V>."""
+        """hvp's dot-mode term sum_i <grad of input i, vs[i]> as (Tensor, array) pairs (see
+        engine.run_backward), on 2-D operands without forming the gradients:
+        <G B^T, V> = <G, V B>, whose derivative is (G, V B) and (B, V^T G), and
+        <A^T G, V> = <G, A V>, with (G, A V) and (A, G V^T)."""
         a, b = ctx.inputs
-        total = None
+        pairs = []
         for i, v in vs.items():
             if a.ndim == 2 and b.ndim == 2:
-                t = (g * (matmul(v, b) if i == 0 else matmul(a, v))).sum()
+                ad, bd, other = _data(a), _data(b), b if i == 0 else a
+                pairs.append((g, v @ bd if i == 0 else ad @ v))
+                if type(other) is Tensor and other._requires_grad:
+                    pairs.append((other, v.T @ g.data if i == 0 else g.data @ v.T))
             else:
-                gx = sum_to(g @ swap_last(b), a.shape) if i == 0 else sum_to(swap_last(a) @ g, b.shape)
-                t = (gx * v).sum()
-            total = t if total is None else total + t
-        return total
+                pairs.append((sum_to(g @ swap_last(b), a.shape) if i == 0
+                              else sum_to(swap_last(a) @ g, b.shape), v))
+        return pairs
 
     @staticmethod
     def error_message(shapes, err):
@@ -781,7 +790,7 @@ def matmul(a, b):
         if (type(n) is Transpose and n.parents is not None and n.axes in (None, (1, 0))
                 and b.data.ndim == 2 and type(a) is Tensor and a.data.ndim >= 2
                 and a.data.shape[-1] == b.data.shape[0]):     # else MatMul names the mismatch
-            return Linear.apply(a, n.parents[0], None)
+            return layer_apply(Linear, a, n.parents[0], None)
     if type(a) is not Tensor and not backend.is_array(a):
         a = Tensor(a)
     if type(b) is not Tensor and not backend.is_array(b):
@@ -830,9 +839,9 @@ def compare(a, b, name):
 
 
 from .fused import (  # noqa: E402,F401  (fused.py builds on the helpers above)
-    AddN, ClassCrossEntropy, ClassCrossEntropyGrad, DotSum, Linear, LinearDot, LinearReLU,
-    LogSoftmax, Softmax, SoftmaxCrossEntropy, Softplus, add_n, affine, bias_into_linear, linear,
-    linear_relu, log_softmax, softmax, softmax_cross_entropy, softplus)
+    ClassCrossEntropy, ClassCrossEntropyGrad, Linear, LinearReLU,
+    LogSoftmax, Softmax, SoftmaxCrossEntropy, Softplus, affine, bias_into_linear, linear,
+    linear_relu, log_softmax, relu, softmax, softmax_cross_entropy, softplus)
 from .reductions import (  # noqa: E402,F401  (reductions.py builds on the helpers above)
     Max, Min, Norm2, Sum, argmax, argmin, extremum, logsumexp, mean, norm, reduction_args, std,
     var)

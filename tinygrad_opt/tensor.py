@@ -235,7 +235,7 @@ class Tensor:
     def sqrt(self): return ops.Sqrt.apply(self)
     def tanh(self): return ops.Tanh.apply(self)
     def sigmoid(self): return ops.Sigmoid.apply(self)
-    def relu(self): return ops.ReLU.apply(self)
+    def relu(self): return ops.relu(self)
     def abs(self): return ops.Abs.apply(self)
     def square(self): return ops.Mul.apply(self, self)
     def sin(self): return ops.Sin.apply(self)
@@ -321,7 +321,8 @@ class Tensor:
 
     @property
     def T(self):
-        return ops.transpose(self)
+        # all axes reversed: nothing to check (x @ W.T runs this once per layer call)
+        return ops.Transpose.apply(self)
 
     # ------------------------------------------------------------------- in place
     # PyTorch's rules. Under no_grad (or when nothing involved requires grad) the data

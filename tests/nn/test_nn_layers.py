@@ -119,9 +119,14 @@ def test_sequential_fuses_linear_relu_pairs_with_identical_results():
     assert _node_types(out) == ["Linear", "LinearReLU", "LinearReLU"]
     assert (out.numpy() != 0).all()
 
-    h = x                                       # the same layers one by one: two nodes a pair
-    for m in layers:
+    h = x                                       # the same layers one by one: .relu() of a
+    for m in layers:                            # Linear's output records the same fused node
         h = m(h)
+    assert _node_types(h) == ["Linear", "LinearReLU", "LinearReLU"]
+    np.testing.assert_array_equal(out.numpy(), h.numpy())
+    h = x                                       # and with ReLU's own op: two nodes a pair
+    for m in layers:
+        h = tg.ops.ReLU.apply(h) if isinstance(m, nn.ReLU) else m(h)
     assert _node_types(h) == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
     np.testing.assert_array_equal(out.numpy(), h.numpy())
     (out * out).sum().backward()
