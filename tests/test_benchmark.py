@@ -2,6 +2,7 @@
 import json
 import math
 import multiprocessing
+import os
 import sqlite3
 
 import numpy as np
@@ -144,7 +145,8 @@ def _numbers(result):
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     db = tmp_path_factory.mktemp("bench") / "local.sqlite"
-    return run_benchmark(**TINY, db=db, executor=LocalExecutor(2)), db
+    with LocalExecutor(2) as executor:
+        return run_benchmark(**TINY, db=db, executor=executor), db
 
 
 @pytest.mark.slow
@@ -172,6 +174,76 @@ def test_dask_cluster_gives_the_same_numbers(local_run, tmp_path):
         with distributed.Client(cluster) as client:
             result = run_benchmark(**TINY, db=tmp_path / "dask.sqlite", executor=DaskExecutor(client))
     assert _numbers(result) == _numbers(local_run[0])
+
+
+def _worker_state(task):
+    """What a worker holds when a task reaches it (runs in the worker process)."""
+    import os
+    import sys
+    from tinygrad_opt.benchmark import problems
+    return (os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS"), sorted(problems._DATA),
+            "sklearn" in sys.modules, "tinygrad_opt.train" in sys.modules)
+
+
+@pytest.mark.slow
+def test_local_workers_start_once_with_the_data_and_one_blas_thread():
+    tasks = [Task(p, "sgd", {"lr": 0.1}, s, 1) for p in ("digits", "spirals") for s in range(3)]
+    with LocalExecutor(2) as ex:
+        first = [r for _, r in ex.map(_worker_state, tasks)]
+        second = [r for _, r in ex.map(_worker_state, tasks[:2])]
+    pids = {r[0] for r in first}
+    assert 1 <= len(pids) <= 2 and {r[0] for r in second} <= pids    # the same processes serve both
+    for pid in pids:                                               # close() stopped them
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    for pid, blas, data, sklearn, train in first + second:
+        assert blas == "1" and train                               # one BLAS thread, imports done
+        assert data == [("digits", None), ("spirals", None)]       # sent at start-up, not reloaded
+        assert not sklearn                                         # the client read digits for them
+    one = LocalExecutor(1, processes=True)
+    assert one.processes and not LocalExecutor(1).processes and LocalExecutor(2).processes
+    with one:
+        assert {r[0] for _, r in one.map(_worker_state, tasks[:2])} != {multiprocessing.current_process().pid}
+
+
+class _Recording(LocalExecutor):
+    """In-process executor that records the order tasks reach it and whether it was closed."""
+    def __init__(self, run=True):
+        super().__init__(1)
+        self.run, self.order, self.closed = run, [], 0
+
+    def map(self, fn, tasks):
+        tasks = list(tasks)
+        self.order += [(t.problem, t.epochs) for t in tasks]
+        return super().map(fn, tasks) if self.run else iter([])
+
+    def close(self):
+        self.closed += 1
+
+
+def test_run_tasks_hands_out_the_longest_runs_first(tmp_path):
+    ex = _Recording(run=False)
+    ts = [Task("quadratic", "sgd", {"lr": 0.1}, 0, 10), Task("beale", "sgd", {"lr": 0.1}, 0, 10),
+          Task("digits", "sgd", {"lr": 0.1}, 0, 10), Task("quadratic", "sgd", {"lr": 0.1}, 0, 40),
+          Task("spirals", "sgd", {"lr": 0.1}, 0, 10), Task("digits", "adam", {"lr": 0.1}, 0, 10)]
+    with Store(tmp_path / "b.sqlite") as store:
+        assert run_tasks(store, ex, ts) == 6
+    # seconds per epoch x epochs: quadratic 0.6, beale 0.45, digits 0.4 (twice, in the
+    # given order), quadratic 0.15, spirals 0.15 (a tie: the given order)
+    assert ex.order == [("quadratic", 40), ("beale", 10), ("digits", 10), ("digits", 10),
+                        ("quadratic", 10), ("spirals", 10)]
+
+
+def test_run_benchmark_closes_only_the_executor_it_made(tmp_path, monkeypatch):
+    from tinygrad_opt.benchmark import runner
+    made = []
+    monkeypatch.setattr(runner, "LocalExecutor", lambda: made.append(_Recording()) or made[-1])
+    mine = _Recording()
+    for executor in (mine, None):
+        run_benchmark(["quadratic"], ["sgd"], seeds=1, epochs=1, db=tmp_path / f"{executor}.sqlite",
+                      executor=executor)
+    assert mine.order == made[0].order == [("quadratic", 1)]     # each ran the benchmark
+    assert mine.closed == 0 and len(made) == 1 and made[0].closed == 1
 
 
 class _Killed(KeyboardInterrupt):

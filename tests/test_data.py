@@ -204,9 +204,23 @@ def test_load_digits():
     assert X16.max() == 16.0 and X16.dtype == np.float64
 
 
+def test_load_digits_reads_the_file_without_importing_sklearn():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    import subprocess
+    import sys
+    code = ("import sys; from tinygrad_opt import data; X, y = data.load_digits(); "
+            "print(X.shape, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(1797,", "64)", "False"]
+    ref = sklearn_datasets.load_digits()
+    X, y = data.load_digits(normalize=False, dtype=np.float64)
+    assert np.array_equal(X, ref.data) and np.array_equal(y, ref.target)
+
+
 def test_load_digits_without_sklearn(monkeypatch):
     import builtins
-    real_import = builtins.__import__
+    import importlib.util
+    real_import, real_find_spec = builtins.__import__, importlib.util.find_spec
 
     def no_sklearn(name, *args, **kwargs):
         if name.startswith("sklearn"):
@@ -214,6 +228,8 @@ def test_load_digits_without_sklearn(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("sklearn") else real_find_spec(name, *a))
     with pytest.raises(ImportError) as info:
         data.load_digits()
     msg = str(info.value)

@@ -154,6 +154,74 @@ def test_batch_l2_without_grad_batch_and_single_quantities():
             assert not hasattr(p, attr)
 
 
+@pytest.mark.parametrize("subset", [(ext.SumGradSquared,), (ext.Variance,),
+                                    (ext.SumGradSquared, ext.Variance), (ext.BatchL2, ext.Variance),
+                                    (ext.BatchL2, ext.SumGradSquared),
+                                    (ext.BatchGrad, ext.BatchL2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_each_subset_of_first_order_quantities(subset, dtype):
+    """Each subset takes its own path (Variance alone from a pre-scaled product, with
+    SumGradSquared from its product): the same values as the truth, and no attribute not
+    asked for."""
+    model = _model("fused", dtype)
+    X, t = _data(5, "ce", dtype)
+    truth = _per_example_loop(model, X, t, "ce", "mean")
+    with ext.collect(*(q() for q in subset)):
+        _loss(model(tg.Tensor(X)), t, "ce", "mean").backward()
+    tol = TOL[dtype]
+    for p, gb in zip(model.parameters(), truth):
+        gb = gb.astype(np.float64)
+        want = {"grad_batch": gb, "batch_l2": (gb.reshape(5, -1) ** 2).sum(1),
+                "sum_grad_squared": (gb ** 2).sum(0),
+                "variance": (gb ** 2).mean(0) - gb.mean(0) ** 2}
+        asked = {q.attr for q in subset}
+        for attr, value in want.items():
+            if attr not in asked:
+                assert not hasattr(p, attr)
+                continue
+            got = getattr(p, attr).data
+            assert got.dtype == dtype and got.shape == value.shape
+            atol = tol["atol"] + (1e-6 * np.abs(value).max() if dtype == np.float32 else 0)
+            np.testing.assert_allclose(got, value, rtol=tol["rtol"] * 10, atol=atol)
+
+
+@pytest.mark.parametrize("with_sgs", [True, False])
+def test_variance_is_never_below_zero(with_sgs):
+    """Seven identical examples: every per-example gradient is the same, so the variance is 0,
+    and the formula (sum of squares - grad^2 / N) / N lands below 0 by rounding in about a
+    third of the entries (checked here, so that the test can fail). Those come out as 0, on
+    a layer large enough for the host's look-first path and on small ones."""
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(48, 40, dtype=np.float32), nn.Tanh(),
+                          nn.Linear(40, 3, dtype=np.float32))
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.standard_normal((1, 48)).astype(np.float32), 7, axis=0)
+    t = np.repeat(rng.integers(0, 3, 1), 7)
+    qs = (ext.SumGradSquared(), ext.Variance()) if with_sgs else (ext.Variance(),)
+    with ext.collect(*qs):
+        F.cross_entropy(model(tg.Tensor(X)), t).backward()
+    W = model[0].weight
+    gb = W.grad.data.astype(np.float64) / 7                      # every example's gradient
+    raw = ((7 * gb ** 2).astype(np.float32) - W.grad.data ** 2 / 7) / 7
+    assert W.size >= 1024 and (raw < 0).sum() > W.size // 10
+    for p in model.parameters():
+        v = p.variance.data
+        assert v.dtype == np.float32 and (v >= 0).all()
+        np.testing.assert_allclose(v, 0, atol=1e-8 * float((p.grad.data ** 2).max()))
+
+
+def test_clip_below_zero_in_place():
+    v = np.array([-1e-9, 0.0, 2.0, np.nan, -0.5] * 300, dtype=np.float32)   # the look-first path
+    for a in (v.copy(), v[:5].copy()):                                      # and the small one
+        out = ext._clip_below_zero(a, np)
+        assert out is a
+        np.testing.assert_array_equal(a, np.tile(np.array([0, 0, 2, np.nan, 0], np.float32),
+                                                 a.size // 5))
+    w = np.arange(2000, dtype=np.float64)
+    ext._clip_below_zero(w, np)
+    np.testing.assert_array_equal(w, np.arange(2000))
+
+
 @pytest.mark.parametrize("kind,loss,reduction", [("fused", "ce", "mean"),
                                                    ("relu_op", "mse", "sum"),
                                                    ("dropout", "ce", "sum")])
@@ -386,6 +454,74 @@ def test_nothing_outside_collect():
     assert engine._grad.collect is None
 
 
+def test_collect_nests_and_restores():
+    """An inner collect fills its own quantities and gives the outer one back on exit, also
+    on an error; one collect object may be entered again, also by another thread while it
+    is open in this one."""
+    model = _model("fused", np.float64)
+    X, t = _data(3, "ce", np.float64)
+    outer, inner = ext.collect(ext.BatchL2()), ext.collect(ext.SumGradSquared())
+    with outer:
+        with inner:
+            F.cross_entropy(model(tg.Tensor(X)), t).backward()
+        assert all(hasattr(p, "sum_grad_squared") and not hasattr(p, "batch_l2")
+                   for p in model.parameters())
+        with pytest.raises(ZeroDivisionError):
+            with inner:
+                1 / 0
+        F.cross_entropy(model(tg.Tensor(X)), t).backward()
+        assert all(hasattr(p, "batch_l2") for p in model.parameters())
+        import threading
+        other = _model("relu_op", np.float64)
+        seen = []
+
+        def in_thread():
+            seen.append(engine._grad.collect)
+            with inner:
+                with outer:
+                    F.cross_entropy(other(tg.Tensor(X)), t).backward()
+                seen.append(engine._grad.collect)
+            seen.append(engine._grad.collect)
+        th = threading.Thread(target=in_thread)
+        th.start()
+        th.join()
+        assert seen == [None, inner._plan, None]
+        assert all(hasattr(p, "batch_l2") and not hasattr(p, "sum_grad_squared")
+                   for p in other.parameters())
+        assert engine._grad.collect is outer._plan
+    assert engine._grad.collect is None
+    with outer:
+        model.zero_grad()
+        F.cross_entropy(model(tg.Tensor(X)), t).backward()
+    truth = _per_example_loop(model, X, t, "ce", "mean")
+    for p, gb in zip(model.parameters(), truth):
+        np.testing.assert_allclose(p.batch_l2.data, (gb.reshape(3, -1) ** 2).sum(1), rtol=1e-10)
+    assert engine._grad.collect is None
+
+
+def test_a_collecting_step_leaves_no_garbage_cycles():
+    """The pass and its plan are freed by reference counting when the backward ends: no
+    cycle is left for the collector (which would keep the graph's nodes alive until it runs)."""
+    import gc
+    model = _model("fused", np.float64)
+    X, t = _data(3, "ce", np.float64)
+    qs = (ext.BatchL2(), ext.Variance(), ext.SumGradSquared(), ext.DiagGGN(), ext.KFAC())
+    with ext.collect(*qs):
+        F.cross_entropy(model(tg.Tensor(X)), t).backward()
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            model.zero_grad()
+            with ext.collect(*qs):
+                F.cross_entropy(model(tg.Tensor(X)), t).backward()
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
+
+
 def test_a_backward_gradient_scales_every_quantity():
     """loss.backward(c) differentiates c * loss: grad_batch scales by c, the GGN by c, the
     sampled factors by c too (same seed); a negative c has no GGN factor and raises."""
@@ -486,6 +622,11 @@ def test_errors_name_the_op_and_the_quantity():
     _err(lambda: ext.collect(ext.BatchGrad).__enter__(), "BatchGrad()")
     _err(lambda: ext.collect(ext.BatchGrad(), ext.BatchGrad()).__enter__(), "grad_batch")
     _err(lambda: ext.DiagGGNMC(mc_samples=0), "mc_samples")
+    # a second backward through a freed graph: the engine's own message, not a crash
+    loss = F.cross_entropy(ops.linear(x, V), t)
+    with ext.collect(ext.BatchL2()):
+        loss.backward()
+        _err(loss.backward, "a second time", "retain_graph=True")
     assert engine._grad.collect is None
 
 

@@ -224,15 +224,34 @@ def load_digits(dtype=np.float32, normalize=True, device=None):
 
     Pixels are 0..16; normalize=True scales them to [0, 1]. Needs scikit-learn (offline).
     """
-    try:
-        from sklearn.datasets import load_digits as _sk_digits
-    except ImportError:
-        raise ImportError(f"load_digits needs scikit-learn: {_EXTRA_HINT}") from None
-    d = _sk_digits()
-    X = d.data.astype(np.float64)
+    table = _sklearn_digits_file()
+    if table is None:
+        try:
+            from sklearn.datasets import load_digits as _sk_digits
+        except ImportError:
+            raise ImportError(f"load_digits needs scikit-learn: {_EXTRA_HINT}") from None
+        d = _sk_digits()
+        table = np.column_stack([d.data, d.target])
+    X = table[:, :-1].astype(np.float64)
     if normalize:
         X = X / 16.0
-    return _finish(X, d.target.astype(np.int64), dtype, device)
+    return _finish(X, table[:, -1].astype(np.int64), dtype, device)
+
+
+def _sklearn_digits_file():
+    """scikit-learn's digits file as a 1797 x 65 table (pixels, label), parsed as its
+    load_digits parses it but without importing scikit-learn, which takes seconds; None
+    when the file is not where scikit-learn keeps it."""
+    import importlib.util
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    if not os.path.isfile(path):
+        return None
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table if table.shape == (1797, 65) else None
 
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

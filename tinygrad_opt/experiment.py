@@ -14,6 +14,7 @@ The command line and notebooks build runs the same way:
 Every function takes keyword arguments with defaults; none needs argparse.
 """
 import csv
+import importlib.util
 import math
 import time
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ def load_dataset(name="digits", *, dtype="float32", device="cpu", seed=0, val_fr
     from . import data
     dtype = np.dtype(dtype)
     if name == "digits":
-        require("sklearn", "the digits data set")
+        if importlib.util.find_spec("sklearn") is None:     # data reads its file: no import
+            require("sklearn", "the digits data set")
         X, y = data.load_digits(dtype=dtype, device=device)
     elif name == "spirals":
         X, y = data.spirals(200, n_classes=3, seed=seed, dtype=dtype, device=device)

@@ -18,7 +18,7 @@ variance over n of these; the GGN factors carry the reduction too. Formulas per 
 and a worked example: docs/extensions.md.
 """
 import math
-from contextlib import contextmanager
+import threading
 
 from . import autograd, backend, engine
 from .fused import ClassCrossEntropy, Linear, LinearReLU, _is_one, _relu_mask
@@ -102,52 +102,84 @@ class KFAC(_Sampled):
 
 
 # ------------------------------------------------------------------------------ collect
-@contextmanager
-def collect(*quantities):
-    """Fill the quantities' attributes on the layer parameters during each backward inside."""
-    seen = {}
-    for q in quantities:
-        if isinstance(q, type) and issubclass(q, Quantity):
-            raise TypeError(f"collect: pass an instance, {q.__name__}(), not the class")
-        if not isinstance(q, Quantity):
-            raise TypeError(f"collect: expected quantities such as BatchGrad(), got {q!r}")
-        if q.attr in seen:
-            raise ValueError(f"collect: {q!r} and {seen[q.attr]!r} both fill p.{q.attr}")
-        seen[q.attr] = q
-    state = engine._grad                    # this thread's: other threads' passes are plain
-    prev = state.collect
-    state.collect = _Plan(quantities) if quantities else None
-    try:
-        yield
-    finally:
-        state.collect = prev
+class collect:
+    """Fill the quantities' attributes on the layer parameters during each backward inside.
+
+    Used as `with collect(*quantities):`; a plain class rather than a generator, since it is
+    entered once per training step (see benchmarks/README.md for what each step costs). The
+    plan it replaces is kept per thread, so one collect object may be entered again, nested
+    or from several threads at once.
+    """
+
+    def __init__(self, *quantities):
+        seen = {}
+        for q in quantities:
+            if isinstance(q, type) and issubclass(q, Quantity):
+                raise TypeError(f"collect: pass an instance, {q.__name__}(), not the class")
+            if not isinstance(q, Quantity):
+                raise TypeError(f"collect: expected quantities such as BatchGrad(), got {q!r}")
+            if q.attr in seen:
+                raise ValueError(f"collect: {q!r} and {seen[q.attr]!r} both fill p.{q.attr}")
+            seen[q.attr] = q
+        self._plan = _Plan(quantities) if quantities else None
+
+    def __enter__(self):
+        state = engine._grad                # this thread's: other threads' passes are plain
+        _replaced.__dict__.setdefault("stack", []).append(state.collect)
+        state.collect = self._plan
+        return self
+
+    def __exit__(self, *exc):
+        engine._grad.collect = _replaced.stack.pop()
+        return False
 
 
-# The ops collect knows: layers (which own parameters), activations applied per element, and
-# dropout's product with a constant mask. Anything else on the way from the loss raises.
-_LAYERS = (Linear, LinearReLU)
+_replaced = threading.local()           # per thread: the plans that open collects replaced
+
+
+# The ops collect knows: layers (Linear, LinearReLU: they own the parameters), activations
+# applied per element, and dropout's product with a constant mask. Anything else raises.
 _ELEMENTWISE = (ReLU, Tanh, Sigmoid, Mul)
 _SUPPORTED = "Linear (also fused with ReLU), ReLU, Tanh, Sigmoid, Dropout"
 
 
 class _Plan:
-    """Called by the engine at the start of each backward inside `collect`."""
+    """Called by the engine at the start of each backward inside `collect`.
+
+    What each layer must compute is decided here, once per `collect`, not per node: the
+    first-order quantities by type (None where not asked), and whether x^2 is needed.
+    """
 
     def __init__(self, quantities):
         self.quantities = quantities
-        self.first = [q for q in quantities if not q.second_order]
         self.second = [q for q in quantities if q.second_order]
-        self.names = ", ".join(repr(q) for q in quantities)     # for the error messages
+        q = {type(q): q for q in quantities if not q.second_order}
+        self.first = bool(q)
+        self.batch_grad, self.batch_l2 = q.get(BatchGrad), q.get(BatchL2)
+        self.batch_dot = q.get(BatchDotGrad)
+        self.sgs, self.variance = q.get(SumGradSquared), q.get(Variance)
+        self.squares_first = self.sgs is not None or self.variance is not None
+        # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
+        self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
+        self._names = None
+
+    @property
+    def names(self):
+        """The quantities as written, for the error messages."""
+        if self._names is None:
+            self._names = ", ".join(repr(q) for q in self.quantities)
+        return self._names
 
     def __call__(self, roots, root_grads, inputs, create_graph, retain_graph):
-        names = self.names
         if inputs is not None or create_graph:
-            raise RuntimeError(f"extensions.collect({names}): quantities are filled by "
+            raise RuntimeError(f"extensions.collect({self.names}): quantities are filled by "
                                "loss.backward() only, not by autograd.grad or create_graph=True")
         if len(roots) != 1 or roots[0]._node is None or roots[0].data.size != 1:
-            raise RuntimeError(f"extensions.collect({names}): backward must start from a scalar "
-                               "loss computed by cross_entropy or mse_loss")
-        out_node, hessian = _loss(roots[0], names)
+            raise RuntimeError(f"extensions.collect({self.names}): backward must start from a "
+                               "scalar loss computed by cross_entropy or mse_loss")
+        if roots[0]._node.parents is None:          # a second backward: the engine's error
+            raise engine._freed_error(roots[0]._node)
+        out_node, hessian = _loss(roots[0], self)
         p = _Pass(self)
         p.walk(out_node)
         if self.second:
@@ -156,7 +188,7 @@ class _Plan:
 
 
 # ------------------------------------------------------------------------------- losses
-def _loss(loss, names):
+def _loss(loss, plan):
     """(the node whose output is the prediction, the loss Hessian's factor there).
 
     The loss is read by autograd.read_loss. The factor's exact(xp) and sampled(m, xp) give
@@ -168,25 +200,26 @@ def _loss(loss, names):
     if kind == "cross_entropy" and (type(r.node) is ClassCrossEntropy or not r.node.rows):
         node = r.node
         if not r.constant_target():
-            raise RuntimeError(f"extensions.collect({names}): cross-entropy targets require grad")
+            raise RuntimeError(f"extensions.collect({plan.names}): cross-entropy targets "
+                               "require grad")
         if type(node) is ClassCrossEntropy or _is_one(node.row_sums):
             w = None                                    # each row of the targets sums to 1
         else:
             w = node.inputs[1].sum(axis=-1, keepdims=True)
-        _check_prediction(r.output, "cross_entropy", names)
+        _check_prediction(r.output, "cross_entropy", plan)
         return r.output._node, _CrossEntropyHessian(node.p, w, 1.0 / node.denom)
     if kind == "mse" and r.constant_target():
-        _check_prediction(r.output, "mse_loss", names)
+        _check_prediction(r.output, "mse_loss", plan)
         return r.output._node, _SquareHessian(2.0 * r.scale, r.output.data)
-    raise RuntimeError(f"extensions.collect({names}): the loss must be cross_entropy or "
+    raise RuntimeError(f"extensions.collect({plan.names}): the loss must be cross_entropy or "
                        f"mse_loss (reduction 'mean' or 'sum') of the model output; this "
                        f"backward starts at {type(loss._node).__name__}")
 
 
-def _check_prediction(x, loss, names):
+def _check_prediction(x, loss, plan):
     if type(x) is not Tensor or x._node is None or x.data.ndim != 2:
         shape = tuple(x.data.shape) if type(x) is Tensor else None
-        raise RuntimeError(f"extensions.collect({names}): {loss} needs a (N, K) model output "
+        raise RuntimeError(f"extensions.collect({plan.names}): {loss} needs a (N, K) model output "
                            f"computed by layers, got {'a leaf' if shape else 'a constant'}"
                            f"{' of shape ' + str(shape) if shape else ''}")
 
@@ -256,65 +289,72 @@ class _Pass:
 
     def __init__(self, plan):
         self.plan = plan
-        self.nodes = {}             # node -> handler, for every node between loss and parameters
+        self.nodes = {}             # node -> handler (a plain function: no cycle through self)
         self.params = {}            # parameter Tensor -> (node, slot) of its single use
         self.factors = {}           # node -> factor S (C, N, out) of its output, while pending
         self.streams = {}           # stream key -> slice of the columns of S
-        self.want = {type(q): q for q in plan.first}
-        # x^2 (N, in) feeds the products with x^2; BatchL2 needs only its row sums
-        self.squares = any(type(q) in (SumGradSquared, Variance, DiagGGN, DiagGGNMC)
-                           for q in plan.quantities)
+        self.layers = {}            # layer node -> (weight, bias), each None if not a parameter
 
     # ---------------------------------------------------------------- planning
     def walk(self, out_node):
         """Check every node from the prediction down to the parameters; record their handlers."""
-        names = self.plan.names
-        stack, seen = [out_node], set()
+        plan, nodes, layers, params = self.plan, self.nodes, self.layers, self.params
+        layer, elementwise = _Pass.layer, _Pass.elementwise
+        stack = [out_node]
         while stack:
             n = stack.pop()
-            if n in seen:
+            if n in nodes:
                 continue
-            seen.add(n)
             cls = type(n)
-            if cls in _LAYERS:
+            parents = n.parents
+            if parents is None:
+                raise engine._freed_error(n)
+            if cls is LinearReLU or cls is Linear:
                 x = n.inputs[0]
                 if x.ndim != 2:
-                    raise RuntimeError(f"extensions.collect({names}): {cls.__name__} needs "
+                    raise RuntimeError(f"extensions.collect({plan.names}): {cls.__name__} needs "
                                        f"(N, in_features) inputs, got shape {tuple(x.shape)}")
-                self.nodes[n] = self.layer
-                self._use(n, 1, names)
-                self._use(n, 2, names)
-            elif cls in _ELEMENTWISE:
+                nodes[n] = layer
+                pW, pb = parents[1], parents[2]
+                pW = pW if type(pW) is Tensor and pW._requires_grad else None
+                pb = pb if type(pb) is Tensor and pb._requires_grad else None
+                for p, slot in ((pW, 1), (pb, 2)):
+                    if p is not None:
+                        if p._node is not None or p in params:
+                            self._misused(n, p, slot)
+                        params[p] = (n, slot)
+                layers[n] = (pW, pb)
+                x = parents[0]
+                if type(x) is Tensor and x._requires_grad and x._node is not None:
+                    stack.append(x._node)
+                continue
+            if cls in _ELEMENTWISE:
                 if cls is Mul:
-                    self._check_mul(n, names)
-                self.nodes[n] = self.elementwise
+                    self._check_mul(n, plan)
+                nodes[n] = elementwise
             else:
-                raise RuntimeError(_unsupported(n, names))
-            for i, p in enumerate(n.parents):
+                raise RuntimeError(_unsupported(n, plan.names))
+            for p in parents:
                 if type(p) is not Tensor or not p._requires_grad:
                     continue
-                if p._node is not None:
-                    stack.append(p._node)
-                elif cls not in _LAYERS:      # (a layer's input x, if a leaf, gets .grad only)
-                    raise RuntimeError(_param_error(p, n, names))
+                if p._node is None:
+                    raise RuntimeError(_param_error(p, n, plan.names))
+                stack.append(p._node)
 
-    def _use(self, n, slot, names):
-        p = n.parents[slot]
-        if type(p) is not Tensor or not p._requires_grad:
-            return
+    def _misused(self, n, p, slot):
+        """Raise for a layer's weight or bias that is computed, or used by two layers."""
+        names = self.plan.names
         if p._node is not None:
             raise RuntimeError(f"extensions.collect({names}): the {('weight', 'bias')[slot - 1]} "
                                f"of {type(n).__name__} is computed by {type(p._node).__name__}, "
                                "not a parameter")
-        if p in self.params:
-            raise RuntimeError(f"extensions.collect({names}): the parameter of shape "
-                               f"{tuple(p.shape)} is used twice (by {type(n).__name__} and "
-                               f"{type(self.params[p][0]).__name__}); per-example quantities "
-                               "need each parameter used once")
-        self.params[p] = (n, slot)
+        raise RuntimeError(f"extensions.collect({names}): the parameter of shape "
+                           f"{tuple(p.shape)} is used twice (by {type(n).__name__} and "
+                           f"{type(self.params[p][0]).__name__}); per-example quantities "
+                           "need each parameter used once")
 
     @staticmethod
-    def _check_mul(n, names):
+    def _check_mul(n, plan):
         """Only dropout's x * mask: one input with a graph, the other a constant of its shape."""
         a, b = n.parents
         for x, c in ((a, b), (b, a)):
@@ -326,8 +366,8 @@ class _Pass:
                     return
         for p in (a, b):
             if type(p) is Tensor and p._requires_grad and p._node is None:
-                raise RuntimeError(_param_error(p, n, names))
-        raise RuntimeError(_unsupported(n, names))
+                raise RuntimeError(_param_error(p, n, plan.names))
+        raise RuntimeError(_unsupported(n, plan.names))
 
     def seed(self, out_node, hessian, root_grad):
         """The loss Hessian's factor at the prediction: the columns of every stream stacked."""
@@ -353,7 +393,7 @@ class _Pass:
         handler = self.nodes.get(n)
         if handler is None:
             return n.backward(n, g)
-        return handler(n, g)
+        return handler(self, n, g)
 
     def elementwise(self, n, g):
         grads = n.backward(n, g)
@@ -379,14 +419,11 @@ class _Pass:
             mask = _relu_mask(n)
             g = g * mask                                   # the gradient of the pre-activation
         grads = Linear.backward(n, g)
-        pW, pb = n.parents[1], n.parents[2]
-        if not (type(pW) is Tensor and pW._requires_grad):
-            pW = None
-        if not (type(pb) is Tensor and pb._requires_grad):
-            pb = None
-        # x^2, shared by BatchL2, SumGradSquared, Variance and the GGN diagonals
-        x2 = x * x if pW is not None and self.squares else None
-        if self.plan.first:
+        pW, pb = self.layers[n]
+        plan = self.plan
+        # x^2, shared by SumGradSquared, Variance and the GGN diagonals
+        x2 = x * x if pW is not None and plan.squares else None
+        if plan.first:
             self._first_order(g, x, x2, grads, pW, pb)
         S = self.factors.pop(n, None)
         if S is not None:
@@ -406,41 +443,58 @@ class _Pass:
         self.factors[pn] = S if acc is None else acc + S
 
     def _first_order(self, g, x, x2, grads, pW, pb):
-        """Per-example quantities of W (gradient g_n x_n^T) and b (g_n), g (N, out), x (N, in)."""
+        """Per-example quantities of W (gradient g_n x_n^T) and b (g_n), g (N, out), x (N, in).
+
+        Each is computed only if asked, with the fewest passes over (out, in) arrays: those
+        passes, not the products, are what the quantities cost beyond SumGradSquared's product.
+        """
+        plan = self.plan
         xp = backend.xp_of(g)
-        q = self.want
-        g2 = g * g if (SumGradSquared in q or Variance in q) else None
-        if BatchGrad in q:
+        g2 = g * g if plan.squares_first else None
+        q = plan.batch_grad
+        if q is not None:
             if pW is not None:
-                _store(pW, q[BatchGrad], xp.einsum("no,ni->noi", g, x))
+                _store(pW, q, xp.einsum("no,ni->noi", g, x))
             if pb is not None:
-                _store(pb, q[BatchGrad], g.copy())
-        if BatchL2 in q:                   # ||g_n x_n^T||^2 = ||g_n||^2 ||x_n||^2: row norms only
-            gg = _row_norms2(g, xp) if g2 is None else g2.sum(axis=1)
+                _store(pb, q, g.copy())
+        q = plan.batch_l2
+        if q is not None:                  # ||g_n x_n^T||^2 = ||g_n||^2 ||x_n||^2: row norms only
+            gg = _row_norms2(g, xp)
             if pW is not None:
-                xx = _row_norms2(x, xp) if x2 is None else x2.sum(axis=1)
-                _store(pW, q[BatchL2], gg * xx)
+                _store(pW, q, gg * _row_norms2(x, xp))
             if pb is not None:
-                _store(pb, q[BatchL2], gg)
-        if BatchDotGrad in q:              # <g_n x_n^T, G_W> = g_n^T G_W x_n: one (N, in) product
+                _store(pb, q, gg)
+        q = plan.batch_dot
+        if q is not None:                  # <g_n x_n^T, G_W> = g_n^T G_W x_n: one (N, in) product
             if pW is not None:
-                _store(pW, q[BatchDotGrad], xp.einsum("ni,ni->n", g @ grads[1], x))
+                _store(pW, q, xp.einsum("ni,ni->n", g @ grads[1], x))
             if pb is not None:
-                _store(pb, q[BatchDotGrad], g @ grads[2])
-        if SumGradSquared in q or Variance in q:
-            N = g.shape[0]
-            for slot, p in ((1, pW), (2, pb)):
-                if p is None:
+                _store(pb, q, g @ grads[2])
+        if g2 is None:
+            return
+        # SumGradSquared: sum_n g_n^2 (x_n^2)^T; Variance = (it - grad^2 / N) / N, BackPACK's
+        # formula, from the products alone (the mean of squares minus the square of the mean)
+        sq, var = plan.sgs, plan.variance
+        c = 1.0 / g.shape[0]
+        if sq is None:
+            g2 *= c                        # Variance alone: the products give s c directly
+        for p, grad in ((pW, grads[1]), (pb, grads[2])):
+            if p is None:
+                continue
+            s = g2.T @ x2 if p is pW else g2.sum(axis=0)
+            if sq is not None:
+                _store(p, sq, s)
+                if var is None:
                     continue
-                sgs = g2.T @ x2 if slot == 1 else g2.sum(axis=0)   # sum_n g_n^2 (x_n^2)^T
-                if SumGradSquared in q:
-                    _store(p, q[SumGradSquared], sgs)
-                if Variance in q:          # mean of squares - square of the mean, over n:
-                    v = grads[slot] * grads[slot]          # (sgs - gW^2 / N) / N, one buffer
-                    v *= -1.0 / N
-                    v += sgs
-                    v *= 1.0 / N
-                    _store(p, q[Variance], xp.maximum(v, 0, out=v))    # no rounding below 0
+                v = grad * grad            # (s - grad^2 c) c, in one new buffer
+                v *= -c
+                v += s
+                v *= c
+            else:                          # s c - (grad c)^2, in the product's buffer
+                v, t = s, grad * c
+                t *= t
+                v -= t
+            _store(p, var, _clip_below_zero(v, xp))
 
     def _second_order(self, S, x, x2, pW, pb):
         """DiagGGN / DiagGGNMC / KFAC of W and b from the pre-activation factor S (C, N, out):
@@ -471,9 +525,23 @@ class _Pass:
 
 def _row_norms2(a, xp):
     """||a_n||^2 per row: vecdot where the array module has it (NumPy >= 2), one pass and
-    no temporary, about 2.5x faster than einsum on a (64, 784) batch; else einsum."""
+    no temporary, about 2.5x faster than einsum on a (64, 784) batch and than summing the
+    rows of a^2 at hand; else einsum."""
     vecdot = getattr(xp, "vecdot", None)
     return vecdot(a, a) if vecdot is not None else xp.einsum("ni,ni->n", a, a)
+
+
+def _clip_below_zero(v, xp):
+    """v with the values that rounding put below 0 raised to 0, in place.
+
+    NumPy's maximum against a scalar runs about six times as long as a plain pass over the
+    array here, while the minimum is a quick reduction and rounding below 0 is rare: on the
+    host, look first (a NaN makes the minimum NaN, and then the maximum runs: it keeps the
+    NaN and still raises the other entries). On a GPU, no look: that would be a host transfer.
+    """
+    if type(v) is not backend.ndarray or v.size < 1024 or not v.min() >= 0:
+        xp.maximum(v, 0, out=v)
+    return v
 
 
 def _store(p, q, arr):

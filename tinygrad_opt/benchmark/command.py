@@ -36,8 +36,7 @@ def cmd_benchmark(args):
                                db=args.db or os.path.join(args.out, "benchmark.sqlite"),
                                executor=executor, data_dir=args.data_dir, log=log)
     finally:
-        if args.scheduler:
-            executor.close()
+        executor.close()                # the local worker processes, or the Dask client
     print()
     print(result.table())
     print("\nwrote " + ", ".join(write_report(result, args.out)))

@@ -37,6 +37,7 @@ class Problem:
     epochs: int
     description: str
     needs_data_dir: bool = False
+    epoch_seconds: float = 0.05     # rough time of one epoch on one core: longest runs first
 
     def reached(self, value):
         if value is None or not math.isfinite(value):
@@ -94,6 +95,12 @@ _CLASSIFIERS = {   # name: (data set, hidden layers, quick subset for mnist)
 _DATA = {}                              # data sets loaded in this process, by (name, data_dir)
 
 
+def _data_key(problem, data_dir):
+    """(data set, data_dir) of a classification problem; only MNIST reads data_dir."""
+    name = _CLASSIFIERS[problem][0]
+    return name, data_dir if name == "mnist" else None
+
+
 def _dataset(name, data_dir):
     from .. import experiment
     key = (name, data_dir)
@@ -102,11 +109,29 @@ def _dataset(name, data_dir):
     return _DATA[key]
 
 
+def data_keys(tasks):
+    """The (data set, data_dir) keys the tasks train on, in first-use order (items that are
+    not benchmark tasks need none)."""
+    return list(dict.fromkeys(_data_key(t.problem, t.data_dir) for t in tasks
+                              if getattr(t, "problem", None) in _CLASSIFIERS))
+
+
+def load_data(keys):
+    """{key: data set} for `keys`, loaded once in this process (cached for later runs)."""
+    return {k: _dataset(*k) for k in keys}
+
+
+def install_data(datasets):
+    """Hold data sets loaded elsewhere ({key: data set}), so runs here do not load them."""
+    _DATA.update(datasets)
+
+
 def _run_classifier(problem, optimizer, hparams, seed, epochs, data_dir, out):
     from .. import experiment
     from ..train import Callback
-    data_name, hidden = _CLASSIFIERS[problem.name]
-    setup = experiment.Setup(optimizer, _dataset(data_name, data_dir), epochs=epochs, seed=seed,
+    hidden = _CLASSIFIERS[problem.name][1]
+    setup = experiment.Setup(optimizer, _dataset(*_data_key(problem.name, data_dir)),
+                             epochs=epochs, seed=seed,
                              hidden=hidden, **_setup_options(hparams))
     _apply_hparams(setup.optimizer, hparams)
     steps_per_epoch = len(setup.loader)
@@ -207,14 +232,20 @@ _FUNCTION_RUNNERS = {"quadratic": _run_quadratic, "rosenbrock": _test_function_r
 
 PROBLEMS = {p.name: p for p in [
     Problem("quadratic", "loss", False, 0.05, 10,
-            "noisy quadratic, 100 eigenvalues 1/i, batch noise (Zhang et al. 2019)"),
-    Problem("digits", "val_acc", True, 0.95, 10, "MLP 64-64-10 on the 8x8 digits"),
-    Problem("spirals", "val_acc", True, 0.90, 20, "MLP 2-64-64-3 on three spiral arms"),
+            "noisy quadratic, 100 eigenvalues 1/i, batch noise (Zhang et al. 2019)",
+            epoch_seconds=0.015),
+    Problem("digits", "val_acc", True, 0.95, 10, "MLP 64-64-10 on the 8x8 digits",
+            epoch_seconds=0.04),
+    Problem("spirals", "val_acc", True, 0.90, 20, "MLP 2-64-64-3 on three spiral arms",
+            epoch_seconds=0.015),
     Problem("mnist_logreg", "val_acc", True, 0.92, 5, "softmax regression on MNIST",
-            needs_data_dir=True),
-    Problem("mnist_mlp", "val_acc", True, 0.97, 5, "MLP 784-128-10 on MNIST", needs_data_dir=True),
-    Problem("rosenbrock", "loss", False, 1e-3, 20, "Rosenbrock's valley from (-1.5, 2)"),
-    Problem("beale", "loss", False, 1e-3, 10, "Beale's function from (1, 1.4)"),
+            needs_data_dir=True, epoch_seconds=1.0),
+    Problem("mnist_mlp", "val_acc", True, 0.97, 5, "MLP 784-128-10 on MNIST", needs_data_dir=True,
+            epoch_seconds=2.5),
+    Problem("rosenbrock", "loss", False, 1e-3, 20, "Rosenbrock's valley from (-1.5, 2)",
+            epoch_seconds=0.025),
+    Problem("beale", "loss", False, 1e-3, 10, "Beale's function from (1, 1.4)",
+            epoch_seconds=0.045),
 ]}
 
 

@@ -10,6 +10,7 @@ Phase 1 runs every setting of the budget with seed 0 and picks, per problem and 
 the setting with the best validation metric (its best epoch; a diverged run ranks last).
 Phase 2 runs that setting with seeds 0 .. seeds-1 (seed 0 is the tuning run itself).
 """
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -35,13 +36,17 @@ class Task:
 
 
 def run_tasks(store, executor, tasks, log=None):
-    """Run the tasks the store has not finished; returns how many ran."""
+    """Run the tasks the store has not finished, the longest first; returns how many ran.
+
+    Longest first (by the problem's seconds per epoch x epochs): the workers end together
+    instead of one finishing a long run while the others wait."""
     done = store.done()
     pending, seen = [], set()
     for t in tasks:
         if t.key not in done and t.key not in seen:
             seen.add(t.key)
             pending.append(t)
+    pending.sort(key=lambda t: -get_problem(t.problem).epoch_seconds * t.epochs)   # stable
     for t in pending:               # a kill from here on leaves them 'running': redone later
         store.start(t)
     for i, (t, result) in enumerate(executor.map(execute, pending)):
@@ -90,7 +95,8 @@ def run_benchmark(problems, optimizers, *, budget="oneshot", budget_size=4, budg
     """Run (or resume) the benchmark and return a BenchmarkResult read back from the store.
 
     problems, optimizers: names; epochs None: each problem's own; executor: LocalExecutor
-    (default, one worker per core) or DaskExecutor; log: a callable taking one line.
+    (default, one worker per core, closed at the end) or DaskExecutor (one passed in stays
+    open for the caller to close); log: a callable taking one line.
     """
     problems = [get_problem(p) for p in problems]
     for p in problems:
@@ -99,13 +105,14 @@ def run_benchmark(problems, optimizers, *, budget="oneshot", budget_size=4, budg
     grid = {o: _budgets.settings(budget, o, budget_size, budget_seed) for o in optimizers}
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    own = executor is None
     executor = executor or LocalExecutor()
     ep = {p.name: p.epochs if epochs is None else epochs for p in problems}
 
     def task(p, o, h, seed):
         return Task(p.name, o, h, seed, ep[p.name], data_dir)
 
-    with Store(db) as store:
+    with Store(db) as store, (executor if own else contextlib.nullcontext()):
         tuning = [task(p, o, h, 0) for p in problems for o in optimizers for h in grid[o]]
         run_tasks(store, executor, tuning, log)
         cells = []
