@@ -57,6 +57,11 @@ class Linear(Function):
         return _linear_backward_jvp(ctx, g, tg, tangents, primal)
 
     @staticmethod
+    def reads_grad(ctx, tangents, primal):
+        """Whether backward_jvp reads G (a first layer's, with a constant input, does not)."""
+        return _linear_reads_grad(ctx, tangents, primal)
+
+    @staticmethod
     def vjp_dot(ctx, g, vs):
         """hvp's dot-mode term sum_i <grad of input i, vs[i]> as (Tensor, array) pairs, without
         forming the gradients (see _linear_dot_pairs)."""
@@ -128,6 +133,12 @@ def _affine_tangent(shape, x, W, tx, tW, tb):
     return tangent_sum(shape, a, c)
 
 
+def _linear_reads_grad(ctx, tangents, primal):
+    tx, tW, tb = tangents
+    nx, nW, nb = ctx.needs_input_grad
+    return any(primal) or (nx and tW is not None) or (nW and tx is not None)
+
+
 def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     """Linear's gradients (where primal asks) and their tangents, with tx, tW, tb the inputs'
     tangents and tg the output gradient's (None: zero), G and tG times mask if given:
@@ -139,7 +150,7 @@ def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     px, pW, pb = primal
     if mask is not None:                # G only where something reads it (not a first layer)
         tg = None if tg is None else tg * mask
-        if px or pW or pb or (nx and tW is not None) or (nW and tx is not None):
+        if _linear_reads_grad(ctx, tangents, primal):
             g = g * mask
     gx, gW, gb = _linear_grads(g, x, W, b, px, pW, pb) if px or pW or pb else (None,) * 3
     t = _linear_grads(tg, x, W, b, nx, nW, nb) if tg is not None else (None,) * 3
@@ -260,6 +271,8 @@ class LinearReLU(Function):
     def backward_jvp(ctx, g, tg, tangents, primal):
         """Linear's rule for G * mask and tG * mask (the mask's derivative is 0 a.e.)."""
         return _linear_backward_jvp(ctx, g, tg, tangents, primal, _relu_mask(ctx))
+
+    reads_grad = staticmethod(_linear_reads_grad)
 
     @staticmethod
     def kink_distance(ctx):

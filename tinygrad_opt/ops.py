@@ -666,6 +666,10 @@ class ReLU(Function):
         return ((g * ctx.mask if primal[0] else None, None if tg is None else tg * ctx.mask),)
 
     @staticmethod
+    def reads_grad(ctx, tangents, primal):
+        return primal[0]
+
+    @staticmethod
     def kink_distance(ctx):
         x = ctx.parents[0].data
         return float(backend.xp_of(x).abs(x).min())
