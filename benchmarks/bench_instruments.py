@@ -17,6 +17,7 @@ data and batch size in PyTorch, against its own plain epoch, are printed in the 
 """
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (compare, fmt_time, import_torch, machine_line, median,  # noqa: E402
@@ -127,8 +128,10 @@ def bench_cockpit(args, X, y):
         loss_fn = extend(torch.nn.CrossEntropyLoss(reduction="mean"))
         ind_fn = extend(torch.nn.CrossEntropyLoss(reduction="none"))
         opt = torch.optim.SGD(model.parameters(), lr=LR)
+        # s >= 0 as in Cockpit's own schedules: two-point quantities (Alpha, UpdateSize) ask
+        # whether step s - 1 was tracked, and -1 % 1 == 0 would send them to a step that never ran
         ck = None if preset is None else cockpit.Cockpit(model.parameters(), quantities=(
-            configuration(preset, track_schedule=lambda s, k=every: s % k == 0)))
+            configuration(preset, track_schedule=lambda s, k=every: s >= 0 and s % k == 0)))
 
         step = [0]                              # Cockpit's global step runs across epochs
 
@@ -152,7 +155,9 @@ def bench_cockpit(args, X, y):
         return run
     cands = {"plain": make(None, 1), "economy/1": make("economy", 1), "full/16": make("full", 16)}
     try:
-        times = compare(cands, args.rounds or (2 if args.quick else 5), warmup=1)
+        with warnings.catch_warnings():     # BackPACK's hooks on a first layer with a plain input
+            warnings.simplefilter("ignore")
+            times = compare(cands, args.rounds or (2 if args.quick else 5), warmup=1)
     except Exception as e:          # an installed Cockpit that does not run with this PyTorch
         print(f"\nCockpit: installed but its run failed here ({type(e).__name__}: {e}); "
               "no ratios")
