@@ -105,7 +105,10 @@ def relu(x):
     x itself is left as it is (its data and its node, for any other use of it); the result
     is a new array with ReLU's values. Not fused while a forward-mode level or anomaly mode
     is active, nor after an in-place change since x was recorded (as bias_into_linear).
+    For an array, max(x, 0) as an array (like the other helpers of ops.py).
     """
+    if type(x) is not Tensor:
+        return backend.xp_of(x).maximum(x, 0)
     n = x._node
     if (type(n) is not Linear or _engine._anomaly or _engine._levels or n.parents is None
             or versions.last_change < n.seq):
