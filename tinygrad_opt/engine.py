@@ -197,6 +197,9 @@ class Function:
     # make these cheap to set on every call; what an op saves itself goes to its __dict__.
     __slots__ = ("seq", "parents", "needs_input_grad", "inputs", "out", "__dict__")
     xp = _np            # the inputs' array module: NumPy unless apply sets CuPy on the instance
+    # True: backward may return gradients of the output's broadcast shape; the engine, which
+    # tests every gradient's shape anyway, sums them to the input's (elementwise ops skip a test)
+    broadcast_grads = False
 
     def __repr__(self):
         return f"<{type(self).__name__} node>"
@@ -550,7 +553,7 @@ def tangent_backward(out, tangents):
         seen.add(n)
         nodes.append(n)
         stack += [p._node for p in n.parents if type(p) is Tensor and p._node is not None]
-    nodes.sort(key=_seq_of)                 # newest first: every consumer before its inputs
+    nodes.sort(key=lambda n: n.seq)         # newest first: every consumer before its inputs
     modified = versions.last_change
     tan, ins = {}, {}                       # node -> its output's tangent, its inputs' tangents
     primal, reads = {}, {}                  # node -> which input gradients are read; reads g?
@@ -596,10 +599,6 @@ def tangent_backward(out, tangents):
         return result
     finally:
         _exit_backward(prev)
-
-
-def _seq_of(n):
-    return n.seq
 
 
 _gc_pausers = 0         # backward passes running in any thread, which keep gc paused
@@ -730,11 +729,15 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
                 owned = False
             else:
                 pd = p.data
+                # In-place accumulation is safe only into a fresh array no one else holds
+                # (such as one _conform made: summed to a broadcast input, or cast).
                 if type(gx) is not type(pd) or gx.shape != pd.shape or anomaly or \
                         (gx.dtype is not pd.dtype and gx.dtype != pd.dtype):
-                    gx = _conform(n, p, gx, False)
-                # In-place accumulation is safe only into a fresh array no one else holds.
-                owned = not (shared or gx is g or gx.base is not None)
+                    gx, cx = _conform(n, p, gx, False), gx
+                    owned = (gx is not cx and gx.base is None) or \
+                        not (shared or cx is g or cx.base is not None)
+                else:
+                    owned = not (shared or gx is g or gx.base is not None)
             pn = p._node
             if pn is None:
                 e = leaves.get(p)
@@ -849,6 +852,9 @@ def _backward_dots(n, g, dots, terms):
 def _conform(node, p, gx, create_graph):
     """Check a returned gradient against its input; cast it to the input's dtype."""
     pd = p.data
+    if node.broadcast_grads and gx.shape != pd.shape:
+        from .ops import sum_to                 # ops imports this module
+        gx = sum_to(gx, pd.shape)
     if not create_graph and type(gx) is not type(pd):
         gx = node.xp.asarray(gx)            # NumPy reductions may return 0-d scalars
     if gx.shape != pd.shape:
