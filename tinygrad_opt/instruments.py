@@ -125,7 +125,8 @@ class GradHist1d(Quantity):
         offsets, weights = self._layout(xp, parts, strides)
         idx += offsets                                  # part j counts in row j of (parts, bins+1)
         rows = xp.bincount(idx, minlength=len(parts) * (self.bins + 1))
-        c = backend.to_numpy(weights @ rows.reshape(len(parts), self.bins + 1))
+        rows = rows.reshape(len(parts), self.bins + 1) * weights[:, None]  # (no integer BLAS)
+        c = backend.to_numpy(rows.sum(axis=0))
         counts = c[:self.bins].astype(np.int64)
         counts[-1] += c[self.bins]                      # the largest value: last bin
         return top * self._unit_edges, counts
@@ -480,9 +481,8 @@ class _StepContext:
             inst._vec.flatten(inst._vec.before)
         if b.recorded and inst._curv:
             inst._curvature(self.run, self.xb, self.yb)
-        wanted = inst._extension_quantities()
-        if wanted:
-            self.collect = inst._ext.collect(*wanted)
+        self.collect = inst._collector()
+        if self.collect is not None:
             self.collect.__enter__()
         return self
 
@@ -531,7 +531,7 @@ class Instruments(Callback):
         self._hists = [q for q in self.quantities if "batch_grad" in q.needs]
         self._vector_attrs = [a for need, a in (("sq", "batch_l2"), ("dots", "batch_dot_grad"))
                               if need in self._needs]
-        self._summing_key = self._wanted = None
+        self._summing_key = self._collects = None
         self.history = {"step": [], **{q.name: [] for q in self.quantities}}
         self._columns = [(q, self.history[q.name]) for q in self.quantities]
         self._params = self._vec = None
@@ -582,20 +582,21 @@ class Instruments(Callback):
             vec.swap()
 
     # ---- measurement
-    def _extension_quantities(self):
-        """What extensions.collect fills in a recorded step's backward (the instances built
-        once): per-example scalars without the (N, P) block; the block only where a
-        histogram is due."""
+    def _collector(self):
+        """The extensions.collect context for a recorded step's backward, None if nothing is
+        collected: per-example scalars without the (N, P) block, the block only where a
+        histogram is due. Both contexts are built once and entered at every step."""
         ext, b = self._ext, self._batch
         if ext is None or not b.recorded:
-            return ()
-        if self._wanted is None:
+            return None
+        if self._collects is None:
             base = [q() for need, q in (("sq", ext.BatchL2), ("dots", ext.BatchDotGrad),
                                         ("sgs", ext.SumGradSquared)) if need in self._needs]
             if "diag_h" in self._needs:
                 base.append(ext.DiagGGN())
-            self._wanted = (base, base + [ext.BatchGrad()])
-        return self._wanted[b.hist]
+            self._collects = (ext.collect(*base) if base else None,
+                              ext.collect(*base, ext.BatchGrad()))
+        return self._collects[b.hist]
 
     def _after_backward(self, ctx):
         b = self._batch
