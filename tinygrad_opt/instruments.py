@@ -13,9 +13,9 @@ the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 Per-example numbers come from the training backward itself, through `extensions.collect`:
 |g_n|^2 from BatchL2, g_n^T g from BatchDotGrad, sum_n g_n^2 from SumGradSquared (BackPACK's
 semantics: each carries the mean's 1/N), none of which forms the (N, P) block of individual
-gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where tinygrad_opt.extensions is not
-available, or with per_example="loop", they are computed with one backward per example (exact,
-slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
+gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where
+tinygrad_opt.extensions is not available, or with per_example="loop", they are computed with
+one backward per example (exact, slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
 graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
 instruments takes the same steps as one without. Formulas and papers: each quantity's docstring,
 and docs/instruments.md.
@@ -27,7 +27,6 @@ from functools import cached_property
 from . import autograd, backend
 from .curvature import _Probes, _lanczos_tridiagonal, _tridiag_eigh
 from .flat import HVPOperator, flatten, unflatten
-from .tensor import Tensor
 from .train import Callback
 
 np = backend.np     # host NumPy for the recorded numbers
