@@ -15,7 +15,9 @@ a fresh Python process per configuration, so none inherits another's imports or 
 
 Every process has one BLAS thread. The configurations alternate round by round and the
 ratios are medians over rounds. Target: 2 workers >= 1.7x one worker on a 2-core machine.
-A machine shared with other work cannot show it; the load average is printed beside it.
+A machine shared with other work cannot show it; the load average is printed beside it,
+and so is the share of the workers' time spent inside runs (sum of run times / (workers x
+wall)), which other work on the machine disturbs far less than the wall time.
 
     python benchmarks/bench_benchmark.py [--rounds 2] [--quick]
 """
@@ -91,7 +93,7 @@ def throughput(quick, rounds):
     mix = QUICK_MIX if quick else MIX
     print(f"throughput: run_benchmark({', '.join(f'{k}={v}' for k, v in mix.items())}), "
           f"{rounds} rounds, each configuration in a fresh process")
-    walls = {c: [] for c in CONFIGS}
+    walls, busy = {c: [] for c in CONFIGS}, {c: [] for c in CONFIGS}
     for r in range(rounds):
         load = os.getloadavg()[0]
         line = []
@@ -100,15 +102,21 @@ def throughput(quick, rounds):
                                  check=True, capture_output=True, text=True).stdout
             m = json.loads(out.strip().splitlines()[-1])
             walls[c].append(m["wall"])
-            line.append(f"{c} {m['wall']:.1f} s ({m['runs']} runs, {m['run_seconds']:.1f} s in runs)")
-        print(f"  round {r + 1}: " + "; ".join(line)
+            # the share of the workers' wall time spent inside runs: what the harness loses
+            # (start-up, dispatch, the store, a worker idle at a phase's end) is the rest
+            busy[c].append(m["run_seconds"] / (m["wall"] * CONFIGS[c]["workers"]))
+            line.append(f"{c} {m['wall']:.1f} s ({m['run_seconds']:.1f} s in runs, "
+                        f"busy {100 * busy[c][-1]:.0f}%)")
+        print(f"  round {r + 1}, {m['runs']} runs: " + "; ".join(line)
               + f"; load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(walls[a], walls[b]))
     print(f"2 workers vs 1 worker (both the process pool): {ratio('1 worker', '2 workers'):.2f}x "
           f"(target >= 1.7x on 2 free cores)")
     print(f"2 workers vs in-process: {ratio('in-process', '2 workers'):.2f}x; "
           f"1 worker vs in-process: {ratio('in-process', '1 worker'):.2f}x; "
-          f"{os.cpu_count()} cores")
+          f"workers busy in runs (median): " + ", ".join(
+              f"{c} {100 * statistics.median(b):.0f}%" for c, b in busy.items())
+          + f"; {os.cpu_count()} cores")
 
 
 def main():

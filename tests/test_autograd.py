@@ -303,6 +303,37 @@ def test_hvp_first_backward_records_only_the_backward_products():
     np.testing.assert_allclose(_flatv(hv), _dense_hvp(f, params, v), rtol=1e-10, atol=1e-12)
 
 
+def test_hvp_takes_the_array_rop_sweep_where_every_node_has_a_rule():
+    """Linear, LinearReLU, ReLU and class cross-entropy have backward_jvp rules: hvp's default
+    runs engine.tangent_backward on them (no graph of the backward), here with the input
+    itself among the differentiated leaves and a bias-free layer; the dense Hessian times v,
+    and the double backward's and forward-over-reverse's products, agree. With tanh (no rule)
+    the sweep declines, and the default falls back to the double backward."""
+    from tinygrad_opt import engine
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 6)
+
+    def f(x, W1, b1, W2, b2, W3):
+        h = ops.linear(x, W1, b1).relu()                     # LinearReLU
+        h = ops.ReLU.apply(h @ W2.T + b2)                    # Linear, then a separate ReLU
+        return F.cross_entropy(ops.linear(h, W3), y)
+
+    shapes = ((6, 4), (5, 4), (5,), (4, 5), (4,), (3, 4))
+    params = tuple(t64(rng.standard_normal(s) * 0.6) for s in shapes)
+    v = tuple(rng.standard_normal(s) for s in shapes)
+    expected = _dense_hvp(f, params, v)
+    swept = engine.tangent_backward(f(*params), dict(zip(params, v)))
+    assert swept is not None and set(swept) == set(params)
+    np.testing.assert_allclose(np.concatenate([swept[p].ravel() for p in params]), expected,
+                               rtol=1e-10, atol=1e-12)
+    for mode in (None, "reverse", "forward"):
+        _, hv = autograd.hvp(f, params, v, mode=mode)
+        np.testing.assert_allclose(_flatv(hv), expected, rtol=1e-10, atol=1e-12)
+    x, W, b = params[:3]
+    tanh = (ops.linear(x, W, b).tanh() ** 2).sum()
+    assert engine.tangent_backward(tanh, {W: v[1], b: v[2]}) is None
+
+
 # ------------------------------------------------------------------ forward mode and the GGN
 def _mlp(rng, sizes=(4, 5, 3)):
     return tuple(t64(rng.standard_normal(s) * 0.5) for s in

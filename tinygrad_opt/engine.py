@@ -525,6 +525,75 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
         _exit_backward(prev)
 
 
+def tangent_backward(out, tangents):
+    """Forward-over-reverse on arrays (Pearlmutter's R-op): the tangents of the gradients of
+    scalar `out` at the leaves in `tangents` ({leaf: v}) along v, i.e. the Hessian times v.
+
+    One sweep of the recorded graph in creation order gives each node's output tangent from
+    its `jvp` rule; one sweep in reverse runs each node's `backward_jvp(ctx, g, dg, tangents,
+    primal)`, which returns per input (its gradient, that gradient's tangent), the gradient
+    only where primal[i] says a later node needs it: a leaf's gradient is never formed, only
+    its tangent. Nothing is recorded and no Tensor is made. Returns None (the caller falls
+    back to a double backward) if a node has no such rule, else {leaf: tangent} (absent: 0).
+    """
+    nodes, seen, stack = [], set(), [out._node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        if n.parents is None:
+            raise _freed_error(n)
+        if getattr(type(n), "backward_jvp", None) is None:
+            return None
+        seen.add(n)
+        nodes.append(n)
+        stack += [p._node for p in n.parents if type(p) is Tensor and p._node is not None]
+    nodes.sort(key=_seq_of)                 # newest first: every consumer before its inputs
+    modified = versions.last_change
+    tan, ins = {}, {}                       # node -> its output's tangent, its inputs' tangents
+    for n in reversed(nodes):
+        if modified < n.seq:
+            versions.check_unmodified(n)
+        tins = ins[n] = [None if type(p) is not Tensor else
+                         tangents.get(p) if p._node is None else tan.get(p._node)
+                         for p in n.parents]
+        if n is not nodes[0] and any([t is not None for t in tins]):   # out's own: unused
+            t = type(n).jvp(n, *tins)
+            if t is not None:
+                tan[n] = t
+    result = {}
+    prev = _enter_backward(False)
+    try:
+        pending = {out._node: [backend.xp_of(out.data).ones_like(out.data), None]}
+        for n in nodes:
+            g, tg = pending.pop(n)
+            need = n.needs_input_grad
+            parents = n.parents
+            primal = [f and p._node is not None for p, f in zip(parents, need)]
+            for p, f, (gx, tx) in zip(parents, need, type(n).backward_jvp(n, g, tg, ins[n], primal)):
+                if not f:
+                    continue
+                pn = p._node
+                if pn is None:
+                    if tx is not None and p in tangents:
+                        result[p] = tx if p not in result else result[p] + tx
+                    continue
+                e = pending.get(pn)
+                if e is None:
+                    pending[pn] = [gx, tx]
+                else:
+                    e[0] = e[0] + gx
+                    if tx is not None:
+                        e[1] = tx if e[1] is None else e[1] + tx
+        return result
+    finally:
+        _exit_backward(prev)
+
+
+def _seq_of(n):
+    return n.seq
+
+
 _gc_pausers = 0         # backward passes running in any thread, which keep gc paused
 _gc_was_enabled = False
 

@@ -637,6 +637,11 @@ class ReLU(Function):
         return t * ctx.mask
 
     @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """The backward and its tangent, on arrays (hvp's R-op): the mask is constant a.e."""
+        return ((g * ctx.mask if primal[0] else None, None if tg is None else tg * ctx.mask),)
+
+    @staticmethod
     def kink_distance(ctx):
         x = ctx.parents[0].data
         return float(backend.xp_of(x).abs(x).min())
