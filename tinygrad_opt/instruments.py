@@ -367,7 +367,8 @@ class Batch:
     """What the quantities read about one step, each number computed once and shared (several
     quantities read |g|^2, the per-example vectors or the update).
 
-    n, loss; g (the flat minibatch gradient on the parameters' device, in their dtype);
+    n, loss; g (the flat minibatch gradient on the parameters' device, in their dtype: a row
+    of a buffer that the next step overwrites, so copy what a quantity keeps);
     gg = |g|^2, update_norm = |s_t|, distance = |theta_{t+1} - theta_0|, slope = g^T s_t;
     individual (N, *shape) per parameter, whose rows times `scale` are the g_n (extensions'
     grad_batch carries the mean's 1/N: scale = N); sq = |g_n|^2 and dots = g_n^T g, n = 1..N
