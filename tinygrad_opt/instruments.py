@@ -527,7 +527,7 @@ class Instruments(Callback):
             self._needs.add("per_example")
         self._update = "update" in self._needs
         self._curv = "hvp" in self._needs or ("diag_h" in self._needs and self._ext is None)
-        self._alpha = any(isinstance(q, Alpha) for q in self.quantities)
+        self._alpha = next((q.name for q in self.quantities if isinstance(q, Alpha)), None)
         self._hists = [q for q in self.quantities if "batch_grad" in q.needs]
         self._vector_attrs = [a for need, a in (("sq", "batch_l2"), ("dots", "batch_dot_grad"))
                               if need in self._needs]
@@ -571,13 +571,13 @@ class Instruments(Callback):
             self._alpha_pending = None
             row, loss0, slope0 = pending
             if b.step == self.history["step"][row] + 1:     # slope at the end: g_{t+1}^T s_t
-                self.history["Alpha"][row] = Alpha.fit(loss0, slope0, b.loss, g[vec.P])
+                self.history[self._alpha][row] = Alpha.fit(loss0, slope0, b.loss, g[vec.P])
         if not b.recorded:
             return
         self.history["step"].append(b.step)
         for q, column in self._columns:
             column.append(q.compute(b))
-        if self._alpha:
+        if self._alpha is not None:
             self._alpha_pending = (len(self.history["step"]) - 1, b.loss, b.slope)
             vec.swap()
 
