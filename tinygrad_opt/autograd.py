@@ -284,7 +284,7 @@ def hvp(func, inputs, v, mode=None):
     tangent v, and the backward run inside it carries the tangents of the gradients: H v is
     the tangent of g. No graph of the backward is recorded.
     mode=None takes the R-op on arrays when every node of func's graph has a backward_jvp
-    rule (Linear, LinearReLU, ReLU, class cross-entropy: the MLPs of this package):
+    rule (Linear, LinearReLU, ReLU, Tanh, Sigmoid, class cross-entropy: MLPs):
     engine.tangent_backward pushes v through the recorded graph with the jvp rules, then runs
     each node's backward together with its tangent, forming a leaf's gradient only as a
     tangent and recording nothing; otherwise "reverse". Measured on the 784-128-64-10 MLP

@@ -533,8 +533,10 @@ def tangent_backward(out, tangents):
     its `jvp` rule; one sweep in reverse runs each node's `backward_jvp(ctx, g, dg, tangents,
     primal)`, which returns per input (its gradient, that gradient's tangent), the gradient
     only where primal[i] says a later node needs it: a leaf's gradient is never formed, only
-    its tangent. Nothing is recorded and no Tensor is made. Returns None (the caller falls
-    back to a double backward) if a node has no such rule, else {leaf: tangent} (absent: 0).
+    its tangent, and a node's gradient only where its own rule reads it (an optional
+    `reads_grad(ctx, tangents, primal)`; a first layer's does not). Nothing is recorded and
+    no Tensor is made. Returns None (the caller falls back to a double backward) if a node
+    has no such rule, else {leaf: tangent} (absent: 0).
     """
     nodes, seen, stack = [], set(), [out._node]
     while stack:
@@ -551,12 +553,19 @@ def tangent_backward(out, tangents):
     nodes.sort(key=_seq_of)                 # newest first: every consumer before its inputs
     modified = versions.last_change
     tan, ins = {}, {}                       # node -> its output's tangent, its inputs' tangents
+    primal, reads = {}, {}                  # node -> which input gradients are read; reads g?
     for n in reversed(nodes):
         if modified < n.seq:
             versions.check_unmodified(n)
+        parents = n.parents
         tins = ins[n] = [None if type(p) is not Tensor else
                          tangents.get(p) if p._node is None else tan.get(p._node)
-                         for p in n.parents]
+                         for p in parents]
+        # an input's gradient is formed only for an input node whose rule reads it
+        prim = primal[n] = [f and p._node is not None and reads[p._node]
+                            for p, f in zip(parents, n.needs_input_grad)]
+        rule = getattr(type(n), "reads_grad", None)
+        reads[n] = True if rule is None else rule(n, tins, prim)
         if n is not nodes[0] and any([t is not None for t in tins]):   # out's own: unused
             t = type(n).jvp(n, *tins)
             if t is not None:
@@ -567,10 +576,8 @@ def tangent_backward(out, tangents):
         pending = {out._node: [backend.xp_of(out.data).ones_like(out.data), None]}
         for n in nodes:
             g, tg = pending.pop(n)
-            need = n.needs_input_grad
-            parents = n.parents
-            primal = [f and p._node is not None for p, f in zip(parents, need)]
-            for p, f, (gx, tx) in zip(parents, need, type(n).backward_jvp(n, g, tg, ins[n], primal)):
+            grads = type(n).backward_jvp(n, g, tg, ins[n], primal[n])
+            for p, f, (gx, tx) in zip(n.parents, n.needs_input_grad, grads):
                 if not f:
                     continue
                 pn = p._node
@@ -582,7 +589,8 @@ def tangent_backward(out, tangents):
                 if e is None:
                     pending[pn] = [gx, tx]
                 else:
-                    e[0] = e[0] + gx
+                    if gx is not None:
+                        e[0] = gx if e[0] is None else e[0] + gx
                     if tx is not None:
                         e[1] = tx if e[1] is None else e[1] + tx
         return result

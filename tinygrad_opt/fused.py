@@ -57,6 +57,11 @@ class Linear(Function):
         return _linear_backward_jvp(ctx, g, tg, tangents, primal)
 
     @staticmethod
+    def reads_grad(ctx, tangents, primal):
+        """Whether backward_jvp reads G (a first layer's, with a constant input, does not)."""
+        return _linear_reads_grad(ctx, tangents, primal)
+
+    @staticmethod
     def vjp_dot(ctx, g, vs):
         """hvp's dot-mode term sum_i <grad of input i, vs[i]> as (Tensor, array) pairs, without
         forming the gradients (see _linear_dot_pairs)."""
@@ -100,7 +105,10 @@ def relu(x):
     x itself is left as it is (its data and its node, for any other use of it); the result
     is a new array with ReLU's values. Not fused while a forward-mode level or anomaly mode
     is active, nor after an in-place change since x was recorded (as bias_into_linear).
+    For an array, max(x, 0) as an array (like the other helpers of ops.py).
     """
+    if type(x) is not Tensor:
+        return backend.xp_of(x).maximum(x, 0)
     n = x._node
     if (type(n) is not Linear or _engine._anomaly or _engine._levels or n.parents is None
             or versions.last_change < n.seq):
@@ -128,6 +136,12 @@ def _affine_tangent(shape, x, W, tx, tW, tb):
     return tangent_sum(shape, a, c)
 
 
+def _linear_reads_grad(ctx, tangents, primal):
+    tx, tW, tb = tangents
+    nx, nW, nb = ctx.needs_input_grad
+    return any(primal) or (nx and tW is not None) or (nW and tx is not None)
+
+
 def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     """Linear's gradients (where primal asks) and their tangents, with tx, tW, tb the inputs'
     tangents and tg the output gradient's (None: zero), G and tG times mask if given:
@@ -139,7 +153,7 @@ def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     px, pW, pb = primal
     if mask is not None:                # G only where something reads it (not a first layer)
         tg = None if tg is None else tg * mask
-        if px or pW or pb or (nx and tW is not None) or (nW and tx is not None):
+        if _linear_reads_grad(ctx, tangents, primal):
             g = g * mask
     gx, gW, gb = _linear_grads(g, x, W, b, px, pW, pb) if px or pW or pb else (None,) * 3
     t = _linear_grads(tg, x, W, b, nx, nW, nb) if tg is not None else (None,) * 3
@@ -260,6 +274,8 @@ class LinearReLU(Function):
     def backward_jvp(ctx, g, tg, tangents, primal):
         """Linear's rule for G * mask and tG * mask (the mask's derivative is 0 a.e.)."""
         return _linear_backward_jvp(ctx, g, tg, tangents, primal, _relu_mask(ctx))
+
+    reads_grad = staticmethod(_linear_reads_grad)
 
     @staticmethod
     def kink_distance(ctx):

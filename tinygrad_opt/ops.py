@@ -595,6 +595,18 @@ class Tanh(Function):
         y = ctx.out
         return t * (1 - y * y)
 
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """On arrays (hvp's R-op), with d = 1 - y^2 and dy = d tx:
+        d(g d) = tg d - 2 g y dy."""
+        y, tx = ctx.out, tangents[0]
+        d = 1 - y * y
+        t = None if tg is None else tg * d
+        if tx is not None:
+            u = g * y * d * tx * -2.0
+            t = u if t is None else t + u
+        return ((g * d if primal[0] else None, t),)
+
 
 class Sigmoid(Function):
     """y = 1 / (1 + e^-x); dy/dx = y (1 - y)."""
@@ -616,6 +628,18 @@ class Sigmoid(Function):
     def jvp(ctx, t):
         y = ctx.out
         return t * (y * (1 - y))
+
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """On arrays (hvp's R-op), with d = y (1 - y) and dy = d tx:
+        d(g d) = tg d + g (1 - 2 y) dy."""
+        y, tx = ctx.out, tangents[0]
+        d = y * (1 - y)
+        t = None if tg is None else tg * d
+        if tx is not None:
+            u = g * (1 - 2 * y) * d * tx
+            t = u if t is None else t + u
+        return ((g * d if primal[0] else None, t),)
 
 
 class ReLU(Function):
@@ -640,6 +664,10 @@ class ReLU(Function):
     def backward_jvp(ctx, g, tg, tangents, primal):
         """The backward and its tangent, on arrays (hvp's R-op): the mask is constant a.e."""
         return ((g * ctx.mask if primal[0] else None, None if tg is None else tg * ctx.mask),)
+
+    @staticmethod
+    def reads_grad(ctx, tangents, primal):
+        return primal[0]
 
     @staticmethod
     def kink_distance(ctx):
