@@ -493,8 +493,9 @@ class SpectralNodes:
         """(grid, density): the quadrature smoothed by a Gaussian kernel of width sigma
         (default 1% of the node range), which adds sigma^2 to the second moment; on a uniform grid
         (default n_grid points from the smallest node - 5 sigma to the largest + 5 sigma),
-        normalised to integrate to 1. PyHessian differs in form only: it scales the spectrum to
-        [-1, 1] and uses sigma^2 = 1e-5 there."""
+        normalised to integrate to 1; each node's Gaussian is summed within 12 sigma of it
+        (_kernel_sum). PyHessian differs in form only: it scales the spectrum to [-1, 1] and
+        uses sigma^2 = 1e-5 there."""
         live = self.weights > 0
         lo, hi = float(self.nodes[live].min()), float(self.nodes[live].max())
         if sigma is None:

@@ -13,9 +13,9 @@ the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 Per-example numbers come from the training backward itself, through `extensions.collect`:
 |g_n|^2 from BatchL2, g_n^T g from BatchDotGrad, sum_n g_n^2 from SumGradSquared (BackPACK's
 semantics: each carries the mean's 1/N), none of which forms the (N, P) block of individual
-gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where tinygrad_opt.extensions is not
-available, or with per_example="loop", they are computed with one backward per example (exact,
-slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
+gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where
+tinygrad_opt.extensions is not available, or with per_example="loop", they are computed with
+one backward per example (exact, slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
 graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
 instruments takes the same steps as one without. Formulas and papers: each quantity's docstring,
 and docs/instruments.md.
@@ -27,7 +27,6 @@ from functools import cached_property
 from . import autograd, backend
 from .curvature import _Probes, _lanczos_tridiagonal, _tridiag_eigh
 from .flat import HVPOperator, flatten, unflatten
-from .tensor import Tensor
 from .train import Callback
 
 np = backend.np     # host NumPy for the recorded numbers
@@ -125,7 +124,8 @@ class GradHist1d(Quantity):
         offsets, weights = self._layout(xp, parts, strides)
         idx += offsets                                  # part j counts in row j of (parts, bins+1)
         rows = xp.bincount(idx, minlength=len(parts) * (self.bins + 1))
-        c = backend.to_numpy(weights @ rows.reshape(len(parts), self.bins + 1))
+        rows = rows.reshape(len(parts), self.bins + 1) * weights[:, None]  # (no integer BLAS)
+        c = backend.to_numpy(rows.sum(axis=0))
         counts = c[:self.bins].astype(np.int64)
         counts[-1] += c[self.bins]                      # the largest value: last bin
         return top * self._unit_edges, counts
@@ -367,7 +367,8 @@ class Batch:
     """What the quantities read about one step, each number computed once and shared (several
     quantities read |g|^2, the per-example vectors or the update).
 
-    n, loss; g (the flat minibatch gradient on the parameters' device, in their dtype);
+    n, loss; g (the flat minibatch gradient on the parameters' device, in their dtype: a row
+    of a buffer that the next step overwrites, so copy what a quantity keeps);
     gg = |g|^2, update_norm = |s_t|, distance = |theta_{t+1} - theta_0|, slope = g^T s_t;
     individual (N, *shape) per parameter, whose rows times `scale` are the g_n (extensions'
     grad_batch carries the mean's 1/N: scale = N); sq = |g_n|^2 and dots = g_n^T g, n = 1..N
@@ -480,9 +481,8 @@ class _StepContext:
             inst._vec.flatten(inst._vec.before)
         if b.recorded and inst._curv:
             inst._curvature(self.run, self.xb, self.yb)
-        wanted = inst._extension_quantities()
-        if wanted:
-            self.collect = inst._ext.collect(*wanted)
+        self.collect = inst._collector()
+        if self.collect is not None:
             self.collect.__enter__()
         return self
 
@@ -527,11 +527,11 @@ class Instruments(Callback):
             self._needs.add("per_example")
         self._update = "update" in self._needs
         self._curv = "hvp" in self._needs or ("diag_h" in self._needs and self._ext is None)
-        self._alpha = any(isinstance(q, Alpha) for q in self.quantities)
+        self._alpha = next((q.name for q in self.quantities if isinstance(q, Alpha)), None)
         self._hists = [q for q in self.quantities if "batch_grad" in q.needs]
         self._vector_attrs = [a for need, a in (("sq", "batch_l2"), ("dots", "batch_dot_grad"))
                               if need in self._needs]
-        self._summing_key = self._wanted = None
+        self._summing_key = self._collects = None
         self.history = {"step": [], **{q.name: [] for q in self.quantities}}
         self._columns = [(q, self.history[q.name]) for q in self.quantities]
         self._params = self._vec = None
@@ -571,31 +571,32 @@ class Instruments(Callback):
             self._alpha_pending = None
             row, loss0, slope0 = pending
             if b.step == self.history["step"][row] + 1:     # slope at the end: g_{t+1}^T s_t
-                self.history["Alpha"][row] = Alpha.fit(loss0, slope0, b.loss, g[vec.P])
+                self.history[self._alpha][row] = Alpha.fit(loss0, slope0, b.loss, g[vec.P])
         if not b.recorded:
             return
         self.history["step"].append(b.step)
         for q, column in self._columns:
             column.append(q.compute(b))
-        if self._alpha:
+        if self._alpha is not None:
             self._alpha_pending = (len(self.history["step"]) - 1, b.loss, b.slope)
             vec.swap()
 
     # ---- measurement
-    def _extension_quantities(self):
-        """What extensions.collect fills in a recorded step's backward (the instances built
-        once): per-example scalars without the (N, P) block; the block only where a
-        histogram is due."""
+    def _collector(self):
+        """The extensions.collect context for a recorded step's backward, None if nothing is
+        collected: per-example scalars without the (N, P) block, the block only where a
+        histogram is due. Both contexts are built once and entered at every step."""
         ext, b = self._ext, self._batch
         if ext is None or not b.recorded:
-            return ()
-        if self._wanted is None:
+            return None
+        if self._collects is None:
             base = [q() for need, q in (("sq", ext.BatchL2), ("dots", ext.BatchDotGrad),
                                         ("sgs", ext.SumGradSquared)) if need in self._needs]
             if "diag_h" in self._needs:
                 base.append(ext.DiagGGN())
-            self._wanted = (base, base + [ext.BatchGrad()])
-        return self._wanted[b.hist]
+            self._collects = (ext.collect(*base) if base else None,
+                              ext.collect(*base, ext.BatchGrad()))
+        return self._collects[b.hist]
 
     def _after_backward(self, ctx):
         b = self._batch
