@@ -301,7 +301,7 @@ def test_custom_function_with_wrong_gradient_shape_is_reported():
 
 
 def test_elementwise_gradients_of_broadcast_inputs_are_summed_by_the_engine():
-    """Add, Sub, Mul and Div return gradients of the output's shape (broadcast_grads); the
+    """Add, Sub, Mul and Div return gradients of the output's shape (_broadcast_grads); the
     engine sums them to each input's shape. Closed forms for
     L = sum_ij (x_ij + b_j) c_i - b_j / c_i - s x_ij with x (3, 4), b (4,), c (3, 1), s ()."""
     rng = np.random.default_rng(0)

@@ -199,7 +199,7 @@ class Function:
     xp = _np            # the inputs' array module: NumPy unless apply sets CuPy on the instance
     # True: backward may return gradients of the output's broadcast shape; the engine, which
     # tests every gradient's shape anyway, sums them to the input's (elementwise ops skip a test)
-    broadcast_grads = False
+    _broadcast_grads = False
 
     def __repr__(self):
         return f"<{type(self).__name__} node>"
@@ -852,7 +852,7 @@ def _backward_dots(n, g, dots, terms):
 def _conform(node, p, gx, create_graph):
     """Check a returned gradient against its input; cast it to the input's dtype."""
     pd = p.data
-    if node.broadcast_grads and gx.shape != pd.shape:
+    if node._broadcast_grads and gx.shape != pd.shape:
         from .ops import sum_to                 # ops imports this module
         gx = sum_to(gx, pd.shape)
     if not create_graph and type(gx) is not type(pd):

@@ -239,7 +239,7 @@ def _binary_error(name):
 class Add(Function):
     """z = a + b; dz/da = dz/db = 1 (then undo broadcasting)."""
     error_message = _binary_error("add")
-    broadcast_grads = True
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -248,7 +248,7 @@ class Add(Function):
     @staticmethod
     def backward(ctx, g):
         # g for both, of the output's shape: the engine sums it to a broadcast input's
-        # shape (broadcast_grads), so this runs no shape test of its own
+        # shape (_broadcast_grads), so this runs no shape test of its own
         na, nb = ctx.needs_input_grad
         return (g if na else None), (g if nb else None)
 
@@ -266,7 +266,7 @@ class Add(Function):
 class Sub(Function):
     """z = a - b; dz/da = 1, dz/db = -1."""
     error_message = _binary_error("sub")
-    broadcast_grads = True
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -289,7 +289,7 @@ class Sub(Function):
 class Mul(Function):
     """z = a * b; dz/da = b, dz/db = a."""
     error_message = _binary_error("mul")
-    broadcast_grads = True
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -311,7 +311,7 @@ class Mul(Function):
 class Div(Function):
     """z = a / b; dz/da = 1/b, dz/db = -a/b^2 = -z/b."""
     error_message = _binary_error("div")
-    broadcast_grads = True
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
