@@ -303,6 +303,80 @@ def test_hvp_first_backward_records_only_the_backward_products():
     np.testing.assert_allclose(_flatv(hv), _dense_hvp(f, params, v), rtol=1e-10, atol=1e-12)
 
 
+def test_hvp_takes_the_array_rop_sweep_where_every_node_has_a_rule():
+    """Linear, LinearReLU, ReLU and class cross-entropy have backward_jvp rules: hvp's default
+    runs engine.tangent_backward on them (no graph of the backward), here with the input
+    itself among the differentiated leaves and a bias-free layer; the dense Hessian times v,
+    and the double backward's and forward-over-reverse's products, agree. With a power and a
+    sum (no rule) the sweep declines, and the default falls back to the double backward."""
+    from tinygrad_opt import engine
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 6)
+
+    def f(x, W1, b1, W2, b2, W3):
+        h = ops.linear(x, W1, b1).relu()                     # LinearReLU
+        h = ops.ReLU.apply(h @ W2.T + b2)                    # Linear, then a separate ReLU
+        return F.cross_entropy(ops.linear(h, W3), y)
+
+    shapes = ((6, 4), (5, 4), (5,), (4, 5), (4,), (3, 4))
+    params = tuple(t64(rng.standard_normal(s) * 0.6) for s in shapes)
+    v = tuple(rng.standard_normal(s) for s in shapes)
+    expected = _dense_hvp(f, params, v)
+    swept = engine.tangent_backward(f(*params), dict(zip(params, v)))
+    assert swept is not None and set(swept) == set(params)
+    np.testing.assert_allclose(np.concatenate([swept[p].ravel() for p in params]), expected,
+                               rtol=1e-10, atol=1e-12)
+    for mode in (None, "reverse", "forward"):
+        _, hv = autograd.hvp(f, params, v, mode=mode)
+        np.testing.assert_allclose(_flatv(hv), expected, rtol=1e-10, atol=1e-12)
+    x, W, b = params[:3]
+    power = (ops.linear(x, W, b).tanh() ** 2).sum()
+    assert engine.tangent_backward(power, {W: v[1], b: v[2]}) is None
+
+
+def _node_of(make, arrays):
+    """The node make(*Tensors) records for float64 copies of arrays (all requiring grad)."""
+    ts = [t64(a) for a in arrays]
+    return make(*ts)._node
+
+
+@pytest.mark.parametrize("name", ["linear", "linear_nd", "linear_relu", "relu", "tanh", "sigmoid",
+                                  "class_cross_entropy"])
+def test_backward_jvp_is_the_derivative_of_the_backward(name):
+    """Each backward_jvp rule against central differences of the op's own backward: its
+    gradients at (x + e t, g + e dg) minus those at (x - e t, g - e dg), over 2e, and its
+    gradients against backward's."""
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 3, 4)
+    make, shapes = {
+        "linear": (lambda x, W, b: ops.linear(x, W, b), [(4, 3), (2, 3), (2,)]),
+        "linear_nd": (lambda x, W: ops.linear(x, W), [(2, 4, 3), (2, 3)]),
+        "linear_relu": (lambda x, W, b: ops.linear_relu(x, W, b), [(4, 3), (2, 3), (2,)]),
+        "relu": (lambda x: ops.ReLU.apply(x), [(4, 3)]),
+        "tanh": (lambda x: x.tanh(), [(4, 3)]),
+        "sigmoid": (lambda x: x.sigmoid(), [(4, 3)]),
+        "class_cross_entropy": (lambda x: F.cross_entropy(x, y), [(4, 3)]),
+    }[name]
+    xs = [rng.standard_normal(s) for s in shapes]
+    ts = [rng.standard_normal(s) for s in shapes]
+    n = _node_of(make, xs)
+    g = rng.standard_normal(n.out.shape)
+    tg = rng.standard_normal(n.out.shape)
+    k = len(shapes)
+    primal = [True] * k + [False] * (len(n.parents) - k)
+    tangents = ts + [None] * (len(n.parents) - k)
+    got = type(n).backward_jvp(n, g, tg, tangents, primal)
+    plain = n.backward(n, g)
+    plain = plain if type(plain) is tuple else (plain,)
+    eps = 1e-6
+    for i in range(k):
+        np.testing.assert_allclose(got[i][0], plain[i], rtol=1e-13, atol=1e-15)
+        up, down = (_node_of(make, [a + s * eps * t for a, t in zip(xs, ts)]) for s in (1, -1))
+        gu, gd = up.backward(up, g + eps * tg), down.backward(down, g - eps * tg)
+        gu, gd = (r if type(r) is tuple else (r,) for r in (gu, gd))
+        np.testing.assert_allclose(got[i][1], (gu[i] - gd[i]) / (2 * eps), rtol=1e-6, atol=1e-8)
+
+
 # ------------------------------------------------------------------ forward mode and the GGN
 def _mlp(rng, sizes=(4, 5, 3)):
     return tuple(t64(rng.standard_normal(s) * 0.5) for s in

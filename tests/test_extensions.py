@@ -156,7 +156,8 @@ def test_batch_l2_without_grad_batch_and_single_quantities():
 
 @pytest.mark.parametrize("subset", [(ext.SumGradSquared,), (ext.Variance,),
                                     (ext.SumGradSquared, ext.Variance), (ext.BatchL2, ext.Variance),
-                                    (ext.BatchL2, ext.SumGradSquared), (ext.BatchGrad, ext.BatchL2)])
+                                    (ext.BatchL2, ext.SumGradSquared),
+                                    (ext.BatchGrad, ext.BatchL2)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_each_subset_of_first_order_quantities(subset, dtype):
     """Each subset takes its own path (Variance alone from a pre-scaled product, with
@@ -171,7 +172,8 @@ def test_each_subset_of_first_order_quantities(subset, dtype):
     for p, gb in zip(model.parameters(), truth):
         gb = gb.astype(np.float64)
         want = {"grad_batch": gb, "batch_l2": (gb.reshape(5, -1) ** 2).sum(1),
-                "sum_grad_squared": (gb ** 2).sum(0), "variance": (gb ** 2).mean(0) - gb.mean(0) ** 2}
+                "sum_grad_squared": (gb ** 2).sum(0),
+                "variance": (gb ** 2).mean(0) - gb.mean(0) ** 2}
         asked = {q.attr for q in subset}
         for attr, value in want.items():
             if attr not in asked:
@@ -390,6 +392,23 @@ def test_kfac_factors_by_definition(n):
     np.testing.assert_allclose(G.sum(axis=1), 0, atol=1e-14)      # (p - e_y) sums to 0
 
 
+def test_kfac_input_factor_is_one_symmetric_product():
+    """A = x^T x / N comes out exactly symmetric: NumPy runs the product of one buffer with its
+    own transpose as BLAS syrk (about half the multiply-adds) and mirrors one triangle, where
+    a general product of two buffers rounds the two triangles apart in float32."""
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 5, dtype=np.float32))
+    X = np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32)
+    xs = X / np.sqrt(np.float32(8))
+    general = xs.T @ xs.copy()
+    assert not np.array_equal(general, general.T)          # so the check below can fail
+    with ext.collect(ext.KFAC()):
+        F.cross_entropy(model(tg.Tensor(X)), np.arange(8) % 5).backward()
+    A = model[0].weight.kfac[0].data
+    np.testing.assert_array_equal(A, A.T)
+    np.testing.assert_allclose(A, X.T.astype(np.float64) @ X / 8, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_sampled_quantities_converge_to_exact(loss):
     """DiagGGNMC and KFAC's G with M = 4000 samples (seed 0) are within 10% (relative, in the
@@ -454,7 +473,8 @@ def test_nothing_outside_collect():
 
 def test_collect_nests_and_restores():
     """An inner collect fills its own quantities and gives the outer one back on exit, also
-    on an error; one collect object may be entered again."""
+    on an error; one collect object may be entered again, also by another thread while it
+    is open in this one."""
     model = _model("fused", np.float64)
     X, t = _data(3, "ce", np.float64)
     outer, inner = ext.collect(ext.BatchL2()), ext.collect(ext.SumGradSquared())
@@ -468,6 +488,24 @@ def test_collect_nests_and_restores():
                 1 / 0
         F.cross_entropy(model(tg.Tensor(X)), t).backward()
         assert all(hasattr(p, "batch_l2") for p in model.parameters())
+        import threading
+        other = _model("relu_op", np.float64)
+        seen = []
+
+        def in_thread():
+            seen.append(engine._grad.collect)
+            with inner:
+                with outer:
+                    F.cross_entropy(other(tg.Tensor(X)), t).backward()
+                seen.append(engine._grad.collect)
+            seen.append(engine._grad.collect)
+        th = threading.Thread(target=in_thread)
+        th.start()
+        th.join()
+        assert seen == [None, inner._plan, None]
+        assert all(hasattr(p, "batch_l2") and not hasattr(p, "sum_grad_squared")
+                   for p in other.parameters())
+        assert engine._grad.collect is outer._plan
     assert engine._grad.collect is None
     with outer:
         model.zero_grad()
@@ -601,6 +639,11 @@ def test_errors_name_the_op_and_the_quantity():
     _err(lambda: ext.collect(ext.BatchGrad).__enter__(), "BatchGrad()")
     _err(lambda: ext.collect(ext.BatchGrad(), ext.BatchGrad()).__enter__(), "grad_batch")
     _err(lambda: ext.DiagGGNMC(mc_samples=0), "mc_samples")
+    # a second backward through a freed graph: the engine's own message, not a crash
+    loss = F.cross_entropy(ops.linear(x, V), t)
+    with ext.collect(ext.BatchL2()):
+        loss.backward()
+        _err(loss.backward, "a second time", "retain_graph=True")
     assert engine._grad.collect is None
 
 

@@ -247,3 +247,49 @@ def test_dashboard_writes_a_readable_png(tmp_path):
     assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 900
     with pytest.raises(ValueError, match="no recorded steps"):
         dashboard({"step": [], "Loss": []}, tmp_path / "empty.png")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_second_fit_continues_update_and_distance_from_the_first_theta0(mode):
+    X, y, model = problem()
+    w0, b0 = model.weight.data.copy(), model.bias.data.copy()
+    inst = Instruments(["UpdateSize", "Distance", "Alpha"], per_example=mode)
+    opt = SGD(model.parameters(), lr=LR)
+    for _ in range(2):                             # two calls of one epoch each
+        fit(model, opt, DataLoader(X, y, batch_size=B, shuffle=False), F.mse_loss, epochs=1,
+            callbacks=[inst], progress=False)
+    ref = reference(X, y, w0, b0, 2 * N // B)
+    assert inst.history["step"] == [1, 2, 3, 4] * 2       # each call counts its own steps
+    for k, row in enumerate(ref):
+        assert inst.history["UpdateSize"][k] == pytest.approx(np.linalg.norm(row["s"]), rel=1e-12)
+        assert inst.history["Distance"][k] == pytest.approx(row["distance"], rel=1e-12)
+    alpha = inst.column("Alpha")
+    for k in (0, 1, 2, 4, 5, 6):                   # within a call: from the next step
+        s = ref[k]["s"]
+        assert alpha[k] == pytest.approx(Alpha.fit(ref[k]["loss"], ref[k]["g"] @ s,
+                                                   ref[k + 1]["loss"], ref[k + 1]["g"] @ s),
+                                         rel=1e-9, nan_ok=True)
+    assert math.isnan(alpha[3]) and math.isnan(alpha[7])   # the end of a call is not seen
+
+
+@pytest.mark.skipif(not HAVE_EXT, reason="needs tinygrad_opt.extensions")
+def test_recording_every_step_leaves_nothing_for_the_cyclic_collector():
+    # a reference cycle per step (in the collect pass or here) would pile up garbage that the
+    # cyclic collector then scans, at a cost that grows with everything else in the process
+    import gc
+    X, y, model = problem()
+    inst = Instruments("business")
+    loader = DataLoader(X, y, batch_size=B, shuffle=False)
+    opt = SGD(model.parameters(), lr=LR)
+    fit(model, opt, loader, F.mse_loss, epochs=1, callbacks=[inst], progress=False)
+    while gc.collect():                            # finalizers may free more on a second pass
+        pass
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        fit(model, opt, loader, F.mse_loss, epochs=2, callbacks=[inst], progress=False)
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()
+    assert len(inst.history["step"]) == 12

@@ -407,6 +407,7 @@ def test_relu_of_a_linear_output_is_one_linear_relu_node():
     np.testing.assert_array_equal(h.numpy(), np.maximum(zd, 0))
     assert 0 < (zd > 0).sum() < zd.size
     assert type(tg.ops.linear(x, W, b).relu()._node).__name__ == "LinearReLU"
+    np.testing.assert_array_equal(tg.ops.relu(zd), np.maximum(zd, 0))     # arrays stay arrays
     gy = rng.standard_normal((6, 5))
     fused = autograd.grad(h, (x, W, b), grad_outputs=gy)
     plain = autograd.grad(tg.ops.ReLU.apply(x @ W.T + b), (x, W, b), grad_outputs=gy)

@@ -88,6 +88,41 @@ def test_without_reorthogonalization_long_runs_keep_the_moments():
         assert sn.moment(k) == pytest.approx((eig ** k).mean(), rel=1e-6)
 
 
+def test_kernel_sum_matches_every_pair_on_any_grid():
+    rng = np.random.default_rng(3)
+    nodes = np.sort(rng.standard_normal(40)) * 5
+    w = rng.random(40)
+    sigma = 0.05
+    grid = np.linspace(nodes[0] - 5 * sigma, nodes[-1] + 5 * sigma, 1500)
+    E = grid[:, None] - nodes[None, :]
+    want = np.exp(-0.5 * (E / sigma) ** 2) @ w
+    got = curvature._kernel_sum(grid, nodes, w, sigma)
+    # each node's Gaussian is cut at 12 sigma, below 1e-31 of its peak
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-30 * w.max())
+    assert got.max() > 0.5 and (got == 0).any()    # far from every node: exactly 0
+    order = rng.permutation(grid.size)             # a grid in any order: every pair
+    np.testing.assert_allclose(curvature._kernel_sum(grid[order], nodes, w, sigma), want[order],
+                               rtol=1e-12, atol=1e-300)
+    wide = curvature._kernel_sum(grid, nodes, w, 100.0)     # windows wider than the grid
+    np.testing.assert_allclose(wide, np.exp(-0.5 * (E / 100.0) ** 2) @ w, rtol=1e-12)
+
+
+def test_seeded_probes_reuse_generators_without_sharing_their_streams():
+    def stream(seed):
+        return np.random.RandomState(seed).random_sample(20)
+    for _ in range(3):                             # generators handed back and re-seeded
+        a = curvature._Probes(np, np.float64, "cpu", seed=7)
+        b = curvature._Probes(np, np.float64, "cpu", seed=8)    # both alive: two generators
+        assert a.rs is not b.rs
+        got_a = np.concatenate([a.rs.random_sample(10), a.rs.random_sample(10)])
+        got_b = b.rs.random_sample(20)
+        np.testing.assert_array_equal(got_a, stream(7))
+        np.testing.assert_array_equal(got_b, stream(8))
+        del a, b
+    want = 1.0 - 2.0 * (np.random.RandomState(3).random_sample(6) < 0.5)
+    np.testing.assert_array_equal(curvature._Probes(np, np.float64, "cpu", 3).rademacher(6), want)
+
+
 def test_spectral_density_rejects_bad_arguments():
     closure, params = quadratic(np.eye(3), np.ones(3))
     with pytest.raises(ValueError, match="n_iter"):

@@ -283,11 +283,14 @@ def hvp(func, inputs, v, mode=None):
     mode="forward" (forward-over-reverse, Pearlmutter's R-op): one forward pass carries the
     tangent v, and the backward run inside it carries the tangents of the gradients: H v is
     the tangent of g. No graph of the backward is recorded.
-    mode=None picks "reverse": measured on the 784-128-64-10 MLP in one run
-    (benchmarks/bench_hvp.py, benchmarks/README.md) the dot-mode double backward costs 1.9
-    gradients and forward-over-reverse 2.7, because the latter also computes the weight
-    gradients' primal values, which the R-op never needs, and runs every op of the backward
-    on Tensors to carry their tangents.
+    mode=None takes the R-op on arrays when every node of func's graph has a backward_jvp
+    rule (Linear, LinearReLU, ReLU, Tanh, Sigmoid, class cross-entropy: MLPs):
+    engine.tangent_backward pushes v through the recorded graph with the jvp rules, then runs
+    each node's backward together with its tangent, forming a leaf's gradient only as a
+    tangent and recording nothing; otherwise "reverse". Measured on the 784-128-64-10 MLP
+    (benchmarks/bench_hvp.py, benchmarks/README.md): the sweep 1.7 gradients, the dot-mode
+    double backward 1.9, mode="forward" 2.5 (it runs the backward on Tensors to carry the
+    tangents and also forms the weight gradients' primal values).
     inputs and v are a Tensor or matching tuples (v may hold arrays); the product has the
     structure of inputs.
     """
@@ -298,16 +301,21 @@ def hvp(func, inputs, v, mode=None):
     if mode == "forward":
         out, hv = _hvp_forward(func, xs, vs)
     else:
-        out, hv = _hvp_reverse(func, xs, vs)
+        out, hv = _hvp_reverse(func, xs, vs, mode is None)
     hv = tuple(_zeros(x) if h is None else h for h, x in zip(hv, xs))
     return out.detach(), (hv[0] if single else hv)
 
 
-def _hvp_reverse(func, xs, vs):
+def _hvp_reverse(func, xs, vs, rop):
     dots = dict(zip(xs, vs))
     with engine.enable_grad():
         out = _scalar_output(func(*xs), "hvp")
         pairs = None
+        if rop and out._node is not None:   # every node with a backward_jvp: the R-op sweep
+            tangents = engine.tangent_backward(out, dots)
+            if tangents is not None:
+                return out, tuple(None if x not in tangents else Tensor._wrap(tangents[x])
+                                  for x in xs)
         if out.requires_grad:
             seed = Tensor._wrap(backend.xp_of(out.data).ones_like(out.data))
             pairs = engine.run_backward((out,), (seed,), inputs=xs, create_graph=True,

@@ -197,6 +197,9 @@ class Function:
     # make these cheap to set on every call; what an op saves itself goes to its __dict__.
     __slots__ = ("seq", "parents", "needs_input_grad", "inputs", "out", "__dict__")
     xp = _np            # the inputs' array module: NumPy unless apply sets CuPy on the instance
+    # True: backward may return gradients of the output's broadcast shape; the engine, which
+    # tests every gradient's shape anyway, sums them to the input's (elementwise ops skip a test)
+    _broadcast_grads = False
 
     def __repr__(self):
         return f"<{type(self).__name__} node>"
@@ -525,6 +528,79 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
         _exit_backward(prev)
 
 
+def tangent_backward(out, tangents):
+    """Forward-over-reverse on arrays (Pearlmutter's R-op): the tangents of the gradients of
+    scalar `out` at the leaves in `tangents` ({leaf: v}) along v, i.e. the Hessian times v.
+
+    One sweep of the recorded graph in creation order gives each node's output tangent from
+    its `jvp` rule; one sweep in reverse runs each node's `backward_jvp(ctx, g, dg, tangents,
+    primal)`, which returns per input (its gradient, that gradient's tangent), the gradient
+    only where primal[i] says a later node needs it: a leaf's gradient is never formed, only
+    its tangent, and a node's gradient only where its own rule reads it (an optional
+    `reads_grad(ctx, tangents, primal)`; a first layer's does not). Nothing is recorded and
+    no Tensor is made. Returns None (the caller falls back to a double backward) if a node
+    has no such rule, else {leaf: tangent} (absent: 0).
+    """
+    nodes, seen, stack = [], set(), [out._node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        if n.parents is None:
+            raise _freed_error(n)
+        if getattr(type(n), "backward_jvp", None) is None:
+            return None
+        seen.add(n)
+        nodes.append(n)
+        stack += [p._node for p in n.parents if type(p) is Tensor and p._node is not None]
+    nodes.sort(key=lambda n: n.seq)         # newest first: every consumer before its inputs
+    modified = versions.last_change
+    tan, ins = {}, {}                       # node -> its output's tangent, its inputs' tangents
+    primal, reads = {}, {}                  # node -> which input gradients are read; reads g?
+    for n in reversed(nodes):
+        if modified < n.seq:
+            versions.check_unmodified(n)
+        parents = n.parents
+        tins = ins[n] = [None if type(p) is not Tensor else
+                         tangents.get(p) if p._node is None else tan.get(p._node)
+                         for p in parents]
+        # an input's gradient is formed only for an input node whose rule reads it
+        prim = primal[n] = [f and p._node is not None and reads[p._node]
+                            for p, f in zip(parents, n.needs_input_grad)]
+        rule = getattr(type(n), "reads_grad", None)
+        reads[n] = True if rule is None else rule(n, tins, prim)
+        if n is not nodes[0] and any([t is not None for t in tins]):   # out's own: unused
+            t = type(n).jvp(n, *tins)
+            if t is not None:
+                tan[n] = t
+    result = {}
+    prev = _enter_backward(False)
+    try:
+        pending = {out._node: [backend.xp_of(out.data).ones_like(out.data), None]}
+        for n in nodes:
+            g, tg = pending.pop(n)
+            grads = type(n).backward_jvp(n, g, tg, ins[n], primal[n])
+            for p, f, (gx, tx) in zip(n.parents, n.needs_input_grad, grads):
+                if not f:
+                    continue
+                pn = p._node
+                if pn is None:
+                    if tx is not None and p in tangents:
+                        result[p] = tx if p not in result else result[p] + tx
+                    continue
+                e = pending.get(pn)
+                if e is None:
+                    pending[pn] = [gx, tx]
+                else:
+                    if gx is not None:
+                        e[0] = gx if e[0] is None else e[0] + gx
+                    if tx is not None:
+                        e[1] = tx if e[1] is None else e[1] + tx
+        return result
+    finally:
+        _exit_backward(prev)
+
+
 _gc_pausers = 0         # backward passes running in any thread, which keep gc paused
 _gc_was_enabled = False
 
@@ -653,11 +729,15 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
                 owned = False
             else:
                 pd = p.data
+                # In-place accumulation is safe only into a fresh array no one else holds
+                # (such as one _conform made: summed to a broadcast input, or cast).
                 if type(gx) is not type(pd) or gx.shape != pd.shape or anomaly or \
                         (gx.dtype is not pd.dtype and gx.dtype != pd.dtype):
-                    gx = _conform(n, p, gx, False)
-                # In-place accumulation is safe only into a fresh array no one else holds.
-                owned = not (shared or gx is g or gx.base is not None)
+                    gx, cx = _conform(n, p, gx, False), gx
+                    owned = (gx is not cx and gx.base is None) or \
+                        not (shared or cx is g or cx.base is not None)
+                else:
+                    owned = not (shared or gx is g or gx.base is not None)
             pn = p._node
             if pn is None:
                 e = leaves.get(p)
@@ -772,6 +852,9 @@ def _backward_dots(n, g, dots, terms):
 def _conform(node, p, gx, create_graph):
     """Check a returned gradient against its input; cast it to the input's dtype."""
     pd = p.data
+    if node._broadcast_grads and gx.shape != pd.shape:
+        from .ops import sum_to                 # ops imports this module
+        gx = sum_to(gx, pd.shape)
     if not create_graph and type(gx) is not type(pd):
         gx = node.xp.asarray(gx)            # NumPy reductions may return 0-d scalars
     if gx.shape != pd.shape:

@@ -18,6 +18,7 @@ variance over n of these; the GGN factors carry the reduction too. Formulas per 
 and a worked example: docs/extensions.md.
 """
 import math
+import threading
 
 from . import autograd, backend, engine
 from .fused import ClassCrossEntropy, Linear, LinearReLU, _is_one, _relu_mask
@@ -105,7 +106,9 @@ class collect:
     """Fill the quantities' attributes on the layer parameters during each backward inside.
 
     Used as `with collect(*quantities):`; a plain class rather than a generator, since it is
-    entered once per training step (see benchmarks/README.md for what each step costs).
+    entered once per training step (see benchmarks/README.md for what each step costs). The
+    plan it replaces is kept per thread, so one collect object may be entered again, nested
+    or from several threads at once.
     """
 
     def __init__(self, *quantities):
@@ -119,17 +122,19 @@ class collect:
                 raise ValueError(f"collect: {q!r} and {seen[q.attr]!r} both fill p.{q.attr}")
             seen[q.attr] = q
         self._plan = _Plan(quantities) if quantities else None
-        self._prev = []
 
     def __enter__(self):
         state = engine._grad                # this thread's: other threads' passes are plain
-        self._prev.append(state.collect)
+        _replaced.__dict__.setdefault("stack", []).append(state.collect)
         state.collect = self._plan
         return self
 
     def __exit__(self, *exc):
-        engine._grad.collect = self._prev.pop()
+        engine._grad.collect = _replaced.stack.pop()
         return False
+
+
+_replaced = threading.local()           # per thread: the plans that open collects replaced
 
 
 # The ops collect knows: layers (Linear, LinearReLU: they own the parameters), activations
@@ -172,6 +177,8 @@ class _Plan:
         if len(roots) != 1 or roots[0]._node is None or roots[0].data.size != 1:
             raise RuntimeError(f"extensions.collect({self.names}): backward must start from a "
                                "scalar loss computed by cross_entropy or mse_loss")
+        if roots[0]._node.parents is None:          # a second backward: the engine's error
+            raise engine._freed_error(roots[0]._node)
         out_node, hessian = _loss(roots[0], self)
         p = _Pass(self)
         p.walk(out_node)
@@ -193,7 +200,8 @@ def _loss(loss, plan):
     if kind == "cross_entropy" and (type(r.node) is ClassCrossEntropy or not r.node.rows):
         node = r.node
         if not r.constant_target():
-            raise RuntimeError(f"extensions.collect({plan.names}): cross-entropy targets require grad")
+            raise RuntimeError(f"extensions.collect({plan.names}): cross-entropy targets "
+                               "require grad")
         if type(node) is ClassCrossEntropy or _is_one(node.row_sums):
             w = None                                    # each row of the targets sums to 1
         else:
@@ -299,6 +307,8 @@ class _Pass:
                 continue
             cls = type(n)
             parents = n.parents
+            if parents is None:
+                raise engine._freed_error(n)
             if cls is LinearReLU or cls is Linear:
                 x = n.inputs[0]
                 if x.ndim != 2:

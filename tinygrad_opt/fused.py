@@ -52,6 +52,16 @@ class Linear(Function):
         return _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
 
     @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """The backward and its tangent, on arrays (hvp's R-op; see _linear_backward_jvp)."""
+        return _linear_backward_jvp(ctx, g, tg, tangents, primal)
+
+    @staticmethod
+    def reads_grad(ctx, tangents, primal):
+        """Whether backward_jvp reads G (a first layer's, with a constant input, does not)."""
+        return _linear_reads_grad(ctx, tangents, primal)
+
+    @staticmethod
     def vjp_dot(ctx, g, vs):
         """hvp's dot-mode term sum_i <grad of input i, vs[i]> as (Tensor, array) pairs, without
         forming the gradients (see _linear_dot_pairs)."""
@@ -95,7 +105,10 @@ def relu(x):
     x itself is left as it is (its data and its node, for any other use of it); the result
     is a new array with ReLU's values. Not fused while a forward-mode level or anomaly mode
     is active, nor after an in-place change since x was recorded (as bias_into_linear).
+    For an array, max(x, 0) as an array (like the other helpers of ops.py).
     """
+    if type(x) is not Tensor:
+        return backend.xp_of(x).maximum(x, 0)
     n = x._node
     if (type(n) is not Linear or _engine._anomaly or _engine._levels or n.parents is None
             or versions.last_change < n.seq):
@@ -111,8 +124,53 @@ def relu(x):
 
 def _affine_tangent(shape, x, W, tx, tW, tb):
     """The tangent of x W^T + b: tx W^T + x tW^T + tb (None if no input carries one)."""
-    return tangent_sum(shape, None if tx is None else affine(tx, W),
-                       None if tW is None else affine(x, tW), tb)
+    a = None if tx is None else affine(tx, W)
+    if tW is None:
+        return tangent_sum(shape, a, tb)
+    c = affine(x, tW, tb)               # tb rides on the product (in place for arrays)
+    if a is None:
+        return tangent_sum(shape, c)
+    if type(a) is not Tensor and type(c) is not Tensor:     # two new arrays: add in place
+        a += c
+        return tangent_sum(shape, a)
+    return tangent_sum(shape, a, c)
+
+
+def _linear_reads_grad(ctx, tangents, primal):
+    tx, tW, tb = tangents
+    nx, nW, nb = ctx.needs_input_grad
+    return any(primal) or (nx and tW is not None) or (nW and tx is not None)
+
+
+def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
+    """Linear's gradients (where primal asks) and their tangents, with tx, tW, tb the inputs'
+    tangents and tg the output gradient's (None: zero), G and tG times mask if given:
+        d(G W) = tG W + G tW,   d(G^T x) = tG^T x + G^T tx,   d(sum G) = sum tG.
+    """
+    x, W, b = ctx.inputs
+    tx, tW, tb = tangents
+    nx, nW, nb = ctx.needs_input_grad
+    px, pW, pb = primal
+    if mask is not None:                # G only where something reads it (not a first layer)
+        tg = None if tg is None else tg * mask
+        if _linear_reads_grad(ctx, tangents, primal):
+            g = g * mask
+    gx, gW, gb = _linear_grads(g, x, W, b, px, pW, pb) if px or pW or pb else (None,) * 3
+    t = _linear_grads(tg, x, W, b, nx, nW, nb) if tg is not None else (None,) * 3
+    tgx, tgW, tgb = t
+    if nx and tW is not None:           # arrays only here: add into the fresh products
+        u = _linear_grads(g, x, tW, None, True, False, False)[0]
+        if tgx is None:
+            tgx = u
+        else:
+            tgx += u
+    if nW and tx is not None:
+        u = _linear_grads(g, tx, W, None, False, True, False)[1]
+        if tgW is None:
+            tgW = u
+        else:
+            tgW += u
+    return (gx, tgx), (gW, tgW), (gb, tgb)
 
 
 def _linear_dot_pairs(ctx, g, mask, vs):
@@ -201,11 +259,23 @@ class LinearReLU(Function):
     def jvp(ctx, tx, tW, tb):
         x, W, b = ctx.inputs
         t = _affine_tangent(ctx.out.shape, x, W, tx, tW, tb)
-        return None if t is None else t * _relu_mask(ctx)
+        if t is None:
+            return None
+        if type(t) is _ndarray and (tx is not None or tW is not None):   # a new product
+            t *= _relu_mask(ctx, keep=True)
+            return t
+        return t * _relu_mask(ctx, keep=True)
 
     @staticmethod
     def vjp_dot(ctx, g, vs):
         return _linear_dot_pairs(ctx, g, _relu_mask(ctx), vs)
+
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """Linear's rule for G * mask and tG * mask (the mask's derivative is 0 a.e.)."""
+        return _linear_backward_jvp(ctx, g, tg, tangents, primal, _relu_mask(ctx))
+
+    reads_grad = staticmethod(_linear_reads_grad)
 
     @staticmethod
     def kink_distance(ctx):
@@ -216,14 +286,17 @@ class LinearReLU(Function):
     error_message = staticmethod(Linear.error_message)
 
 
-def _relu_mask(ctx):
-    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output (and kept
-    when read under create_graph, where hvp's dot mode asks twice: backward and vjp_dot)."""
+def _relu_mask(ctx, keep=False):
+    """LinearReLU's [y > 0]: saved by the GPU forward, else read off the output, and kept
+    where it is asked for again: under create_graph (hvp's dot mode asks in backward and
+    vjp_dot) and by keep=True (the tangent rule, before hvp's backward_jvp)."""
     mask = ctx.__dict__.get("mask")
     if mask is None:
         out = ctx.out
         if type(out) is Tensor:
             mask = ctx.mask = out.data > 0
+        elif keep:
+            mask = ctx.mask = out > 0
         else:
             mask = out > 0
     return mask
@@ -471,6 +544,24 @@ class ClassCrossEntropy(Function):
         p = Softmax.apply(x, axis=-1) if type(x) is Tensor else ctx.p
         # d(-sum_n log_softmax(x)[n, t_n]) = sum(p * tx) - sum_n tx[n, t_n]
         return ((p * tx).sum() - tx[ctx.rows, t].sum()) * (1.0 / ctx.denom)
+
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """The backward (p - onehot) g / denom and its tangent, on arrays (hvp's R-op):
+        d(gx) = p (tx - rowsum(p tx)) g / denom + (p - onehot) tg / denom."""
+        x, t = ctx.inputs
+        p, tx, s = ctx.p, tangents[0], g * (1.0 / ctx.denom)
+        d = None
+        if primal[0] or tg is not None:
+            d = p.copy()
+            d[ctx.rows, t] -= 1
+        tgx = None
+        if tx is not None:
+            tgx = p * (tx - (p * tx).sum(axis=-1, keepdims=True)) * s
+        if tg is not None:
+            u = d * (tg * (1.0 / ctx.denom))
+            tgx = u if tgx is None else tgx + u
+        return (d * s if primal[0] else None, tgx), (None, None)
 
 
 class ClassCrossEntropyGrad(Function):

@@ -13,20 +13,20 @@ the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 Per-example numbers come from the training backward itself, through `extensions.collect`:
 |g_n|^2 from BatchL2, g_n^T g from BatchDotGrad, sum_n g_n^2 from SumGradSquared (BackPACK's
 semantics: each carries the mean's 1/N), none of which forms the (N, P) block of individual
-gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where tinygrad_opt.extensions is not
-available, or with per_example="loop", they are computed with one backward per example (exact,
-slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
+gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where
+tinygrad_opt.extensions is not available, or with per_example="loop", they are computed with
+one backward per example (exact, slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
 graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
 instruments takes the same steps as one without. Formulas and papers: each quantity's docstring,
 and docs/instruments.md.
 """
 import math
 from contextlib import contextmanager
+from functools import cached_property
 
 from . import autograd, backend
 from .curvature import _Probes, _lanczos_tridiagonal, _tridiag_eigh
-from .flat import HVPOperator, unflatten
-from .tensor import Tensor
+from .flat import HVPOperator, flatten, unflatten
 from .train import Callback
 
 np = backend.np     # host NumPy for the recorded numbers
@@ -61,6 +61,7 @@ class GradNorm(Quantity):
 
 class UpdateSize(Quantity):
     """|s_t| = |theta_{t+1} - theta_t|, the length of the step the optimizer took."""
+    needs = ("update",)
 
     def compute(self, b):
         return b.update_norm
@@ -68,6 +69,7 @@ class UpdateSize(Quantity):
 
 class Distance(Quantity):
     """|theta_{t+1} - theta_0|, how far training has moved from the initialization."""
+    needs = ("update",)
 
     def compute(self, b):
         return b.distance
@@ -99,6 +101,7 @@ class GradHist1d(Quantity):
             raise ValueError(f"GradHist1d: every must be a positive int, got {every!r}")
         self.bins, self.max_elements, self.every = int(bins), int(max_elements), every
         self._calls = 0
+        self._unit_edges = np.linspace(-1.0, 1.0, self.bins + 1)     # exact ends: +-top
 
     def due(self):
         """Whether the next recorded step is binned: the first, then every `every`-th."""
@@ -109,17 +112,34 @@ class GradHist1d(Quantity):
         self._calls += 1
         if not due:
             return None
-        parts = [b.scale * a.reshape(-1)[::max(1, a.size // self.max_elements)]
-                 for a in b.individual]
-        top = max(max(float(a.max()), -float(a.min())) for a in parts) or 1.0
-        counts = np.zeros(self.bins, dtype=np.int64)
-        scale = self.bins / (2 * top)
-        for a, full in zip(parts, b.individual):
-            stride = max(1, full.size // self.max_elements)  # every stride-th element
-            idx = ((a + top) * scale).astype(np.intp)        # equal bins: no search
-            np.minimum(idx, self.bins - 1, out=idx)          # the largest value: last bin
-            counts += stride * np.bincount(idx, minlength=self.bins)
-        return np.linspace(-top, top, self.bins + 1), counts
+        blocks = b.individual
+        xp = backend.xp_of(blocks[0])
+        strides = [max(1, a.size // self.max_elements) for a in blocks]     # every k-th value
+        parts = [a.reshape(-1)[::k] for a, k in zip(blocks, strides)]
+        v = (xp.concatenate(parts) if len(parts) > 1 else parts[0]) * b.scale
+        top = float(xp.abs(v).max()) or 1.0
+        v += top                                        # equal bins: no search
+        v *= self.bins / (2 * top)
+        idx = v.astype(xp.intp)                         # in [0, bins]: bins only where v = top
+        offsets, weights = self._layout(xp, parts, strides)
+        idx += offsets                                  # part j counts in row j of (parts, bins+1)
+        rows = xp.bincount(idx, minlength=len(parts) * (self.bins + 1))
+        rows = rows.reshape(len(parts), self.bins + 1) * weights[:, None]  # (no integer BLAS)
+        c = backend.to_numpy(rows.sum(axis=0))
+        counts = c[:self.bins].astype(np.int64)
+        counts[-1] += c[self.bins]                      # the largest value: last bin
+        return top * self._unit_edges, counts
+
+    def _layout(self, xp, parts, strides):
+        """(per binned value its part's row offset, per part its stride): fixed while the
+        shapes are, so built once."""
+        key = (xp, tuple(p.size for p in parts), tuple(strides))
+        if getattr(self, "_key", None) != key:
+            self._key = key
+            self._offsets = xp.concatenate([xp.full(p.size, j * (self.bins + 1), dtype=xp.intp)
+                                            for j, p in enumerate(parts)])
+            self._strides = xp.asarray(strides, dtype=xp.int64)
+        return self._offsets, self._strides
 
 
 class NormTest(Quantity):
@@ -133,7 +153,7 @@ class NormTest(Quantity):
     needs = ("sq",)
 
     def compute(self, b):
-        return _ratio(b.sq.sum() - b.n * b.gg, b.n * (b.n - 1) * b.gg)
+        return _ratio(b.sq_sum - b.n * b.gg, b.n * (b.n - 1) * b.gg)
 
 
 class InnerTest(Quantity):
@@ -147,7 +167,8 @@ class InnerTest(Quantity):
     needs = ("dots",)
 
     def compute(self, b):
-        return _ratio(float(((b.dots - b.gg) ** 2).sum()), b.n * (b.n - 1) * b.gg ** 2)
+        gg = b.gg
+        return _ratio(sum((x - gg) ** 2 for x in b.dots), b.n * (b.n - 1) * gg ** 2)
 
 
 class OrthoTest(Quantity):
@@ -161,7 +182,7 @@ class OrthoTest(Quantity):
     needs = ("sq", "dots")
 
     def compute(self, b):
-        ortho = b.sq.sum() - float((b.dots ** 2).sum()) / b.gg if b.gg > 0 else math.nan
+        ortho = b.sq_sum - sum(x * x for x in b.dots) / b.gg if b.gg > 0 else math.nan
         return _ratio(ortho, b.n * (b.n - 1) * b.gg)
 
 
@@ -176,13 +197,11 @@ class GSNR(Quantity):
     needs = ("sgs",)
 
     def compute(self, b):
-        num, count = 0.0, 0
-        for gj, sj in zip(b.grad, b.sgs):
-            var = sj / b.n - gj * gj
-            live = var > 1e-12 * sj / b.n          # 0 up to rounding: all examples agree
-            num += float((gj[live] ** 2 / var[live]).sum())
-            count += int(live.sum())
-        return num / count if count else math.nan
+        g, mean_sq = b.g_host, b.sgs / b.n          # over all coordinates at once
+        var = mean_sq - g * g
+        live = var > 1e-12 * mean_sq                # 0 up to rounding: all examples agree
+        count = int(live.sum())
+        return float((g[live] ** 2 / var[live]).sum()) / count if count else math.nan
 
 
 class GradientNoiseScale(Quantity):
@@ -206,7 +225,7 @@ class GradientNoiseScale(Quantity):
         self._t = 0
 
     def compute(self, b):
-        trace = (b.sq.sum() - b.n * b.gg) / (b.n - 1)
+        trace = (b.sq_sum - b.n * b.gg) / (b.n - 1)
         g2 = b.gg - trace / b.n
         self._t += 1
         self._trace = self.beta * self._trace + (1 - self.beta) * trace
@@ -235,7 +254,9 @@ class Alpha(Quantity):
     @staticmethod
     def fit(loss0, slope0, loss1, slope1):
         """alpha from the four measurements (see the class docstring)."""
-        a, c1, _ = _ALPHA_LSQ @ np.array([loss0, slope0, loss1, slope1])
+        y = (loss0, slope0, loss1, slope1)              # 4 numbers: Python beats an array
+        a = sum(w * v for w, v in zip(_ALPHA_LSQ[0], y))
+        c1 = sum(w * v for w, v in zip(_ALPHA_LSQ[1], y))
         if not a > 0:
             return math.nan
         tau = -c1 / (2 * a)
@@ -245,7 +266,7 @@ class Alpha(Quantity):
 # q(tau) = a tau^2 + c1 tau + c0 from the rows q(0), q'(0), q(1), q'(1): least squares through
 # the pseudo-inverse of the fixed 4 x 3 design matrix, computed once
 _ALPHA_LSQ = np.linalg.pinv(np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0],
-                                      [2.0, 1.0, 0.0]]))
+                                      [2.0, 1.0, 0.0]])).tolist()
 
 
 class TICDiag(Quantity):
@@ -265,8 +286,7 @@ class TICDiag(Quantity):
         self.eps = eps
 
     def compute(self, b):
-        return float(sum(float((s / b.n / (h + self.eps)).sum())
-                         for s, h in zip(b.sgs, b.diag_h)))
+        return float((b.sgs / b.n / (b.diag_h + self.eps)).sum())
 
 
 class HessTrace(Quantity):
@@ -344,17 +364,38 @@ def _make(quantities):
 
 # ---------------------------------------------------------------- one measured step
 class Batch:
-    """What the quantities read about one step (host floats and per-parameter arrays).
+    """What the quantities read about one step, each number computed once and shared (several
+    quantities read |g|^2, the per-example vectors or the update).
 
-    n, loss, gg = |g|^2, grad (g per parameter); individual (N, *shape) per parameter, whose
-    rows times `scale` are the g_n (extensions' grad_batch carries the mean's 1/N: scale = N);
-    sq (N,) = |g_n|^2; dots (N,) = g_n^T g; sgs = sum_n g_n^2 per parameter; diag_h; update_norm,
-    distance; hess_trace, hess_max_ev.
+    n, loss; g (the flat minibatch gradient on the parameters' device, in their dtype: a row
+    of a buffer that the next step overwrites, so copy what a quantity keeps);
+    gg = |g|^2, update_norm = |s_t|, distance = |theta_{t+1} - theta_0|, slope = g^T s_t;
+    individual (N, *shape) per parameter, whose rows times `scale` are the g_n (extensions'
+    grad_batch carries the mean's 1/N: scale = N); sq = |g_n|^2 and dots = g_n^T g, n = 1..N
+    (lists of floats: the tests sum over N numbers); sgs = sum_n g_n^2 and diag_h (flat, host
+    float64); hess_trace, hess_max_ev.
+    On first use: g_host (g in host float64), grad (g per parameter), sq_sum = sum_n |g_n|^2.
     """
     individual = sq = dots = sgs = diag_h = None
     scale = 1.0
     hist = False                # whether this step forms the (N, P) block (GradHist1d is due)
-    update_norm = distance = hess_trace = hess_max_ev = math.nan
+    update_norm = distance = slope = hess_trace = hess_max_ev = math.nan
+
+    @cached_property
+    def gg(self):
+        return _dot(self.g, self.g)
+
+    @cached_property
+    def g_host(self):
+        return backend.to_numpy(self.g).astype(np.float64)
+
+    @cached_property
+    def grad(self):
+        return unflatten(self.g_host, self.params)
+
+    @cached_property
+    def sq_sum(self):
+        return sum(self.sq)
 
 
 @contextmanager
@@ -380,23 +421,68 @@ def _dot(a, b):
     return float(backend.xp_of(a).vdot(a, b))
 
 
+class _Vectors:
+    """The step's flat vectors as rows of one buffer, so that the inner products the
+    quantities need come from two calls (the rows' squared norms, and every row against g):
+
+        G = gradient g_t,  S = update s_t = theta_{t+1} - theta_t,  D = theta_{t+1} - theta_0,
+        P = the previous recorded step's update s_{t-1} (Alpha's slope at its end, g_t^T s_{t-1})
+
+    S and P trade places after each recorded step instead of copying. theta_0 and theta_t
+    are kept flat beside them (theta_t written in place each step)."""
+    G, D = 0, 2
+
+    def __init__(self, params):
+        self.params = params
+        self.xp = xp = backend.xp_of(params[0].data)
+        dtype = xp.result_type(*[p.data.dtype for p in params])
+        n = sum(p.size for p in params)
+        self.rows = xp.zeros((4, n), dtype=dtype)
+        self.before = xp.empty(n, dtype=dtype)
+        self.theta0 = self.flatten(xp.empty(n, dtype=dtype))
+        self.S, self.P = 1, 3
+
+    def flatten(self, out, grads=False):
+        """The parameters (or their gradients, zeros where None) written into `out`."""
+        if grads:
+            parts = [(p.grad.data if p.grad is not None else p.data * 0).ravel()
+                     for p in self.params]
+        else:
+            parts = [p.data.ravel() for p in self.params]     # views: no copy before the join
+        return self.xp.concatenate(parts, out=out)
+
+    def products(self):
+        """After the step: S and D from theta_{t+1}; returns (|row|^2 per row, g^T row per
+        row) as lists, indexed by G, S, D, P."""
+        rows, xp = self.rows, self.xp
+        after = self.flatten(rows[self.D])                      # theta_{t+1}, then D and S
+        xp.subtract(after, self.before, out=rows[self.S])
+        after -= self.theta0
+        vecdot = getattr(xp, "vecdot", None)                    # NumPy >= 2: one pass
+        norms = vecdot(rows, rows) if vecdot else xp.einsum("ij,ij->i", rows, rows)
+        return norms.tolist(), (rows @ rows[self.G]).tolist()   # (4 x P BLAS gemm is slower)
+
+    def swap(self):
+        """This step's update becomes the previous one."""
+        self.S, self.P = self.P, self.S
+
+
 class _StepContext:
-    """Entered around a recorded step's backward: snapshots theta_t, collects per-example
-    quantities in that same backward, and fills the step's Batch on exit."""
+    """Entered around a step's backward: snapshots theta_t, collects per-example quantities
+    in that same backward, and fills the step's Batch on exit."""
 
     def __init__(self, inst, run, xb, yb):
         self.inst, self.run, self.xb, self.yb = inst, run, xb, yb
-        self.params = inst._params
         self.collect = None
 
     def __enter__(self):
-        inst = self.inst
-        self.before = [p.data.copy() for p in self.params]
-        if "hvp" in inst._needs or ("diag_h" in inst._needs and inst._ext is None):
+        inst, b = self.inst, self.inst._batch
+        if inst._update:
+            inst._vec.flatten(inst._vec.before)
+        if b.recorded and inst._curv:
             inst._curvature(self.run, self.xb, self.yb)
-        wanted = inst._extension_quantities()
-        if wanted:
-            self.collect = inst._ext.collect(*wanted)
+        self.collect = inst._collector()
+        if self.collect is not None:
             self.collect.__enter__()
         return self
 
@@ -439,28 +525,35 @@ class Instruments(Callback):
         self._needs = {n for q in self.quantities for n in q.needs}
         if self._needs & {"sq", "dots", "sgs"}:
             self._needs.add("per_example")
+        self._update = "update" in self._needs
+        self._curv = "hvp" in self._needs or ("diag_h" in self._needs and self._ext is None)
+        self._alpha = next((q.name for q in self.quantities if isinstance(q, Alpha)), None)
+        self._hists = [q for q in self.quantities if "batch_grad" in q.needs]
+        self._vector_attrs = [a for need, a in (("sq", "batch_l2"), ("dots", "batch_dot_grad"))
+                              if need in self._needs]
+        self._summing_key = self._collects = None
         self.history = {"step": [], **{q.name: [] for q in self.quantities}}
-        self._params = None
-        self._theta0 = None
+        self._columns = [(q, self.history[q.name]) for q in self.quantities]
+        self._params = self._vec = None
         self._batch = None
-        self._alpha_pending = None      # (row, loss_t, slope_t, s_t) waiting for step t + 1
+        self._alpha_pending = None      # (row, loss_t, slope_t) waiting for step t + 1
         self._probe_calls = 0
 
     # ---- fit hooks
     def on_train_begin(self, run):
         self._params = [p for p in run.model.parameters() if p.requires_grad]
-        if self._theta0 is None:
-            self._theta0 = [p.data.copy() for p in self._params]
+        if self._vec is None:
+            self._vec = _Vectors(self._params)          # keeps theta_0 from the first call
+        self._vec.params = self._params
 
     def backward_context(self, run, xb, yb):
         step = run.global_step + 1
         self._batch = None
-        if self._due(step) or (self._alpha_pending is not None and "Alpha" in self.history):
-            self._batch = Batch()
-            self._batch.step = step
-            self._batch.recorded = bool(self._due(step))
-            self._batch.hist = self._batch.recorded and any(
-                q.due() for q in self.quantities if "batch_grad" in q.needs)
+        due = self._due(step)
+        if due or self._alpha_pending is not None:
+            b = self._batch = Batch()
+            b.step, b.recorded, b.params = step, bool(due), self._params
+            b.hist = b.recorded and any(q.due() for q in self._hists)
             return _StepContext(self, run, xb, yb)
         return None
 
@@ -469,55 +562,48 @@ class Instruments(Callback):
         if b is None:
             return
         b.loss = float(info.loss)
-        s = [p.data - t for p, t in zip(self._params, b.before)]
-        b.update_norm = math.sqrt(sum(_dot(x, x) for x in s))
-        d = [p.data - t for p, t in zip(self._params, self._theta0)]
-        b.distance = math.sqrt(sum(_dot(x, x) for x in d))
-        self._finish_alpha(b)
+        vec, pending = self._vec, self._alpha_pending
+        if self._update:            # |g|^2, |s|, distance and the slopes: two calls
+            norms, g = vec.products()
+            b.gg, b.slope = norms[vec.G], g[vec.S]
+            b.update_norm, b.distance = math.sqrt(norms[vec.S]), math.sqrt(norms[vec.D])
+        if pending is not None:
+            self._alpha_pending = None
+            row, loss0, slope0 = pending
+            if b.step == self.history["step"][row] + 1:     # slope at the end: g_{t+1}^T s_t
+                self.history[self._alpha][row] = Alpha.fit(loss0, slope0, b.loss, g[vec.P])
         if not b.recorded:
             return
         self.history["step"].append(b.step)
-        for q in self.quantities:
-            self.history[q.name].append(q.compute(b))
-        if "Alpha" in self.history:
-            slope = sum(_dot(gi, si) for gi, si in zip(b.grad_arrays, s))
-            self._alpha_pending = (len(self.history["step"]) - 1, b.loss, slope, s)
+        for q, column in self._columns:
+            column.append(q.compute(b))
+        if self._alpha is not None:
+            self._alpha_pending = (len(self.history["step"]) - 1, b.loss, b.slope)
+            vec.swap()
 
     # ---- measurement
-    def _finish_alpha(self, b):
-        if self._alpha_pending is None:
-            return
-        row, loss0, slope0, s = self._alpha_pending
-        self._alpha_pending = None
-        if b.step != self.history["step"][row] + 1:
-            return
-        slope1 = sum(_dot(gi, si) for gi, si in zip(b.grad_arrays, s))
-        self.history["Alpha"][row] = Alpha.fit(loss0, slope0, b.loss, slope1)
-
-    def _extension_quantities(self):
-        ext = self._ext
-        if ext is None or self._batch is None or not self._batch.recorded:
-            return []
-        # per-example scalars without the (N, P) block; the block only for a histogram step
-        wanted = [q for need, q in (("sq", ext.BatchL2), ("dots", ext.BatchDotGrad),
-                                    ("sgs", ext.SumGradSquared)) if need in self._needs]
-        wanted = [q() for q in wanted]
-        if self._batch.hist:
-            wanted.append(ext.BatchGrad())
-        if "diag_h" in self._needs:
-            wanted.append(ext.DiagGGN())
-        return wanted
+    def _collector(self):
+        """The extensions.collect context for a recorded step's backward, None if nothing is
+        collected: per-example scalars without the (N, P) block, the block only where a
+        histogram is due. Both contexts are built once and entered at every step."""
+        ext, b = self._ext, self._batch
+        if ext is None or not b.recorded:
+            return None
+        if self._collects is None:
+            base = [q() for need, q in (("sq", ext.BatchL2), ("dots", ext.BatchDotGrad),
+                                        ("sgs", ext.SumGradSquared)) if need in self._needs]
+            if "diag_h" in self._needs:
+                base.append(ext.DiagGGN())
+            self._collects = (ext.collect(*base) if base else None,
+                              ext.collect(*base, ext.BatchGrad()))
+        return self._collects[b.hist]
 
     def _after_backward(self, ctx):
         b = self._batch
-        b.before = ctx.before
-        # copies: clipping and some optimizers change p.grad in place after the backward
-        b.grad_arrays = [p.grad.data.copy() if p.grad is not None else p.data * 0
-                         for p in self._params]
+        # a copy: clipping and some optimizers change p.grad in place after the backward
+        b.g = self._vec.flatten(self._vec.rows[_Vectors.G], grads=True)
         if not b.recorded:
             return
-        b.grad = [backend.to_numpy(g).astype(np.float64) for g in b.grad_arrays]
-        b.gg = sum(_dot(g, g) for g in b.grad)
         b.n = int(ctx.xb.shape[0])
         if self._ext is not None:
             self._from_extensions(b)
@@ -526,44 +612,65 @@ class Instruments(Callback):
             flat = [g.reshape(b.n, -1) for g in b.individual]
             s2 = b.scale * b.scale          # in the gradients' dtype, scaled and summed in float64
             if "sq" in self._needs:
-                b.sq = s2 * sum(np.einsum("ij,ij->i", G, G).astype(np.float64) for G in flat)
+                b.sq = (s2 * sum(np.einsum("ij,ij->i", G, G).astype(np.float64)
+                                 for G in flat)).tolist()
             if "dots" in self._needs:
-                b.dots = b.scale * sum((G @ gm.reshape(-1).astype(G.dtype)).astype(np.float64)
-                                       for G, gm in zip(flat, b.grad))
+                b.dots = (b.scale * sum((G @ gm.reshape(-1).astype(G.dtype)).astype(np.float64)
+                                        for G, gm in zip(flat, b.grad))).tolist()
             if "sgs" in self._needs:
-                b.sgs = [s2 * np.einsum("ij,ij->j", G, G).astype(np.float64).reshape(g.shape[1:])
-                         for G, g in zip(flat, b.individual)]
+                b.sgs = s2 * np.concatenate([np.einsum("ij,ij->j", G, G).astype(np.float64)
+                                             for G in flat])
         if "diag_h" in self._needs:
             if self._ext is not None:
-                b.diag_h = [backend.to_numpy(p.diag_ggn).astype(np.float64) for p in self._params]
+                b.diag_h = self._host_flat("diag_ggn")
             else:
                 b.diag_h = self._hutchinson_diag
         if "hvp" in self._needs:
             b.hess_trace, b.hess_max_ev = self._hess
 
-    def _from_extensions(self, b):
-        """sq, dots, sgs from the backward's BatchL2 / BatchDotGrad / SumGradSquared, which carry
-        the mean's 1/N (g_n = N grad_batch_n); the (N, P) block only on a histogram step."""
-        n = float(b.n)
-
-        def host(p, attr):
+    def _collected(self, attr):
+        """The arrays extensions.collect put in p.<attr>, one per parameter."""
+        out = []
+        for p in self._params:
             a = getattr(p, attr, None)
             if a is None:
                 raise RuntimeError(f"Instruments: extensions.collect gave no {attr} for a "
                                    f"parameter of shape {p.shape}")
-            return a.data
+            out.append(a.data)
+        return out
 
-        def summed(attr):           # over the parameters, in float64 on the host
-            return sum(backend.to_numpy(host(p, attr)).astype(np.float64) for p in self._params)
-        if "sq" in self._needs:
-            b.sq = n * n * summed("batch_l2")
-        if "dots" in self._needs:
-            b.dots = n * summed("batch_dot_grad")
+    def _summing(self, xp, dtype, n, m):
+        """(m, m k): row i sums the k parameters' vectors of attribute i and scales them to
+        the g_n (|g_n|^2 = N^2 sum_p batch_l2, g_n^T g = N sum_p batch_dot_grad)."""
+        key = (xp, dtype, n, m)
+        if self._summing_key != key:
+            k = len(self._params)
+            w = np.zeros((m, m * k))
+            for i, attr in enumerate(self._vector_attrs):
+                w[i, i * k:(i + 1) * k] = n * n if attr == "batch_l2" else n
+            self._summing_key, self._summing_w = key, xp.asarray(w, dtype=dtype)
+        return self._summing_w
+
+    def _host_flat(self, attr):
+        """p.<attr> of every parameter joined into one flat host float64 array."""
+        return backend.to_numpy(flatten(self._collected(attr))).astype(np.float64)
+
+    def _from_extensions(self, b):
+        """sq, dots, sgs from the backward's BatchL2 / BatchDotGrad / SumGradSquared, which carry
+        the mean's 1/N (g_n = N grad_batch_n); the (N, P) block only on a histogram step."""
+        n = float(b.n)
+        if self._vector_attrs:      # summed over the parameters and scaled: one product
+            attrs = self._vector_attrs
+            arrays = [a for attr in attrs for a in self._collected(attr)]
+            xp = backend.xp_of(arrays[0])
+            blocks = xp.concatenate(arrays).reshape(len(arrays), b.n)
+            rows = (self._summing(xp, blocks.dtype, b.n, len(attrs)) @ blocks).tolist()
+            for attr, row in zip(attrs, rows):
+                setattr(b, "sq" if attr == "batch_l2" else "dots", row)
         if "sgs" in self._needs:
-            b.sgs = [n * n * backend.to_numpy(host(p, "sum_grad_squared")).astype(np.float64)
-                     for p in self._params]
-        if b.hist:                  # in the parameters' dtype, as the loop's
-            b.individual = [backend.to_numpy(p.grad_batch.data) for p in self._params]
+            b.sgs = n * n * self._host_flat("sum_grad_squared")
+        if b.hist:                  # on the device, in the parameters' dtype
+            b.individual = self._collected("grad_batch")
             b.scale = n
 
     def _individual(self, ctx):
@@ -605,8 +712,8 @@ class Instruments(Callback):
                 for _ in range(max(self.n_probes, 1)):
                     z = probes.rademacher(op.n)
                     acc += z * op.matvec(z)
-                flat = backend.to_numpy(acc / max(self.n_probes, 1)).astype(np.float64)
-                self._hutchinson_diag = [a.copy() for a in unflatten(flat, self._params)]
+                self._hutchinson_diag = backend.to_numpy(acc / max(self.n_probes, 1)).astype(
+                    np.float64)
 
     def column(self, name):
         """A scalar quantity's values as a float array (nan where not measured)."""

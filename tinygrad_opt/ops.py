@@ -239,6 +239,7 @@ def _binary_error(name):
 class Add(Function):
     """z = a + b; dz/da = dz/db = 1 (then undo broadcasting)."""
     error_message = _binary_error("add")
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -246,13 +247,10 @@ class Add(Function):
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.inputs
+        # g for both, of the output's shape: the engine sums it to a broadcast input's
+        # shape (_broadcast_grads), so this runs no shape test of its own
         na, nb = ctx.needs_input_grad
-        # the tests inline what sum_to checks first (this runs for every add); beside a Python
-        # float the other input has the output's shape, so no shape needs reading at all
-        ga = (g if type(b) is float or g.shape == a.shape else sum_to(g, a.shape)) if na else None
-        gb = (g if type(a) is float or g.shape == b.shape else sum_to(g, b.shape)) if nb else None
-        return ga, gb
+        return (g if na else None), (g if nb else None)
 
     @staticmethod
     def jvp(ctx, ta, tb):
@@ -268,6 +266,7 @@ class Add(Function):
 class Sub(Function):
     """z = a - b; dz/da = 1, dz/db = -1."""
     error_message = _binary_error("sub")
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -275,9 +274,8 @@ class Sub(Function):
 
     @staticmethod
     def backward(ctx, g):
-        a, b = ctx.inputs
-        na, nb = ctx.needs_input_grad
-        return (sum_to(g, a.shape) if na else None), (sum_to(-g, b.shape) if nb else None)
+        na, nb = ctx.needs_input_grad    # the engine sums to broadcast inputs, as for Add
+        return (g if na else None), (-g if nb else None)
 
     @staticmethod
     def jvp(ctx, ta, tb):
@@ -291,6 +289,7 @@ class Sub(Function):
 class Mul(Function):
     """z = a * b; dz/da = b, dz/db = a."""
     error_message = _binary_error("mul")
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -299,17 +298,8 @@ class Mul(Function):
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.inputs
-        na, nb = ctx.needs_input_grad
-        ga = gb = None
-        if na:
-            ga = g * b
-            if type(b) is not float and ga.shape != a.shape:     # as in Add.backward
-                ga = sum_to(ga, a.shape)
-        if nb:
-            gb = g * a
-            if type(a) is not float and gb.shape != b.shape:
-                gb = sum_to(gb, b.shape)
-        return ga, gb
+        na, nb = ctx.needs_input_grad    # the engine sums to broadcast inputs, as for Add
+        return (g * b if na else None), (g * a if nb else None)
 
     @staticmethod
     def jvp(ctx, ta, tb):
@@ -321,6 +311,7 @@ class Mul(Function):
 class Div(Function):
     """z = a / b; dz/da = 1/b, dz/db = -a/b^2 = -z/b."""
     error_message = _binary_error("div")
+    _broadcast_grads = True
 
     @staticmethod
     def forward(ctx, a, b):
@@ -330,9 +321,8 @@ class Div(Function):
     def backward(ctx, g):
         a, b = ctx.inputs
         na, nb = ctx.needs_input_grad
-        ga = sum_to(g / b, a.shape) if na else None
-        gb = sum_to(-(g * ctx.out) / b, b.shape) if nb else None
-        return ga, gb
+        # the engine sums to broadcast inputs, as for Add
+        return (g / b if na else None), (-(g * ctx.out) / b if nb else None)
 
     @staticmethod
     def jvp(ctx, ta, tb):
@@ -595,6 +585,18 @@ class Tanh(Function):
         y = ctx.out
         return t * (1 - y * y)
 
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """On arrays (hvp's R-op), with d = 1 - y^2 and dy = d tx:
+        d(g d) = tg d - 2 g y dy."""
+        y, tx = ctx.out, tangents[0]
+        d = 1 - y * y
+        t = None if tg is None else tg * d
+        if tx is not None:
+            u = g * y * d * tx * -2.0
+            t = u if t is None else t + u
+        return ((g * d if primal[0] else None, t),)
+
 
 class Sigmoid(Function):
     """y = 1 / (1 + e^-x); dy/dx = y (1 - y)."""
@@ -617,6 +619,18 @@ class Sigmoid(Function):
         y = ctx.out
         return t * (y * (1 - y))
 
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """On arrays (hvp's R-op), with d = y (1 - y) and dy = d tx:
+        d(g d) = tg d + g (1 - 2 y) dy."""
+        y, tx = ctx.out, tangents[0]
+        d = y * (1 - y)
+        t = None if tg is None else tg * d
+        if tx is not None:
+            u = g * (1 - 2 * y) * d * tx
+            t = u if t is None else t + u
+        return ((g * d if primal[0] else None, t),)
+
 
 class ReLU(Function):
     """y = max(x, 0); dy/dx = [x > 0] (0 at the kink). Its second derivative is 0 a.e."""
@@ -635,6 +649,15 @@ class ReLU(Function):
     @staticmethod
     def jvp(ctx, t):
         return t * ctx.mask
+
+    @staticmethod
+    def backward_jvp(ctx, g, tg, tangents, primal):
+        """The backward and its tangent, on arrays (hvp's R-op): the mask is constant a.e."""
+        return ((g * ctx.mask if primal[0] else None, None if tg is None else tg * ctx.mask),)
+
+    @staticmethod
+    def reads_grad(ctx, tangents, primal):
+        return primal[0]
 
     @staticmethod
     def kink_distance(ctx):
