@@ -188,6 +188,7 @@ def _worker_state(task):
 
 @pytest.mark.slow
 def test_local_workers_start_once_with_the_data_and_one_blas_thread():
+    pytest.importorskip("sklearn")                                 # digits is scikit-learn's file
     tasks = [Task(p, "sgd", {"lr": 0.1}, s, 1) for p in ("digits", "spirals") for s in range(3)]
     with LocalExecutor(2) as ex:
         first = [r for _, r in ex.map(_worker_state, tasks)]
