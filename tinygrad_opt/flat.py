@@ -2,7 +2,8 @@
 
 - `flatten`, `unflatten`, `assign`: arrays <-> one flat array (views / in-place writes);
   `parameters_to_vector`, `vector_to_parameters`: the PyTorch-named Tensor versions.
-- `closure_loss`: call a loss closure and check that it returned a one-element loss Tensor.
+- `closure_loss`: call a loss closure and check that it returned a one-element loss Tensor;
+  `require_closure`: the error of a closure-taking step called without one.
 - `HVPOperator`: v -> H v on flat arrays, from one differentiable gradient; `GGNOperator`
   beside it: v -> J^T H_L J v, the generalized Gauss-Newton matrix, by forward mode. Its interface
   (`matvec`, `shape`, `dtype`, `xp`, `n`) is the one every curvature operator offers, so
@@ -69,6 +70,13 @@ def _flat_or_zeros(arrays, params, xp, dtype):
     return xp.concatenate([xp.zeros(p.size, dtype=dtype) if a is None
                            else a.reshape(-1).astype(dtype, copy=False)
                            for a, p in zip(arrays, params)])
+
+
+def require_closure(closure, name):
+    """Raise the one TypeError every closure-taking step gives when the closure is missing."""
+    if closure is None or not callable(closure):
+        raise TypeError(f"{name}.step needs a closure that recomputes the loss and returns it "
+                        "(without calling backward), e.g. opt.step(lambda: loss_fn(model(x), y))")
 
 
 def closure_loss(closure, name):
@@ -226,10 +234,7 @@ class FlatObjective:
     """
 
     def __init__(self, closure, params, name):
-        if closure is None or not callable(closure):
-            raise TypeError(f"{name}.step needs a closure that recomputes the loss and returns "
-                            "it (without calling backward), e.g. "
-                            "opt.step(lambda: loss_fn(model(x), y))")
+        require_closure(closure, name)
         self.closure, self.params, self.name = closure, list(params), name
         first = self.params[0].data
         self.xp = backend.xp_of(first)

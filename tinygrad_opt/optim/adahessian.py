@@ -4,23 +4,15 @@ probe of the Hessian diagonal that it and Sophia share."""
 import math
 
 from .. import autograd, backend, engine
+from ..flat import closure_loss as flat_closure_loss, require_closure
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
 
 def closure_loss(closure, name):
-    """The closure's loss Tensor, recorded with grad enabled, checked to be one element."""
-    if closure is None or not callable(closure):
-        raise TypeError(f"{name}.step needs a closure that recomputes the loss and returns it "
-                        "(without calling backward), e.g. opt.step(lambda: loss_fn(model(x), y))")
-    with engine.enable_grad():
-        loss = closure()
-    if not isinstance(loss, Tensor):
-        raise TypeError(f"{name}: the closure must return the loss Tensor (and not call "
-                        f"backward), got {type(loss).__name__}")
-    if loss.size != 1:
-        raise ValueError(f"{name}: the closure must return a one-element loss, got shape {loss.shape}")
-    return loss
+    """The step's closure (checked present) called with grad enabled: its one-element loss."""
+    require_closure(closure, name)
+    return flat_closure_loss(closure, name)
 
 
 def rademacher_like(a):

@@ -1,5 +1,6 @@
 """Sharpness-aware minimization (Foret et al. 2021) and its adaptive form ASAM (Kwon et al. 2021)."""
 from .. import backend, engine
+from ..flat import require_closure
 from ..tensor import Tensor
 from .lookahead import WrapperOptimizer
 
@@ -40,9 +41,7 @@ class SAM(WrapperOptimizer):
 
     def step(self, closure=None):
         """Two gradient evaluations and one base step; returns the loss at w (before the step)."""
-        if closure is None or not callable(closure):
-            raise TypeError("SAM.step needs a closure that recomputes the loss and returns it "
-                            "(without calling backward), e.g. opt.step(lambda: loss_fn(model(x), y))")
+        require_closure(closure, "SAM")
         loss = self._loss_and_grad(closure)
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not params:
