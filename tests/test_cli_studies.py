@@ -1,5 +1,6 @@
 """tinygrad-opt instruments | spectrum | surface in quick mode: tables, files, usage errors."""
 import csv
+import re
 
 import pytest
 
@@ -70,3 +71,17 @@ def test_help_lists_the_commands(capsys):
     assert code == 0
     for name in ("instruments", "spectrum", "surface"):
         assert f"  {name}" in out
+
+
+def test_name_lists_keep_first_order_drop_repeats_and_pass_presets_whole():
+    import argparse
+    from tinygrad_opt import cliargs
+    parse = cliargs.name_list(["a", "b", "c"], "thing", presets=("all",))
+    assert parse(" c, a,c ,b") == ["c", "a", "b"]
+    assert parse("all") == "all"
+    for bad, needle in (("a,zz", "unknown thing zz; a preset (all) or names from a, b, c"),
+                        (" , ", "unknown thing (none)")):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(needle)):
+            parse(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown x a; choose from b$"):
+        cliargs.name_list(["b"], "x")("a")

@@ -25,7 +25,7 @@ from .cliargs import TRAIN_OPTIMIZERS, UsageError
 from .experiment import format_table, num, pct, write_csv
 from ._optional import MissingDependency, require
 from .optim.registry import OPTIMIZERS
-from .instruments import parse_quantities
+from .instruments import PRESETS, QUANTITIES
 from .testfunctions import PROBLEMS, problem_lr, run_path
 from .train import Progress, TrainingDiverged
 
@@ -238,16 +238,6 @@ def cmd_surface(args):
     return 0
 
 
-@cliargs.typed
-def _functions(text):
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [n for n in names if n not in PROBLEMS]
-    if bad or not names:
-        raise ValueError(f"unknown function(s) {', '.join(bad) or '(none)'}; "
-                         f"choose from {', '.join(PROBLEMS)}")
-    return names
-
-
 # ---------------------------------------------------------------- help
 DESCRIPTION = """\
 Train and compare optimizers with tinygrad_opt, a small reverse-mode autodiff library
@@ -355,7 +345,8 @@ def build_parser():
                  "functions:\n" + "\n".join(f"  {n:<11} {q.title}\n  {'':<11} start {q.start}, "
                                             f"{q.steps} steps" for n, q in PROBLEMS.items())
                  + "\n\nEach function has a tuned lr per optimizer; NAME:LR overrides it.")
-    p.add_argument("--functions", type=_functions, default=list(PROBLEMS), metavar="F,...",
+    p.add_argument("--functions", type=cliargs.name_list(list(PROBLEMS), "function(s)"),
+                   default=list(PROBLEMS), metavar="F,...",
                    help=f"which functions (default: {','.join(PROBLEMS)})")
     p.add_argument("--optimizers", type=cliargs.optimizer_list, metavar="NAME[:LR],...",
                    default=cliargs.optimizer_list(default_land),
@@ -399,7 +390,8 @@ def build_parser():
         p.add_argument("--optimizer", choices=TRAIN_OPTIMIZERS, default="sgd", metavar="NAME",
                        help=f"one of {', '.join(TRAIN_OPTIMIZERS)} (default: %(default)s)")
         if func is cmd_instruments:
-            p.add_argument("--quantities", type=cliargs.typed(parse_quantities), default="economy",
+            p.add_argument("--quantities", default="economy",
+                           type=cliargs.name_list(list(QUANTITIES), "quantity", tuple(PRESETS)),
                            help="economy, business, full, or names such as Loss,NormTest "
                                 "(default: %(default)s)")
             p.add_argument("--every", type=cliargs.positive_int, metavar="K",

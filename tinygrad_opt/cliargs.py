@@ -49,6 +49,23 @@ def typed(parse):
     return typed
 
 
+def name_list(known, what, presets=()):
+    """An argparse type: 'a,b' -> ['a', 'b'] (first-seen order, no repeats), every name in
+    `known`; a single word from `presets` is returned as is."""
+    @typed
+    def parse(text):
+        if text.strip() in presets:
+            return text.strip()
+        names = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            choose = f"a preset ({', '.join(presets)}) or names from" if presets else "choose from"
+            raise ValueError(f"unknown {what} {', '.join(bad) or '(none)'}; "
+                             f"{choose} {', '.join(known)}")
+        return list(dict.fromkeys(names))
+    return parse
+
+
 @typed
 def hidden_sizes(text):
     """'64,32' -> (64, 32); 'none' -> () (a linear softmax classifier)."""

@@ -327,19 +327,6 @@ PRESETS = {"economy": ECONOMY,
            "full": ECONOMY + ["GSNR", "GradientNoiseScale", "TICDiag", "HessTrace", "HessMaxEV"]}
 
 
-def parse_quantities(text):
-    """'economy' -> 'economy'; 'Loss,NormTest' -> ['Loss', 'NormTest'] (names checked)."""
-    text = text.strip()
-    if text in PRESETS:
-        return text
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in QUANTITIES]
-    if bad or not names:
-        raise ValueError(f"unknown quantity {', '.join(bad) or '(none)'}; give a preset "
-                         f"({', '.join(PRESETS)}) or names from {', '.join(QUANTITIES)}")
-    return names
-
-
 def _make(quantities):
     if isinstance(quantities, str):
         if quantities not in PRESETS:

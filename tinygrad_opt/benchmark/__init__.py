@@ -7,11 +7,11 @@ run on local processes or a Dask cluster. See docs/benchmark.md.
 """
 from .budgets import BUDGETS, settings
 from .executors import DaskExecutor, LocalExecutor
-from .problems import PROBLEMS, Problem, get_problem, problem_list
+from .problems import PROBLEMS, Problem, get_problem
 from .report import performance_profile, summary_table, write_report
 from .runner import BenchmarkResult, Task, run_benchmark
 from .store import Store
 
 __all__ = ["BUDGETS", "settings", "DaskExecutor", "LocalExecutor", "PROBLEMS", "Problem",
-           "get_problem", "problem_list", "performance_profile", "summary_table", "write_report",
+           "get_problem", "performance_profile", "summary_table", "write_report",
            "BenchmarkResult", "Task", "run_benchmark", "Store"]

@@ -4,7 +4,7 @@ import os
 
 from .. import cliargs
 from .budgets import BUDGETS
-from .problems import PROBLEMS, get_problem, problem_list
+from .problems import PROBLEMS, get_problem
 
 
 def cmd_benchmark(args):
@@ -51,7 +51,8 @@ def add_command(sub, command):
                  "--budget random --budget-size 16 --seeds 10 --workers 8",
                  "--scheduler tcp://10.0.0.5:8786 --db results/bench.sqlite"],
                 sizes=(dict(seeds=5, budget_size=4), dict(seeds=2, budget_size=2, epochs=2)))
-    p.add_argument("--problems", type=cliargs.typed(problem_list), metavar="P,...",
+    p.add_argument("--problems", type=cliargs.name_list(list(PROBLEMS), "problem(s)"),
+                   metavar="P,...",
                    default=["quadratic", "digits", "spirals", "rosenbrock", "beale"],
                    help=f"any of {', '.join(PROBLEMS)} (default: all but the MNIST ones)")
     p.add_argument("--optimizers", type=cliargs.training_list, metavar="NAME,...",

@@ -252,12 +252,3 @@ def get_problem(name):
     except KeyError:
         raise ValueError(f"unknown problem {name!r}; choose from {', '.join(PROBLEMS)}") from None
 
-
-def problem_list(text):
-    """'quadratic,digits' -> ['quadratic', 'digits']; a ValueError names unknown problems."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [n for n in names if n not in PROBLEMS]
-    if bad or not names:
-        raise ValueError(f"unknown problem(s) {', '.join(bad) or '(none)'}; "
-                         f"choose from {', '.join(PROBLEMS)}")
-    return list(dict.fromkeys(names))
