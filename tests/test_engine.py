@@ -285,6 +285,41 @@ def test_layer_apply_is_apply_for_the_layer_ops():
         layer_apply(ops.Linear, x, t64(np.ones((4, 2))), None)
 
 
+def test_unary_apply_is_apply_for_one_input_ops():
+    """Tensor's one-input methods (and .T) through the written-out apply record what
+    Function.apply records: the same values, node, gradients, no node without grad, and
+    anomaly mode and a custom op's ValueError reported as apply reports them."""
+    from tinygrad_opt import ops
+    from tinygrad_opt.engine import unary_apply
+    rng = np.random.default_rng(0)
+    x = t64(rng.uniform(0.2, 0.9, (3, 2)))
+    for cls in (ops.Exp, ops.Log, ops.Tanh, ops.Sigmoid, ops.Neg, ops.Transpose, ops.Sqrt):
+        fast, ref = unary_apply(cls, x), cls.apply(x)
+        np.testing.assert_array_equal(fast.numpy(), ref.numpy())
+        assert type(fast._node) is cls and fast._node.needs_input_grad == (True,)
+        assert fast._node.parents[0] is x and fast._node.inputs[0] is x.data
+        gy = rng.standard_normal(fast.shape)
+        (a,) = autograd.grad(fast, x, grad_outputs=gy)
+        (b,) = autograd.grad(ref, x, grad_outputs=gy)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(x.T.numpy(), x.numpy().T)
+    assert type(x.T._node) is ops.Transpose and x.T.data.base is x.data     # a view
+    with tg.no_grad():
+        assert x.exp()._node is None and not x.T.requires_grad
+    assert t64([1.0], rg=False).exp()._node is None
+    assert unary_apply(ops.Sum, t64([1.0, 2.0])).data.shape == ()          # 0-d, an array
+    with tg.detect_anomaly(), pytest.raises(RuntimeError, match="Log produced NaN in its forward"):
+        with np.errstate(invalid="ignore"):
+            t64([-1.0]).log()
+
+    class Picky(tg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            raise ValueError("bad input")
+    with pytest.raises(ValueError, match=r"picky: cannot apply to shapes \(3, 2\) \(bad input\)"):
+        unary_apply(Picky, x)
+
+
 def test_custom_function_with_wrong_gradient_shape_is_reported():
     class Bad(tg.Function):
         @staticmethod

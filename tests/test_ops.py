@@ -359,6 +359,11 @@ def test_x_matmul_transposed_weight_is_one_linear_node():
         x @ _t(np.ones((3, 3))).T
     with tg.no_grad():
         assert (x @ W.T)._node is None
+    # products never promote, in this spelling as in MatMul's and F.linear's
+    x32 = tg.Tensor(np.ones((5, 4), np.float32))
+    for a, w in ((x32, W), (x, tg.Tensor(np.ones((3, 4), np.float32), requires_grad=True))):
+        with pytest.raises(TypeError, match="matmul: left operand of dtype .* does not promote"):
+            a @ w.T
 
 
 def test_bias_added_to_a_bias_free_linear_is_one_linear_node():

@@ -253,7 +253,9 @@ class LinearReLU(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return Linear.backward(ctx, g * _relu_mask(ctx))
+        x, W, b = ctx.inputs                    # Linear.backward for G * mask
+        nx, nW, nb = ctx.needs_input_grad
+        return _linear_grads(g * _relu_mask(ctx), x, W, b, nx, nW, nb)
 
     @staticmethod
     def jvp(ctx, tx, tW, tb):
@@ -512,11 +514,17 @@ class ClassCrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, t, denom=1.0):
         xp = ctx.xp
-        z = x - x.max(axis=-1, keepdims=True)
-        p = xp.exp(z)
-        sums = p.sum(axis=-1, keepdims=True)
         ctx.rows = rows = xp.arange(x.shape[0])
-        loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
+        if type(x) is _ndarray:         # the reductions below, without NumPy's Python wrappers
+            z = x - _maximum.reduce(x, axis=-1, keepdims=True)
+            p = xp.exp(z)
+            sums = _add_reduce(p, axis=-1, keepdims=True)
+            loss = (_add_reduce(xp.log(sums), axis=None) - _add_reduce(z[rows, t])) * (1.0 / denom)
+        else:
+            z = x - x.max(axis=-1, keepdims=True)
+            p = xp.exp(z)
+            sums = p.sum(axis=-1, keepdims=True)
+            loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
         p /= sums
         ctx.p, ctx.denom = p, denom
         return loss

@@ -5,6 +5,9 @@ _new = object.__new__
 
 from . import backend
 
+_np = backend.np
+_ndarray = backend.ndarray
+
 
 class Tensor:
     """An n-dimensional array that records the ops applied to it for reverse-mode autodiff.
@@ -201,7 +204,8 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward: grad can be omitted only for a one-element output, "
                                    f"but this tensor has shape {self.shape}; pass grad= of that shape")
-            g = backend.xp_of(self.data).empty_like(self.data)
+            d = self.data
+            g = (_np if type(d) is _ndarray else backend.xp_of(d)).empty_like(d)
             g.fill(1)               # ones_like, without its Python-level wrapper
         else:
             g = ops._grad_like(self, grad, "backward")
@@ -216,9 +220,9 @@ class Tensor:
     def __rpow__(self, other): return ops.pow(other, self)
     def __matmul__(self, other): return ops.matmul(self, other)
     def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __neg__(self): return ops.Neg.apply(self)
+    def __neg__(self): return _unary(ops.Neg, self)
     def __pos__(self): return self
-    def __abs__(self): return ops.Abs.apply(self)
+    def __abs__(self): return _unary(ops.Abs, self)
     def __getitem__(self, index): return ops.getitem(self, index)
 
     # comparisons are not differentiable: they return bool tensors with no graph
@@ -230,18 +234,18 @@ class Tensor:
     def __ge__(self, other): return ops.compare(self, other, "greater_equal")
 
     # -------------------------------------------------------------------- methods
-    def exp(self): return ops.Exp.apply(self)
-    def log(self): return ops.Log.apply(self)
-    def sqrt(self): return ops.Sqrt.apply(self)
-    def tanh(self): return ops.Tanh.apply(self)
-    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def exp(self): return _unary(ops.Exp, self)
+    def log(self): return _unary(ops.Log, self)
+    def sqrt(self): return _unary(ops.Sqrt, self)
+    def tanh(self): return _unary(ops.Tanh, self)
+    def sigmoid(self): return _unary(ops.Sigmoid, self)
     def relu(self): return ops.relu(self)
-    def abs(self): return ops.Abs.apply(self)
+    def abs(self): return _unary(ops.Abs, self)
     def square(self): return ops.Mul.apply(self, self)
-    def sin(self): return ops.Sin.apply(self)
-    def cos(self): return ops.Cos.apply(self)
-    def log1p(self): return ops.Log1p.apply(self)
-    def expm1(self): return ops.Expm1.apply(self)
+    def sin(self): return _unary(ops.Sin, self)
+    def cos(self): return _unary(ops.Cos, self)
+    def log1p(self): return _unary(ops.Log1p, self)
+    def expm1(self): return _unary(ops.Expm1, self)
 
     # reductions take NumPy's axis/keepdims, and PyTorch's dim/keepdim as aliases
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -322,7 +326,7 @@ class Tensor:
     @property
     def T(self):
         # all axes reversed: nothing to check (x @ W.T runs this once per layer call)
-        return ops.Transpose.apply(self)
+        return _unary(ops.Transpose, self)
 
     # ------------------------------------------------------------------- in place
     # PyTorch's rules. Under no_grad (or when nothing involved requires grad) the data
@@ -500,6 +504,8 @@ def _scaled(other, alpha):
 
 
 from . import engine, ops, versions  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
+
+_unary = engine.unary_apply
 
 Tensor.__add__, Tensor.__radd__ = engine.operator_methods(
     ops.Add, _operator.add, fuse=(ops.Linear, ops.bias_into_linear))
