@@ -255,6 +255,9 @@ class Function:
         raise NotImplementedError
 
     jvp = None      # the tangent rule, jvp(ctx, *tangents) -> the output's tangent; see _push_tangents
+    # Optional: backward_owned(ctx, g), backward's gradients for a g the engine allocated and
+    # no one else holds, which it may overwrite (LinearReLU masks it in place); arrays only
+    backward_owned = None
 
     @staticmethod
     def error_message(shapes, err):
@@ -570,6 +573,7 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
         if wanted is not None and n in wanted:
             for i in wanted[n]:
                 results[i] = (g, owned)
+            owned = False                 # the results hold g now
         parents = n.parents
         if parents is None:
             raise _freed_error(n)
@@ -587,7 +591,10 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
             finally:              # the output Tensor points back at n: keep no cycle
                 n.inputs, n.out = in_data, out_data
         elif hook is None:
-            grads = n.backward(n, g)
+            if owned and n.backward_owned is not None:    # g is the pass's to overwrite
+                grads = n.backward_owned(n, g)
+            else:
+                grads = n.backward(n, g)
         else:                     # extensions.collect: the backward and the extra quantities
             grads = hook(n, g)
         if type(grads) is not tuple:
