@@ -166,10 +166,11 @@ def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     tx, tW, tb = tangents
     nx, nW, nb = ctx.needs_input_grad
     px, pW, pb = primal
-    if mask is not None:                # G only where something reads it (not a first layer)
-        tg = None if tg is None else tg * mask
+    if mask is not None:                # G only where something reads it (not a first layer);
+        if tg is not None:              # in place: the sweep hands each rule arrays it owns
+            tg *= mask
         if _linear_reads_grad(ctx, tangents, primal):
-            g = g * mask
+            g *= mask
     gx, gW, gb = _linear_grads(g, x, W, b, px, pW, pb) if px or pW or pb else (None,) * 3
     t = _linear_grads(tg, x, W, b, nx, nW, nb) if tg is not None else (None,) * 3
     tgx, tgW, tgb = t
