@@ -574,9 +574,10 @@ def _clip_below_zero(v, xp):
     NumPy's maximum against a scalar runs about six times as long as a plain pass over the
     array here, while the minimum is a quick reduction and rounding below 0 is rare: on the
     host, look first (a NaN makes the minimum NaN, and then the maximum runs: it keeps the
-    NaN and still raises the other entries). On a GPU, no look: that would be a host transfer.
+    NaN and still raises the other entries); also on small arrays, where each NumPy call
+    costs about the same. On a GPU, no look: that would be a host transfer.
     """
-    if type(v) is not backend.ndarray or v.size < 1024 or not v.min() >= 0:
+    if type(v) is not backend.ndarray or not v.min() >= 0:
         xp.maximum(v, 0, out=v)
     return v
 
@@ -594,8 +595,9 @@ def _drop(p, attrs):
 
 
 def _store(p, q, arr):
-    if arr.dtype != p.data.dtype:
-        arr = arr.astype(p.data.dtype)
+    dt = p.data.dtype
+    if arr.dtype is not dt and arr.dtype != dt:        # `is`: the common case, quickly
+        arr = arr.astype(dt)
     setattr(p, q.attr, Tensor._wrap(arr))
 
 
