@@ -55,6 +55,68 @@ class BatchDotGrad(Quantity):
     attr = "batch_dot_grad"
 
 
+class _Totals(Quantity):
+    """The whole model's per-example numbers that the gradient tests read, summed over the
+    parameters, so nothing is stored per parameter (instruments' use). After the backward:
+        dot_grad()[n] = sum_p <grad_batch_p[n], G_p>   (sum over p of p.batch_dot_grad), (N,)
+        l2() = sum_n sum_p ||grad_batch_p[n]||^2       (sum over p and n of p.batch_l2)
+    Per layer, into row i of three (layers, N) arrays: rowsum(delta * (x G_W^T + G_b)),
+    ||delta_n||^2 and ||x_n||^2 (one (N, in) @ (in, out) product and three row dots), then
+    over all layers at once: l2 = sum ||delta_n||^2 (||x_n||^2 + 1), the 1 for the bias
+    (a layer without one stores ||x_n||^2 - 1, a bias alone 0). The arrays are this
+    object's, on the pass's device (in the first layer's dtype), valid until its next
+    backward.
+    factors=True also keeps, per layer, layers[i] = (weight, bias, delta, x) (None where not
+    a parameter): grad_batch of the weight is delta_n x_n^T, of the bias delta_n.
+    """
+
+    def __init__(self, factors=False):
+        self.factors = factors
+        self.layers = self._rows = None
+        self.count = 0
+
+    def reset(self, n_layers, n):
+        """Before a pass through n_layers layers with a batch of n."""
+        self.count, self.n_layers, self.n = 0, n_layers, n
+        self.layers = [] if self.factors else None
+
+    def add(self, g, x, pW, pb, gW, gb, xp):
+        """One layer: output gradient g (N, out), input x (N, in), its weight and bias and
+        their gradients of this pass (None where not a parameter)."""
+        if gW is None and gb is None:
+            return
+        if self.layers is not None:
+            self.layers.append((pW, pb, g, x))
+        rows, i = self._rows, self.count
+        if i == 0 and (rows is None or rows.shape[1] < self.n_layers or
+                       rows.shape[2] != self.n or rows.dtype != g.dtype or
+                       backend.xp_of(rows) is not xp):
+            rows = self._rows = xp.empty((3, self.n_layers, self.n), dtype=g.dtype)
+        self.count = i + 1
+        dot, gg, xx = rows[0, i], rows[1, i], rows[2, i]
+        _row_dots(g, g, xp, gg)                         # ||delta_n||^2
+        if gW is None:
+            xp.matmul(g, gb, out=dot)
+            xx.fill(0)
+            return
+        t = x @ gW.T                                    # row n: G_W x_n (+ G_b)
+        if gb is not None:
+            t += gb
+        _row_dots(g, t, xp, dot)
+        _row_dots(x, x, xp, xx)
+        if gb is None:
+            xx -= 1
+
+    def dot_grad(self):
+        return self._rows[0, :self.count].sum(axis=0)
+
+    def l2(self):
+        """sum over the layers and n of ||delta_n||^2 (||x_n||^2 + 1) (0-d, on the device)."""
+        rows, k = self._rows, self.count
+        gg = rows[1, :k]
+        return backend.xp_of(rows).vdot(gg, rows[2, :k]) + gg.sum()
+
+
 class SumGradSquared(Quantity):
     """p.sum_grad_squared: sum_n grad_batch[n]^2 (AdaGrad's accumulated square, per batch)."""
     attr = "sum_grad_squared"
@@ -158,6 +220,7 @@ class _Plan:
         self.batch_grad, self.batch_l2 = q.get(BatchGrad), q.get(BatchL2)
         self.batch_dot = q.get(BatchDotGrad)
         self.sgs, self.variance = q.get(SumGradSquared), q.get(Variance)
+        self.totals = q.get(_Totals)
         self.squares_first = self.sgs is not None or self.variance is not None
         # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
         self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
@@ -183,6 +246,8 @@ class _Plan:
         out_node, hessian = _loss(roots[0], self)
         p = _Pass(self)
         p.walk(out_node)
+        if self.totals is not None:
+            self.totals.reset(len(p.layers), out_node.out.shape[0])
         if self.second:
             p.seed(out_node, hessian, root_grads[0])
         return p
@@ -453,6 +518,9 @@ class _Pass:
         """
         plan = self.plan
         xp = backend.xp_of(g)
+        if plan.totals is not None:
+            plan.totals.add(g, x, pW, pb, None if pW is None else grads[1],
+                            None if pb is None else grads[2], xp)
         g2 = g * g if plan.squares_first else None
         q = plan.batch_grad
         if q is not None:
@@ -566,6 +634,15 @@ def _row_norms2(a, xp):
     rows of a^2 at hand; else einsum."""
     vecdot = getattr(xp, "vecdot", None)
     return vecdot(a, a) if vecdot is not None else xp.einsum("ni,ni->n", a, a)
+
+
+def _row_dots(a, b, xp, out):
+    """<a_n, b_n> per row into out, as _row_norms2."""
+    vecdot = getattr(xp, "vecdot", None)
+    if vecdot is not None:
+        vecdot(a, b, out=out)
+    else:
+        out[...] = xp.einsum("ni,ni->n", a, b)
 
 
 def _clip_below_zero(v, xp):
