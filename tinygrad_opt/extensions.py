@@ -224,7 +224,7 @@ class _Plan:
         self.squares_first = self.sgs is not None or self.variance is not None
         # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
         self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
-        self.attrs = tuple(q.attr for q in quantities)
+        self.attrs = tuple(q.attr for q in quantities if q.attr is not None)
         self._names = None
 
     @property
