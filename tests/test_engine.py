@@ -285,6 +285,115 @@ def test_layer_apply_is_apply_for_the_layer_ops():
         layer_apply(ops.Linear, x, t64(np.ones((4, 2))), None)
 
 
+def test_backward_owned_runs_only_on_a_gradient_the_pass_owns():
+    """A node's backward_owned (which may overwrite g) runs only when g is a fresh buffer of
+    the pass that nothing else holds: not the caller's seed, not a view, not one array handed
+    to two inputs, not a gradient autograd.grad returns, not under create_graph. Either way
+    the gradients are backward's."""
+    seen = []
+
+    class Twice(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append("backward")
+            return g * 2
+
+        @staticmethod
+        def backward_owned(ctx, g):
+            seen.append("owned")
+            g *= 2
+            return g
+
+    x = t64([1.0, -2.0, 3.0])
+    cases = {
+        "fresh": (lambda: (Twice.apply(x) * 3.0).sum(), "owned"),
+        "seed": (lambda: Twice.apply(x), "backward"),
+        "view": (lambda: Twice.apply(x).reshape(3, 1).sum(), "backward"),
+        "two inputs": (lambda: (lambda y: (y + y).sum())(Twice.apply(x) * 3.0), "owned"),
+        "shared by Add": (lambda: (lambda y: (y + Twice.apply(x)).sum())(x * 1.0), "backward"),
+    }
+    for name, (f, expect) in cases.items():
+        seen.clear()
+        x.grad = None
+        out = f()
+        out.backward(np.ones(out.shape))
+        assert seen == [expect], name
+        ref = {"fresh": 6.0, "seed": 2.0, "view": 2.0, "two inputs": 12.0, "shared by Add": 3.0}[name]
+        np.testing.assert_array_equal(x.grad.numpy(), np.full(3, ref))
+    seen.clear()
+    t = Twice.apply(x)
+    gt, gx = autograd.grad((t * 3.0).sum(), (t, x))     # t's gradient is returned: kept
+    assert seen == ["backward"]
+    np.testing.assert_array_equal(gt.numpy(), np.full(3, 3.0))
+    np.testing.assert_array_equal(gx.numpy(), np.full(3, 6.0))
+    seen.clear()
+    autograd.grad((Twice.apply(x) * 3.0).sum(), x, create_graph=True)
+    assert seen == ["backward"]
+
+
+def test_linear_relu_masks_an_owned_gradient_in_place_with_the_same_result():
+    """nn.Sequential's fused layers get their (owned) gradient masked in place: the gradients
+    are those of Linear and ReLU as separate nodes, to the last bit."""
+    from tinygrad_opt import nn, ops
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    model.double()
+    x = tg.Tensor(rng.standard_normal((7, 5)))
+    y = np.array([0, 1, 2, 0, 1, 2, 0])
+    tg.nn.functional.cross_entropy(model(x), y).backward()
+    fused = [p.grad.numpy() for p in model.parameters()]
+    ps = list(model.parameters())
+    for p in ps:
+        p.grad = None
+    h = x
+    for i in range(3):
+        h = ops.Linear.apply(h, ps[2 * i], ps[2 * i + 1])
+        if i < 2:
+            h = ops.ReLU.apply(h)
+    tg.nn.functional.cross_entropy(h, y).backward()
+    for a, p in zip(fused, ps):
+        np.testing.assert_array_equal(a, p.grad.numpy())
+
+
+def test_unary_apply_is_apply_for_one_input_ops():
+    """Tensor's one-input methods (and .T) through the written-out apply record what
+    Function.apply records: the same values, node, gradients, no node without grad, and
+    anomaly mode and a custom op's ValueError reported as apply reports them."""
+    from tinygrad_opt import ops
+    from tinygrad_opt.engine import unary_apply
+    rng = np.random.default_rng(0)
+    x = t64(rng.uniform(0.2, 0.9, (3, 2)))
+    for cls in (ops.Exp, ops.Log, ops.Tanh, ops.Sigmoid, ops.Neg, ops.Transpose, ops.Sqrt):
+        fast, ref = unary_apply(cls, x), cls.apply(x)
+        np.testing.assert_array_equal(fast.numpy(), ref.numpy())
+        assert type(fast._node) is cls and fast._node.needs_input_grad == (True,)
+        assert fast._node.parents[0] is x and fast._node.inputs[0] is x.data
+        gy = rng.standard_normal(fast.shape)
+        (a,) = autograd.grad(fast, x, grad_outputs=gy)
+        (b,) = autograd.grad(ref, x, grad_outputs=gy)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(x.T.numpy(), x.numpy().T)
+    assert type(x.T._node) is ops.Transpose and x.T.data.base is x.data     # a view
+    with tg.no_grad():
+        assert x.exp()._node is None and not x.T.requires_grad
+    assert t64([1.0], rg=False).exp()._node is None
+    assert unary_apply(ops.Sum, t64([1.0, 2.0])).data.shape == ()          # 0-d, an array
+    with tg.detect_anomaly(), pytest.raises(RuntimeError, match="Log produced NaN in its forward"):
+        with np.errstate(invalid="ignore"):
+            t64([-1.0]).log()
+
+    class Picky(tg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            raise ValueError("bad input")
+    with pytest.raises(ValueError, match=r"picky: cannot apply to shapes \(3, 2\) \(bad input\)"):
+        unary_apply(Picky, x)
+
+
 def test_custom_function_with_wrong_gradient_shape_is_reported():
     class Bad(tg.Function):
         @staticmethod

@@ -471,6 +471,33 @@ def test_nothing_outside_collect():
     assert engine._grad.collect is None
 
 
+def test_a_new_backward_never_writes_into_arrays_the_user_holds():
+    """Each backward drops the previous attributes before allocating its own (so the
+    allocator may reuse their blocks): arrays the user kept from a step keep their values,
+    and another collect's attributes are left alone."""
+    model = _model("fused", np.float64)
+    qs = (ext.BatchGrad(), ext.BatchL2(), ext.SumGradSquared(), ext.Variance(), ext.KFAC())
+    kept, copies = [], []
+    for seed in (0, 1):
+        X, t = _data(5, "ce", np.float64, seed=seed)
+        model.zero_grad()
+        with ext.collect(*qs):
+            F.cross_entropy(model(tg.Tensor(X)), t).backward()
+        arrays = [a.data for p in model.parameters() for a in
+                  (p.grad_batch, p.batch_l2, p.sum_grad_squared, p.variance, *p.kfac)]
+        kept.append(arrays)
+        copies.append([a.copy() for a in arrays])
+        if seed == 0:
+            with ext.collect(ext.DiagGGN()):
+                F.cross_entropy(model(tg.Tensor(X)), t).backward()
+            ggn = [p.diag_ggn for p in model.parameters()]
+    for old, copy in zip(kept[0], copies[0]):
+        np.testing.assert_array_equal(old, copy)
+    assert not any(np.shares_memory(a, b) for a in kept[0] for b in kept[1])
+    assert not all(np.array_equal(a, b) for a, b in zip(kept[0], kept[1]))
+    assert all(p.diag_ggn is g for p, g in zip(model.parameters(), ggn))
+
+
 def test_collect_nests_and_restores():
     """An inner collect fills its own quantities and gives the outer one back on exit, also
     on an error; one collect object may be entered again, also by another thread while it

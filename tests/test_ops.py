@@ -359,6 +359,11 @@ def test_x_matmul_transposed_weight_is_one_linear_node():
         x @ _t(np.ones((3, 3))).T
     with tg.no_grad():
         assert (x @ W.T)._node is None
+    # products never promote, in this spelling as in MatMul's and F.linear's
+    x32 = tg.Tensor(np.ones((5, 4), np.float32))
+    for a, w in ((x32, W), (x, tg.Tensor(np.ones((3, 4), np.float32), requires_grad=True))):
+        with pytest.raises(TypeError, match="matmul: left operand of dtype .* does not promote"):
+            a @ w.T
 
 
 def test_bias_added_to_a_bias_free_linear_is_one_linear_node():
@@ -420,6 +425,72 @@ def test_relu_of_a_linear_output_is_one_linear_relu_node():
     (z.sum() + (h * h).sum()).backward()                     # both uses keep their gradients
     mask = zd > 0
     np.testing.assert_allclose(b.grad.numpy(), 6 + (2 * zd * mask).sum(0), rtol=1e-13)
+
+
+def test_relu_of_an_unreferenced_linear_output_overwrites_it_only_where_nothing_else_can_see():
+    """(h @ W.T + b).relu() reuses the pre-activation's array for the ReLU (as nn.Sequential's
+    fused layer does) only where the references prove it a temporary: CPython 3.11-3.13 with
+    the GIL (tensor._temporary_refs). A name, F.relu's argument, C code's argument, a kept
+    view, a weak reference or a second holder of the array keep it as it was. Values and
+    gradients are the same either way."""
+    import sys
+    import sysconfig
+    import weakref
+    from tinygrad_opt import fused
+    tensor_module = sys.modules["tinygrad_opt.tensor"]
+    proven = (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info[:2] <= (3, 13)
+              and not sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert tensor_module._TEMPORARY == (2 if proven else None)
+    rng = np.random.default_rng(5)
+    x, W, b = (_t(rng.standard_normal(s)) for s in ((6, 4), (5, 4), (5,)))
+    zd = x.numpy() @ W.numpy().T + b.numpy()
+    assert 0 < (zd > 0).sum() < zd.size
+    gy = rng.standard_normal((6, 5))
+    ref = autograd.grad(tg.ops.ReLU.apply(tg.ops.linear(x, W, b)), (x, W, b), grad_outputs=gy)
+    in_place = []
+    maximum = fused._maximum
+
+    def spy(a, b, out=None):
+        in_place.append(out is not None)
+        return maximum(a, b) if out is None else maximum(a, b, out=out)
+
+    kept = []
+
+    def keep(t, what):
+        kept.append(what(t))
+        return t
+
+    named = x @ W.T + b
+    cases = {
+        "temporary": lambda: (x @ W.T + b).relu(),
+        "F.linear's temporary": lambda: tg.ops.linear(x, W, b).relu(),
+        "Tensor.relu(temporary)": lambda: tg.Tensor.relu(x @ W.T + b),
+        "named": lambda: named.relu(),
+        "F.relu": lambda: tg.nn.functional.relu(x @ W.T + b),
+        "C code's argument": lambda: max((x @ W.T + b for _ in range(1)), key=tg.Tensor.relu),
+        "view kept": lambda: keep(x @ W.T + b, lambda t: t.data[:2]).relu(),
+        "array kept": lambda: keep(x @ W.T + b, lambda t: t.data).relu(),
+        "weak reference": lambda: keep(x @ W.T + b, weakref.ref).relu(),
+    }
+    fused._maximum = spy
+    try:
+        for name, f in cases.items():
+            h = f()
+            expect = proven and name in ("temporary", "F.linear's temporary", "Tensor.relu(temporary)")
+            assert in_place[-1] == expect, name
+            if name == "C code's argument":     # max returns its argument, not the relu
+                np.testing.assert_array_equal(h.numpy(), zd)
+                continue
+            np.testing.assert_array_equal(h.numpy(), np.maximum(zd, 0))
+            assert type(h._node).__name__ == "LinearReLU"
+            for a, e in zip(autograd.grad(h, (x, W, b), grad_outputs=gy), ref):
+                np.testing.assert_array_equal(a.numpy(), e.numpy())
+    finally:
+        fused._maximum = maximum
+    np.testing.assert_array_equal(named.numpy(), zd)                 # all left as they were
+    np.testing.assert_array_equal(kept[0], zd[:2])
+    np.testing.assert_array_equal(kept[1], zd)
+    assert kept[2]() is None                      # the weakly held temporary is gone, unchanged
 
 
 def test_relu_of_a_linear_output_is_not_fused_where_it_must_not_be():

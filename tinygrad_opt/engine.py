@@ -255,6 +255,9 @@ class Function:
         raise NotImplementedError
 
     jvp = None      # the tangent rule, jvp(ctx, *tangents) -> the output's tangent; see _push_tangents
+    # Optional: backward_owned(ctx, g), backward's gradients for a g the engine allocated and
+    # no one else holds, which it may overwrite (LinearReLU masks it in place); arrays only
+    backward_owned = None
 
     @staticmethod
     def error_message(shapes, err):
@@ -328,6 +331,38 @@ def operator_methods(cls, fwd, fuse=None):
     return binary, reflected
 
 
+def unary_apply(cls, x):
+    """cls.apply(x) for a one-input op without parameters (Tensor.T, exp, tanh, ...) on a
+    Tensor x: apply's loop written out for one argument, as operator_methods does for the
+    operators. Anything unusual (CuPy data, anomaly mode, forward mode) goes through cls.apply.
+    """
+    d = x.data
+    if type(d) is not _ndarray or _anomaly or _levels:
+        return cls.apply(x)
+    ctx = _new(cls)
+    try:
+        out = cls.forward(ctx, d)
+    except ValueError as e:
+        raise ValueError(_op_error(cls, (x,), e)) from None
+    if type(out) is not _ndarray:           # NumPy turns 0-d results into scalars
+        out = _np.asarray(out)
+    t = _new(Tensor)
+    t.data = out
+    t.grad = None
+    if x._requires_grad and (not _overrides or _grad.enabled):
+        ctx.seq = _next_seq()
+        ctx.parents = (x,)
+        ctx.needs_input_grad = (True,)
+        ctx.inputs = (d,)
+        ctx.out = out
+        t._requires_grad = True
+        t._node = ctx
+    else:
+        t._requires_grad = False
+        t._node = None
+    return t
+
+
 def layer_apply(cls, x, W, b):
     """cls.apply(x, W, b) for a layer op (Linear, LinearReLU) on Tensors x, W and a Tensor or
     None b: apply's loop written out for the call every layer makes, as operator_methods
@@ -351,15 +386,29 @@ def layer_apply(cls, x, W, b):
         raise ValueError(_op_error(cls, (x, W, b), e)) from None
     rx = x._requires_grad
     rW = W._requires_grad
-    return _record(ctx, out, (x, W, b), (rx, rW, rb), (xd, Wd, bd), rx or rW or rb)
+    t = _new(Tensor)                        # _record, inline: every layer call ends here
+    t.data = out
+    t.grad = None
+    if (rx or rW or rb) and (not _overrides or _grad.enabled):
+        ctx.seq = _next_seq()
+        ctx.parents = (x, W, b)
+        ctx.needs_input_grad = (rx, rW, rb)
+        ctx.inputs = (xd, Wd, bd)
+        ctx.out = out
+        t._requires_grad = True
+        t._node = ctx
+    else:
+        t._requires_grad = False
+        t._node = None
+    return t
 
 
 def _record(ctx, out, parents, need, inputs, record):
     """The Tensor around an op's output array; with `record` (some input requires grad)
     and grad mode on in this thread, ctx becomes its graph node: it keeps the parents
     (Tensors or constants), which of them need a gradient, the arrays backward reads on
-    the fast path (inputs) and the output array. Function.apply and layer_apply end here;
-    the operators (operator_methods) write the same lines out inline."""
+    the fast path (inputs) and the output array. Function.apply ends here; the operators
+    (operator_methods), unary_apply and layer_apply write the same lines out inline."""
     t = _new(Tensor)
     t.data = out
     t.grad = None
@@ -392,94 +441,6 @@ def _device_error(cls, args):
     devs = [f"{tuple(a.shape)} on {a.device}" for a in args if type(a) is Tensor]
     raise RuntimeError(f"{cls.__name__.lower()}: inputs are on different devices ({', '.join(devs)}); "
                        "move them with .to(device) first")
-
-
-# ----------------------------------------------------------------------- forward mode
-class _Level(dict):
-    """One forward-mode pass: maps each Tensor that carries a tangent (and each recorded node,
-    for the backward's output Tensors) to its tangent. `tensors`: tangents are Tensors, so
-    they can be differentiated again (create_graph, or an outer level watching); else arrays."""
-    __slots__ = ("tensors",)
-
-
-@contextmanager
-def forward_level(tensors=False):
-    """Open a forward-mode level: while it is active every op that has an input with a tangent
-    in it also computes its output's tangent, with its jvp rule. Levels nest (a tangent of a
-    tangent): an inner level's rules run under the outer levels only, so each level sees
-    its own perturbation and no other. Yields the level; set leaf tangents with level[x] = v.
-    """
-    global _levels
-    level = _Level()
-    prev = _grad.levels
-    level.tensors = bool(tensors) or bool(prev)
-    with _lock:
-        _levels += 1
-    _grad.levels = prev + (level,)
-    try:
-        yield level
-    finally:
-        _grad.levels = prev
-        with _lock:
-            _levels -= 1
-
-
-def _push_tangents(cls, ctx, args, arrays, t):
-    """Apply's forward-mode step: t's tangent in every active level from its inputs' tangents.
-
-    The rule gets ctx as after forward, with ctx.inputs and ctx.out bound as the backward has
-    them: arrays, or Tensors (the parents and t) in a level that keeps Tensor tangents.
-    """
-    levels = _grad.levels
-    recorded = t._node is ctx
-    for k, level in enumerate(levels):
-        tans = [level.get(a) if type(a) is Tensor else None for a in args]
-        if all(x is None for x in tans):
-            continue
-        rule = cls.jvp
-        if rule is None:
-            raise RuntimeError(
-                f"forward mode: {cls.__name__} has no tangent rule; give it a static method "
-                f"jvp(ctx, *tangents) returning the output's tangent (see docs/custom_functions.md)")
-        tensors = level.tensors
-        if tensors:
-            ctx.inputs, ctx.out = args, t
-        else:
-            ctx.inputs, ctx.out = arrays, t.data
-        _grad.levels = levels[:k]       # the rule's own ops carry the outer levels' tangents
-        try:
-            tan = rule(ctx, *tans)
-        finally:
-            _grad.levels = levels
-            if recorded:
-                ctx.inputs, ctx.out = arrays, t.data
-        if tan is None:
-            continue
-        tan = _conform_tangent(cls, t, tan, tensors)
-        level[t] = tan
-        if recorded:
-            level[ctx] = tan
-
-
-def _conform_tangent(cls, t, tan, tensors):
-    """A rule's result as a tangent for t: its shape, dtype and kind (array or Tensor)."""
-    if type(tan) is Tensor:
-        if not tensors:
-            tan = tan.data
-    else:
-        if not backend.is_array(tan):
-            tan = backend.xp_of(t.data).asarray(tan)
-        if tensors:
-            tan = Tensor._wrap(tan)
-    shape = tan.shape
-    if shape != t.data.shape:
-        raise RuntimeError(f"{cls.__name__}.jvp returned a tangent of shape {tuple(shape)} "
-                           f"for an output of shape {tuple(t.data.shape)}")
-    if tan.dtype != t.data.dtype:
-        tan = tan.astype(t.data.dtype)
-    if _anomaly:
-        _check_finite(cls.__name__, tan.data if tensors else tan, "tangent")
-    return tan
 
 
 # --------------------------------------------------------------------------- backward
@@ -524,79 +485,6 @@ def run_backward(roots, root_grads, *, inputs=None, create_graph=False, retain_g
         _backward(pending, heap, leaves, terms, wanted, results, create_graph, retain_graph, dots,
                   hook)
         return _deliver(inputs, leaves, results, terms, create_graph, dots)
-    finally:
-        _exit_backward(prev)
-
-
-def tangent_backward(out, tangents):
-    """Forward-over-reverse on arrays (Pearlmutter's R-op): the tangents of the gradients of
-    scalar `out` at the leaves in `tangents` ({leaf: v}) along v, i.e. the Hessian times v.
-
-    One sweep of the recorded graph in creation order gives each node's output tangent from
-    its `jvp` rule; one sweep in reverse runs each node's `backward_jvp(ctx, g, dg, tangents,
-    primal)`, which returns per input (its gradient, that gradient's tangent), the gradient
-    only where primal[i] says a later node needs it: a leaf's gradient is never formed, only
-    its tangent, and a node's gradient only where its own rule reads it (an optional
-    `reads_grad(ctx, tangents, primal)`; a first layer's does not). Nothing is recorded and
-    no Tensor is made. Returns None (the caller falls back to a double backward) if a node
-    has no such rule, else {leaf: tangent} (absent: 0).
-    """
-    nodes, seen, stack = [], set(), [out._node]
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        if n.parents is None:
-            raise _freed_error(n)
-        if getattr(type(n), "backward_jvp", None) is None:
-            return None
-        seen.add(n)
-        nodes.append(n)
-        stack += [p._node for p in n.parents if type(p) is Tensor and p._node is not None]
-    nodes.sort(key=lambda n: n.seq)         # newest first: every consumer before its inputs
-    modified = versions.last_change
-    tan, ins = {}, {}                       # node -> its output's tangent, its inputs' tangents
-    primal, reads = {}, {}                  # node -> which input gradients are read; reads g?
-    for n in reversed(nodes):
-        if modified < n.seq:
-            versions.check_unmodified(n)
-        parents = n.parents
-        tins = ins[n] = [None if type(p) is not Tensor else
-                         tangents.get(p) if p._node is None else tan.get(p._node)
-                         for p in parents]
-        # an input's gradient is formed only for an input node whose rule reads it
-        prim = primal[n] = [f and p._node is not None and reads[p._node]
-                            for p, f in zip(parents, n.needs_input_grad)]
-        rule = getattr(type(n), "reads_grad", None)
-        reads[n] = True if rule is None else rule(n, tins, prim)
-        if n is not nodes[0] and any([t is not None for t in tins]):   # out's own: unused
-            t = type(n).jvp(n, *tins)
-            if t is not None:
-                tan[n] = t
-    result = {}
-    prev = _enter_backward(False)
-    try:
-        pending = {out._node: [backend.xp_of(out.data).ones_like(out.data), None]}
-        for n in nodes:
-            g, tg = pending.pop(n)
-            grads = type(n).backward_jvp(n, g, tg, ins[n], primal[n])
-            for p, f, (gx, tx) in zip(n.parents, n.needs_input_grad, grads):
-                if not f:
-                    continue
-                pn = p._node
-                if pn is None:
-                    if tx is not None and p in tangents:
-                        result[p] = tx if p not in result else result[p] + tx
-                    continue
-                e = pending.get(pn)
-                if e is None:
-                    pending[pn] = [gx, tx]
-                else:
-                    if gx is not None:
-                        e[0] = gx if e[0] is None else e[0] + gx
-                    if tx is not None:
-                        e[1] = tx if e[1] is None else e[1] + tx
-        return result
     finally:
         _exit_backward(prev)
 
@@ -685,6 +573,7 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
         if wanted is not None and n in wanted:
             for i in wanted[n]:
                 results[i] = (g, owned)
+            owned = False                 # the results hold g now
         parents = n.parents
         if parents is None:
             raise _freed_error(n)
@@ -702,7 +591,10 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
             finally:              # the output Tensor points back at n: keep no cycle
                 n.inputs, n.out = in_data, out_data
         elif hook is None:
-            grads = n.backward(n, g)
+            if owned and n.backward_owned is not None:    # g is the pass's to overwrite
+                grads = n.backward_owned(n, g)
+            else:
+                grads = n.backward(n, g)
         else:                     # extensions.collect: the backward and the extra quantities
             grads = hook(n, g)
         if type(grads) is not tuple:
@@ -795,14 +687,23 @@ def _deliver(inputs, leaves, results, terms, create_graph, dots):
         return [None if r is None else
                 _as_tensor(r[0] if (r[1] or create_graph) else r[0].copy(), create_graph)
                 for r in results]
+    if create_graph:
+        for leaf, (g, owned) in leaves.items():
+            if leaf.grad is None:
+                leaf.grad = g if type(g) is Tensor else _wrap(g)
+            else:
+                leaf.grad = leaf.grad + g
+        return None
     for leaf, (g, owned) in leaves.items():
-        if leaf.grad is None:
-            leaf.grad = g if create_graph and type(g) is Tensor else \
-                _wrap(g if owned or create_graph else g.copy())
-        elif create_graph:
-            leaf.grad = leaf.grad + g
+        lg = leaf.grad
+        if lg is None:              # Tensor._wrap, inline: once per parameter per step
+            lg = _new(Tensor)
+            lg.data = g if owned else g.copy()
+            lg.grad = lg._node = None
+            lg._requires_grad = False
+            leaf.grad = lg
         else:
-            leaf.grad.data += g
+            lg.data += g
     return None
 
 
@@ -897,3 +798,7 @@ def _as_tensor(g, create_graph):
 from .tensor import Tensor  # noqa: E402  (tensor imports engine; bound once both exist)
 
 _wrap = Tensor._wrap
+
+# forward mode has its own room; apply calls _push_tangents, and engine.forward_level and
+# engine.tangent_backward stay where their callers know them
+from .tangents import _push_tangents, forward_level, tangent_backward  # noqa: E402,F401

@@ -227,6 +227,7 @@ class _Plan:
         self.squares_first = self.sgs is not None or self.variance is not None
         # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
         self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
+        self.attrs = tuple(q.attr for q in quantities)
         self._names = None
 
     @property
@@ -489,6 +490,8 @@ class _Pass:
         grads = Linear.backward(n, g)
         pW, pb = self.layers[n]
         plan = self.plan
+        if pW is not None:
+            _drop(pW, plan.attrs)
         # x^2, shared by SumGradSquared, Variance and the GGN diagonals
         x2 = x * x if pW is not None and plan.squares else None
         if plan.first:
@@ -527,7 +530,7 @@ class _Pass:
         q = plan.batch_grad
         if q is not None:
             if pW is not None:
-                _store(pW, q, xp.einsum("no,ni->noi", g, x))
+                _store(pW, q, _outer_per_example(g, x, xp))
             if pb is not None:
                 _store(pb, q, g.copy())
         q = plan.batch_l2
@@ -549,25 +552,34 @@ class _Pass:
         # formula, from the products alone (the mean of squares minus the square of the mean)
         sq, var = plan.sgs, plan.variance
         c = 1.0 / g.shape[0]
-        if sq is None:
-            g2 *= c                        # Variance alone: the products give s c directly
-        for p, grad in ((pW, grads[1]), (pb, grads[2])):
-            if p is None:
-                continue
-            s = g2.T @ x2 if p is pW else g2.sum(axis=0)
-            if sq is not None:
-                _store(p, sq, s)
-                if var is None:
-                    continue
-                v = grad * grad            # (s - grad^2 c) c, in one new buffer
+        if pW is not None:
+            if var is None:
+                _store(pW, sq, g2.T @ x2)
+            elif sq is None:               # Variance alone: s c - (grad c)^2, in s c's buffer
+                t = grads[1] * c
+                t *= t
+                v = (g2 * c).T @ x2
+                v -= t
+                _store(pW, var, _clip_below_zero(v, xp))
+            else:                          # (s - grad^2 c) c: four passes, one new buffer
+                s = g2.T @ x2
+                _store(pW, sq, s)
+                grad = grads[1]
+                v = grad * grad
                 v *= -c
                 v += s
                 v *= c
-            else:                          # s c - (grad c)^2, in the product's buffer
-                v, t = s, grad * c
+                _store(pW, var, _clip_below_zero(v, xp))
+        if pb is not None:
+            s = g2.sum(axis=0)
+            if sq is not None:
+                _store(pb, sq, s)
+            if var is not None:            # s c - (grad c)^2 on (out,) arrays
+                t = grads[2] * c
                 t *= t
+                v = s * c
                 v -= t
-            _store(p, var, _clip_below_zero(v, xp))
+                _store(pb, var, _clip_below_zero(v, xp))
 
     def _second_order(self, S, x, x2, pW, pb):
         """DiagGGN / DiagGGNMC / KFAC of W and b from the pre-activation factor S (C, N, out):
@@ -596,6 +608,31 @@ class _Pass:
                     _store(pb, q, Q.sum(axis=0))
 
 
+_BLOCK = 1 << 18               # floats per block of grad_batch written while it is in cache
+
+
+def _outer_per_example(g, x, xp):
+    """grad_batch (N, out, in): g_n x_n^T for every n, g (N, out), x (N, in).
+
+    On the host, a few examples at a time: copy g's column across each row (a broadcast
+    copy, which NumPy writes at full speed), then multiply those rows by x_n in place while
+    they are in the cache. NumPy's broadcast product g[:, :, None] * x[:, None, :] (and
+    einsum) runs its inner loop with a stride-0 operand, about half the write speed here.
+    On a GPU, the one broadcast product.
+    """
+    if type(g) is not backend.ndarray:
+        return g[:, :, None] * x[:, None, :]
+    n, o = g.shape
+    i = x.shape[1]
+    out = xp.empty((n, o, i), dtype=xp.result_type(g, x))
+    k = max(1, _BLOCK // max(1, o * i))
+    for s in range(0, n, k):
+        b = out[s:s + k]
+        xp.copyto(b, g[s:s + k, :, None])
+        b *= x[s:s + k, None, :]
+    return out
+
+
 def _row_norms2(a, xp):
     """||a_n||^2 per row: vecdot where the array module has it (NumPy >= 2), one pass and
     no temporary, about 2.5x faster than einsum on a (64, 784) batch and than summing the
@@ -619,16 +656,30 @@ def _clip_below_zero(v, xp):
     NumPy's maximum against a scalar runs about six times as long as a plain pass over the
     array here, while the minimum is a quick reduction and rounding below 0 is rare: on the
     host, look first (a NaN makes the minimum NaN, and then the maximum runs: it keeps the
-    NaN and still raises the other entries). On a GPU, no look: that would be a host transfer.
+    NaN and still raises the other entries); also on small arrays, where each NumPy call
+    costs about the same. On a GPU, no look: that would be a host transfer.
     """
-    if type(v) is not backend.ndarray or v.size < 1024 or not v.min() >= 0:
+    if type(v) is not backend.ndarray or not v.min() >= 0:
         xp.maximum(v, 0, out=v)
     return v
 
 
+def _drop(p, attrs):
+    """Delete the weight's attributes from the previous backward before this one allocates
+    its own: the allocator then hands their blocks, still in the cache, to the new arrays of
+    the same sizes instead of fresh ones (measured 0.06-0.1x of a step for the first row of
+    bench_extensions.py). An array the user holds is untouched: only the reference goes."""
+    for a in attrs:
+        try:
+            delattr(p, a)
+        except AttributeError:
+            pass
+
+
 def _store(p, q, arr):
-    if arr.dtype != p.data.dtype:
-        arr = arr.astype(p.data.dtype)
+    dt = p.data.dtype
+    if arr.dtype is not dt and arr.dtype != dt:        # `is`: the common case, quickly
+        arr = arr.astype(dt)
     setattr(p, q.attr, Tensor._wrap(arr))
 
 

@@ -5,6 +5,9 @@ Each is still forward beside backward (and its tangent rule), written with the d
 helpers of ops.py, so everything said there holds here: plain gradients on arrays, recorded
 ones under create_graph, tangents in forward mode.
 """
+import sys
+import weakref
+
 from . import backend, versions
 from . import engine as _engine
 from .engine import Function, _new, _record
@@ -17,6 +20,8 @@ from .tensor import Tensor
 _ndarray = backend.ndarray
 _add_reduce = backend.np.add.reduce
 _maximum = backend.np.maximum
+_refcount = sys.getrefcount
+_weakrefs = weakref.getweakrefcount
 
 
 # ============================================================================ layers
@@ -96,16 +101,21 @@ def bias_into_linear(a, b, da, db):
                    (need[0], need[1], b._requires_grad), (xd, Wd, db), True)
 
 
-def relu(x):
+def relu(x, temporary=False):
     """max(x, 0), Tensor.relu's op: when x is the output of a recorded Linear node (also what
     h @ W.T + b records), one LinearReLU node on that Linear's inputs instead of a ReLU node.
 
     The course spelling `(h @ W.T + b).relu()` then builds nn.Sequential's graph: one node per
     hidden layer, and a backward that reads its mask off the output instead of keeping one.
-    x itself is left as it is (its data and its node, for any other use of it); the result
-    is a new array with ReLU's values. Not fused while a forward-mode level or anomaly mode
-    is active, nor after an in-place change since x was recorded (as bias_into_linear).
-    For an array, max(x, 0) as an array (like the other helpers of ops.py).
+    Not fused while a forward-mode level or anomaly mode is active, nor after an in-place
+    change since x was recorded (as bias_into_linear). For an array, max(x, 0) as an array
+    (like the other helpers of ops.py).
+    The result is a new array, so x stays usable, unless `temporary` (Tensor.relu's word
+    that x is the value of an expression no name holds; see tensor._temporary_refs) and the
+    references prove that nothing else can reach x or its array: then, as nn.Sequential's
+    fused layer does, the ReLU overwrites the Linear's output in place. The counts below are
+    those of x's array held by x and its node (and no view: a view holds its base), of the
+    node held by x alone, and no weak reference to either.
     """
     if type(x) is not Tensor:
         return backend.xp_of(x).maximum(x, 0)
@@ -116,7 +126,12 @@ def relu(x):
     ctx = _new(LinearReLU)
     z = x.data
     if type(z) is _ndarray:
-        out = _maximum(z, 0)
+        # z: x.data, n.out, this frame and the call's argument; n: x._node, n and the argument
+        if (temporary and z.base is None and n.out is z and _refcount(z) == 4
+                and _refcount(n) == 3 and not _weakrefs(x) and not _weakrefs(z)):
+            out = _maximum(z, 0, out=z)
+        else:
+            out = _maximum(z, 0)
     else:                                       # GPU: one kernel gives output and mask
         out, ctx.mask = _relu_gpu(z)
     return _record(ctx, out, n.parents, n.needs_input_grad, n.inputs, True)
@@ -253,7 +268,17 @@ class LinearReLU(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return Linear.backward(ctx, g * _relu_mask(ctx))
+        x, W, b = ctx.inputs                    # Linear.backward for G * mask
+        nx, nW, nb = ctx.needs_input_grad
+        return _linear_grads(g * _relu_mask(ctx), x, W, b, nx, nW, nb)
+
+    @staticmethod
+    def backward_owned(ctx, g):
+        """backward for a g the engine owns: masked in place, as the hand-written step does."""
+        x, W, b = ctx.inputs
+        nx, nW, nb = ctx.needs_input_grad
+        g *= _relu_mask(ctx)
+        return _linear_grads(g, x, W, b, nx, nW, nb)
 
     @staticmethod
     def jvp(ctx, tx, tW, tb):
@@ -512,11 +537,17 @@ class ClassCrossEntropy(Function):
     @staticmethod
     def forward(ctx, x, t, denom=1.0):
         xp = ctx.xp
-        z = x - x.max(axis=-1, keepdims=True)
-        p = xp.exp(z)
-        sums = p.sum(axis=-1, keepdims=True)
         ctx.rows = rows = xp.arange(x.shape[0])
-        loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
+        if type(x) is _ndarray:         # the reductions below, without NumPy's Python wrappers
+            z = x - _maximum.reduce(x, axis=-1, keepdims=True)
+            p = xp.exp(z)
+            sums = _add_reduce(p, axis=-1, keepdims=True)
+            loss = (_add_reduce(xp.log(sums), axis=None) - _add_reduce(z[rows, t])) * (1.0 / denom)
+        else:
+            z = x - x.max(axis=-1, keepdims=True)
+            p = xp.exp(z)
+            sums = p.sum(axis=-1, keepdims=True)
+            loss = (xp.log(sums).sum() - z[rows, t].sum()) * (1.0 / denom)
         p /= sums
         ctx.p, ctx.denom = p, denom
         return loss

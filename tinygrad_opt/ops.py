@@ -813,6 +813,11 @@ def matmul(a, b):
         if (type(n) is Transpose and n.parents is not None and n.axes in (None, (1, 0))
                 and b.data.ndim == 2 and type(a) is Tensor and a.data.ndim >= 2
                 and a.data.shape[-1] == b.data.shape[0]):     # else MatMul names the mismatch
+            if a.data.dtype is not b.data.dtype:              # products never promote
+                err = backend.product_dtype_error("matmul", a.dtype, b.dtype,
+                                                  ("left operand", "right operand"))
+                if err is not None:
+                    raise err
             return layer_apply(Linear, a, n.parents[0], None)
     if type(a) is not Tensor and not backend.is_array(a):
         a = Tensor(a)

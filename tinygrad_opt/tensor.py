@@ -1,9 +1,15 @@
 """Tensor: one backend array plus, when an op made it, a link to that op's graph node."""
 import operator as _operator
+import sys as _sys
+import sysconfig as _sysconfig
 
 _new = object.__new__
+_refcount = _sys.getrefcount
 
 from . import backend
+
+_np = backend.np
+_ndarray = backend.ndarray
 
 
 class Tensor:
@@ -201,7 +207,8 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward: grad can be omitted only for a one-element output, "
                                    f"but this tensor has shape {self.shape}; pass grad= of that shape")
-            g = backend.xp_of(self.data).empty_like(self.data)
+            d = self.data
+            g = (_np if type(d) is _ndarray else backend.xp_of(d)).empty_like(d)
             g.fill(1)               # ones_like, without its Python-level wrapper
         else:
             g = ops._grad_like(self, grad, "backward")
@@ -216,9 +223,9 @@ class Tensor:
     def __rpow__(self, other): return ops.pow(other, self)
     def __matmul__(self, other): return ops.matmul(self, other)
     def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __neg__(self): return ops.Neg.apply(self)
+    def __neg__(self): return _unary(ops.Neg, self)
     def __pos__(self): return self
-    def __abs__(self): return ops.Abs.apply(self)
+    def __abs__(self): return _unary(ops.Abs, self)
     def __getitem__(self, index): return ops.getitem(self, index)
 
     # comparisons are not differentiable: they return bool tensors with no graph
@@ -230,18 +237,24 @@ class Tensor:
     def __ge__(self, other): return ops.compare(self, other, "greater_equal")
 
     # -------------------------------------------------------------------- methods
-    def exp(self): return ops.Exp.apply(self)
-    def log(self): return ops.Log.apply(self)
-    def sqrt(self): return ops.Sqrt.apply(self)
-    def tanh(self): return ops.Tanh.apply(self)
-    def sigmoid(self): return ops.Sigmoid.apply(self)
-    def relu(self): return ops.relu(self)
-    def abs(self): return ops.Abs.apply(self)
+    def exp(self): return _unary(ops.Exp, self)
+    def log(self): return _unary(ops.Log, self)
+    def sqrt(self): return _unary(ops.Sqrt, self)
+    def tanh(self): return _unary(ops.Tanh, self)
+    def sigmoid(self): return _unary(ops.Sigmoid, self)
+    def relu(self):
+        # the value of an expression, e.g. (h @ W.T + b).relu(), may be overwritten by its
+        # ReLU (fused.relu); _refcount tells it apart from a named tensor (see _temporary_refs),
+        # read before anything else holds self
+        temporary = _refcount(self) == _TEMPORARY
+        return ops.relu(self, temporary)
+
+    def abs(self): return _unary(ops.Abs, self)
     def square(self): return ops.Mul.apply(self, self)
-    def sin(self): return ops.Sin.apply(self)
-    def cos(self): return ops.Cos.apply(self)
-    def log1p(self): return ops.Log1p.apply(self)
-    def expm1(self): return ops.Expm1.apply(self)
+    def sin(self): return _unary(ops.Sin, self)
+    def cos(self): return _unary(ops.Cos, self)
+    def log1p(self): return _unary(ops.Log1p, self)
+    def expm1(self): return _unary(ops.Expm1, self)
 
     # reductions take NumPy's axis/keepdims, and PyTorch's dim/keepdim as aliases
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -322,7 +335,7 @@ class Tensor:
     @property
     def T(self):
         # all axes reversed: nothing to check (x @ W.T runs this once per layer call)
-        return ops.Transpose.apply(self)
+        return _unary(ops.Transpose, self)
 
     # ------------------------------------------------------------------- in place
     # PyTorch's rules. Under no_grad (or when nothing involved requires grad) the data
@@ -499,7 +512,40 @@ def _scaled(other, alpha):
     return other if alpha == 1 else other * alpha
 
 
+def _temporary_refs():
+    """sys.getrefcount(self) as a method sees it when called on an unreferenced temporary,
+    the value of an expression as in `(h @ W.T + b).relu()`; None where the count does not
+    prove that (then nothing is reused).
+
+    CPython 3.11-3.13 (with the GIL) moves a call's arguments from the caller's stack into
+    the callee's frame: a method called on the value of an expression holds the only
+    reference to it, while a named value, or one passed by C code (map, max(key=...)),
+    has one more. NumPy elides temporaries on the same ground (refcount 1 in its operator
+    slots). Python 3.9-3.10 keep the stack's reference during the call, so a temporary
+    counts as C code's argument does; 3.14 may push borrowed references, so a named value
+    could count as a temporary; free-threaded builds count references per thread. There,
+    and wherever this probe of the three cases disagrees, the answer is None.
+    """
+    if (_sys.implementation.name != "cpython" or not (3, 11) <= _sys.version_info[:2] <= (3, 13)
+            or _sysconfig.get_config_var("Py_GIL_DISABLED")):
+        return None
+
+    class Probe:
+        def refs(self):
+            return _refcount(self)
+
+    temporary = Probe().refs()
+    named = Probe()
+    from_c = next(map(Probe.refs, (Probe() for _ in (0,))))
+    return temporary if named.refs() == from_c == temporary + 1 else None
+
+
+_TEMPORARY = _temporary_refs()
+
+
 from . import engine, ops, versions  # noqa: E402  (ops needs Tensor; methods above resolve at call time)
+
+_unary = engine.unary_apply
 
 Tensor.__add__, Tensor.__radd__ = engine.operator_methods(
     ops.Add, _operator.add, fuse=(ops.Linear, ops.bias_into_linear))

@@ -130,9 +130,12 @@ class Optimizer:
             with engine.enable_grad():
                 loss = closure()
                 loss.backward()
-        with engine.no_grad():
+        prev = engine._push_mode(False)     # no_grad() without its context object: every
+        try:                                # training step runs this
             for group in self.param_groups:
                 self.update_group(group)
+        finally:
+            engine._pop_mode(prev)
         return loss
 
     def update_group(self, group):

@@ -3,6 +3,8 @@ from .. import backend
 from .kernels import Kernel
 from .optimizer import Optimizer, l2_gradient
 
+_ndarray = backend.ndarray
+
 
 class SGD(Optimizer):
     """SGD with momentum, dampening, Nesterov and L2 weight decay (PyTorch's rule).
@@ -37,12 +39,17 @@ class SGD(Optimizer):
     def update_group(self, group):
         if group["momentum"] or group["weight_decay"]:
             return super().update_group(group)
-        # plain SGD keeps no state: theta <- theta - lr * g for each parameter, nothing else
+        # plain SGD keeps no state: theta <- theta - lr * g for each parameter, nothing else;
+        # NumPy's rule (_step_numpy) written out, since this loop runs on every step
         lr = group["lr"]
         for p in group["params"]:
             g = p.grad
             if g is not None:
-                _step(p.data, g.data, lr)
+                d = p.data
+                if type(d) is _ndarray:
+                    d -= lr * g.data
+                else:
+                    _step(d, g.data, lr)
 
     def update(self, p, g, state, group):
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
