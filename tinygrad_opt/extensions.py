@@ -227,7 +227,7 @@ class _Plan:
         self.squares_first = self.sgs is not None or self.variance is not None
         # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
         self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
-        self.attrs = tuple(q.attr for q in quantities)
+        self.attrs = tuple(q.attr for q in quantities if q.attr is not None)   # not _Totals
         self._names = None
 
     @property
@@ -490,7 +490,7 @@ class _Pass:
         grads = Linear.backward(n, g)
         pW, pb = self.layers[n]
         plan = self.plan
-        if pW is not None:
+        if pW is not None and plan.attrs:
             _drop(pW, plan.attrs)
         # x^2, shared by SumGradSquared, Variance and the GGN diagonals
         x2 = x * x if pW is not None and plan.squares else None
