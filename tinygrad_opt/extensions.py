@@ -65,7 +65,7 @@ class _Totals(Quantity):
     without a bias ||x_n||^2, a bias alone 1), then over all layers at once: a sum of the
     first rows and l2 = <||delta||^2 rows, ||[x, 1]||^2 rows>. The arrays are this
     object's, on the pass's device (in the first layer's dtype), valid until its next
-    backward.
+    backward (so one backward at a time: one instance per thread).
     factors=True also keeps, per layer, layers[i] = (weight, bias, delta, x) (None where not
     a parameter): grad_batch of the weight is delta_n x_n^T, of the bias delta_n.
     """
