@@ -172,7 +172,7 @@ def test_grad_hist_from_layer_factors_equals_the_block():
     class Factors:
         individual, scale, params = None, 6.0, [0, 1, 2, 3]
         factors = [("W2", "b2", g2, x2), ("W1", "b1", g1, x1)]
-    for cap in (4096, 40, 7):                      # exact, every 5th of W1, ...
+    for cap in (4096, 40, 7, 30):                  # exact, every 5th of W1, ..., a grid
         want = instruments.GradHist1d(bins=9, max_elements=cap).compute(Blocks)
         got = instruments.GradHist1d(bins=9, max_elements=cap).compute(Factors)
         np.testing.assert_array_equal(got[0], want[0])

@@ -61,11 +61,11 @@ class _Totals(Quantity):
         dot_grad()[n] = sum_p <grad_batch_p[n], G_p>   (sum over p of p.batch_dot_grad), (N,)
         l2() = sum_n sum_p ||grad_batch_p[n]||^2       (sum over p and n of p.batch_l2)
     Per layer, into row i of three (layers, N) arrays: rowsum(delta * (x G_W^T + G_b)),
-    ||delta_n||^2 and ||x_n||^2 (one (N, in) @ (in, out) product and three row dots), then
-    over all layers at once: l2 = sum ||delta_n||^2 (||x_n||^2 + 1), the 1 for the bias
-    (a layer without one stores ||x_n||^2 - 1, a bias alone 0). The arrays are this
+    ||delta_n||^2 and ||[x_n, 1]||^2 (one (N, in) @ (in, out) product and three row dots;
+    without a bias ||x_n||^2, a bias alone 1), then over all layers at once: a sum of the
+    first rows and l2 = <||delta||^2 rows, ||[x, 1]||^2 rows>. The arrays are this
     object's, on the pass's device (in the first layer's dtype), valid until its next
-    backward.
+    backward (so one backward at a time: one instance per thread).
     factors=True also keeps, per layer, layers[i] = (weight, bias, delta, x) (None where not
     a parameter): grad_batch of the weight is delta_n x_n^T, of the bias delta_n.
     """
@@ -92,29 +92,31 @@ class _Totals(Quantity):
                        rows.shape[2] != self.n or rows.dtype != g.dtype or
                        backend.xp_of(rows) is not xp):
             rows = self._rows = xp.empty((3, self.n_layers, self.n), dtype=g.dtype)
+            self._ones = xp.ones(self.n_layers, dtype=g.dtype)     # sums the layers' rows
         self.count = i + 1
         dot, gg, xx = rows[0, i], rows[1, i], rows[2, i]
         _row_dots(g, g, xp, gg)                         # ||delta_n||^2
         if gW is None:
             xp.matmul(g, gb, out=dot)
-            xx.fill(0)
+            xx.fill(1)
             return
         t = x @ gW.T                                    # row n: G_W x_n (+ G_b)
         if gb is not None:
             t += gb
         _row_dots(g, t, xp, dot)
         _row_dots(x, x, xp, xx)
-        if gb is None:
-            xx -= 1
+        if gb is not None:
+            xx += self._ones[0]                         # ||[x_n, 1]||^2
 
-    def dot_grad(self):
-        return self._rows[0, :self.count].sum(axis=0)
+    def dot_grad(self, out=None):
+        """The (N,) sum of the layers' rows (into out if given)."""
+        k = self.count
+        return backend.xp_of(self._rows).matmul(self._ones[:k], self._rows[0, :k], out=out)
 
     def l2(self):
-        """sum over the layers and n of ||delta_n||^2 (||x_n||^2 + 1) (0-d, on the device)."""
+        """sum over the layers and n of ||delta_n||^2 ||[x_n, 1]||^2 (0-d, on the device)."""
         rows, k = self._rows, self.count
-        gg = rows[1, :k]
-        return backend.xp_of(rows).vdot(gg, rows[2, :k]) + gg.sum()
+        return backend.xp_of(rows).vdot(rows[1, :k], rows[2, :k])
 
 
 class SumGradSquared(Quantity):
@@ -221,10 +223,11 @@ class _Plan:
         self.batch_dot = q.get(BatchDotGrad)
         self.sgs, self.variance = q.get(SumGradSquared), q.get(Variance)
         self.totals = q.get(_Totals)
+        self.first_per_parameter = len(q) > (self.totals is not None)   # beside _Totals
         self.squares_first = self.sgs is not None or self.variance is not None
         # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
         self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
-        self.attrs = tuple(q.attr for q in quantities if q.attr is not None)
+        self.attrs = tuple(q.attr for q in quantities if q.attr is not None)   # not _Totals
         self._names = None
 
     @property
@@ -487,7 +490,7 @@ class _Pass:
         grads = Linear.backward(n, g)
         pW, pb = self.layers[n]
         plan = self.plan
-        if pW is not None:
+        if pW is not None and plan.attrs:
             _drop(pW, plan.attrs)
         # x^2, shared by SumGradSquared, Variance and the GGN diagonals
         x2 = x * x if pW is not None and plan.squares else None
@@ -521,6 +524,8 @@ class _Pass:
         if plan.totals is not None:
             plan.totals.add(g, x, pW, pb, None if pW is None else grads[1],
                             None if pb is None else grads[2], xp)
+            if not plan.first_per_parameter:
+                return
         g2 = g * g if plan.squares_first else None
         q = plan.batch_grad
         if q is not None:

@@ -5,9 +5,6 @@ Each is still forward beside backward (and its tangent rule), written with the d
 helpers of ops.py, so everything said there holds here: plain gradients on arrays, recorded
 ones under create_graph, tangents in forward mode.
 """
-import sys
-import weakref
-
 from . import backend, versions
 from . import engine as _engine
 from .engine import Function, _new, _record
@@ -20,8 +17,6 @@ from .tensor import Tensor
 _ndarray = backend.ndarray
 _add_reduce = backend.np.add.reduce
 _maximum = backend.np.maximum
-_refcount = sys.getrefcount
-_weakrefs = weakref.getweakrefcount
 
 
 # ============================================================================ layers
@@ -101,21 +96,16 @@ def bias_into_linear(a, b, da, db):
                    (need[0], need[1], b._requires_grad), (xd, Wd, db), True)
 
 
-def relu(x, temporary=False):
+def relu(x):
     """max(x, 0), Tensor.relu's op: when x is the output of a recorded Linear node (also what
     h @ W.T + b records), one LinearReLU node on that Linear's inputs instead of a ReLU node.
 
     The course spelling `(h @ W.T + b).relu()` then builds nn.Sequential's graph: one node per
     hidden layer, and a backward that reads its mask off the output instead of keeping one.
-    Not fused while a forward-mode level or anomaly mode is active, nor after an in-place
-    change since x was recorded (as bias_into_linear). For an array, max(x, 0) as an array
-    (like the other helpers of ops.py).
-    The result is a new array, so x stays usable, unless `temporary` (Tensor.relu's word
-    that x is the value of an expression no name holds; see tensor._temporary_refs) and the
-    references prove that nothing else can reach x or its array: then, as nn.Sequential's
-    fused layer does, the ReLU overwrites the Linear's output in place. The counts below are
-    those of x's array held by x and its node (and no view: a view holds its base), of the
-    node held by x alone, and no weak reference to either.
+    x itself is left as it is (its data and its node, for any other use of it); the result
+    is a new array with ReLU's values. Not fused while a forward-mode level or anomaly mode
+    is active, nor after an in-place change since x was recorded (as bias_into_linear).
+    For an array, max(x, 0) as an array (like the other helpers of ops.py).
     """
     if type(x) is not Tensor:
         return backend.xp_of(x).maximum(x, 0)
@@ -126,12 +116,7 @@ def relu(x, temporary=False):
     ctx = _new(LinearReLU)
     z = x.data
     if type(z) is _ndarray:
-        # z: x.data, n.out, this frame and the call's argument; n: x._node, n and the argument
-        if (temporary and z.base is None and n.out is z and _refcount(z) == 4
-                and _refcount(n) == 3 and not _weakrefs(x) and not _weakrefs(z)):
-            out = _maximum(z, 0, out=z)
-        else:
-            out = _maximum(z, 0)
+        out = _maximum(z, 0)
     else:                                       # GPU: one kernel gives output and mask
         out, ctx.mask = _relu_gpu(z)
     return _record(ctx, out, n.parents, n.needs_input_grad, n.inputs, True)
@@ -166,10 +151,11 @@ def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     tx, tW, tb = tangents
     nx, nW, nb = ctx.needs_input_grad
     px, pW, pb = primal
-    if mask is not None:                # G only where something reads it (not a first layer)
-        tg = None if tg is None else tg * mask
+    if mask is not None:                # G only where something reads it (not a first layer);
+        if tg is not None:              # in place: the sweep hands each rule arrays it owns
+            tg *= mask
         if _linear_reads_grad(ctx, tangents, primal):
-            g = g * mask
+            g *= mask
     gx, gW, gb = _linear_grads(g, x, W, b, px, pW, pb) if px or pW or pb else (None,) * 3
     t = _linear_grads(tg, x, W, b, nx, nW, nb) if tg is not None else (None,) * 3
     tgx, tgW, tgb = t

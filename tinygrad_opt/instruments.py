@@ -11,12 +11,14 @@ Notation: l_n the loss of example n, g_n = grad l_n its individual gradient, g =
 the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 
 Per-example numbers come from the training backward itself, through `extensions.collect`:
-|g_n|^2 from BatchL2, g_n^T g from BatchDotGrad, sum_n g_n^2 from SumGradSquared (BackPACK's
-semantics: each carries the mean's 1/N), none of which forms the (N, P) block of individual
-gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where
-tinygrad_opt.extensions is not available, or with per_example="loop", they are computed with
-one backward per example (exact, slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
-graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
+the gradient tests' sums over n of |g_n|^2 and of (g_n^T g)^2 from its _Totals (per layer one
+product and three row dots, summed over the layers in the pass), sum_n g_n^2 from
+SumGradSquared (BackPACK's semantics: each carries the mean's 1/N); none forms the (N, P)
+block of individual gradients, and GradHist1d reads only the entries it bins off the layers'
+factors (g_n x_n^T). Where tinygrad_opt.extensions is not available, or with
+per_example="loop", they are computed with one backward per example (exact, slow: for tests
+and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own graph on
+the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
 instruments takes the same steps as one without. Formulas and papers: each quantity's docstring,
 and docs/instruments.md.
 """
@@ -88,10 +90,10 @@ class GradHist1d(Quantity):
     | every tracked step, from the full per-example gradients (BackPACK's BatchGrad)        |
     +-- here -------------------------------------------------------------------------------+
     | the same histogram on the first recorded step and then every `every`-th recorded one |
-    | (None in between); only those steps form the (N, P) per-example block, the others    |
-    | take the per-example scalars from BatchL2 / BatchDotGrad. every=1 is Cockpit's.       |
+    | (None in between), from the sampled entries only (extensions: g_n x_n^T read off the |
+    | layer's factors, never the (N, P) block). every=1 is Cockpit's.                      |
     +---------------------------------------------------------------------------------------+
-    The (N, P) block costs about one more training step; binning it every 8th step keeps the
+    Binning costs about half a training step on a small model; every 8th step keeps the
     economy preset cheap enough to leave on, and the histogram drifts slowly.
     """
     needs = ("batch_grad",)
@@ -140,9 +142,10 @@ class GradHist1d(Quantity):
             n, out = g.shape
             xp = backend.xp_of(g)
             if pW is not None:
-                k = max(1, n * out * x.shape[1] // cap)
-                gi, xi = self._entries(xp, n, out, x.shape[1], k)
-                parts.append(xp.take(g, gi) * xp.take(x, xi))
+                inp = x.shape[1]
+                k = max(1, n * out * inp // cap)
+                gi, xi = _entries(xp, n, out, inp, k)
+                parts.append(g.take(gi) * x.take(xi))  # (flat indices)
                 strides.append(k)
             if pb is not None:
                 k = max(1, n * out // cap)
@@ -153,17 +156,6 @@ class GradHist1d(Quantity):
                                f"{len(b.params)} parameters in Linear layers on the way from "
                                "the loss")
         return parts, strides
-
-    def _entries(self, xp, n, out, inp, k):
-        """Where every k-th entry j of the flat (n, out, inp) block g_n x_n^T reads g and x:
-        flat indices n*out + o and n*inp + i, built once per shape."""
-        key = (xp, n, out, inp, k)
-        cache = self.__dict__.setdefault("_entry_cache", {})
-        if key not in cache:
-            j = np.arange(0, n * out * inp, k)
-            row, col = j // (out * inp), j % (out * inp)
-            cache[key] = (xp.asarray(row * out + col // inp), xp.asarray(row * inp + col % inp))
-        return cache[key]
 
     def _weights(self, xp, parts, strides):
         """Per binned value the count it stands for (its part's stride; float64, exact), None
@@ -344,6 +336,20 @@ class HessMaxEV(Quantity):
         return b.hess_max_ev
 
 
+_ENTRIES = {}
+
+
+def _entries(xp, n, out, inp, k):
+    """Where every k-th entry j of the flat (n, out, inp) block g_n x_n^T reads g and x:
+    flat indices n*out + o and n*inp + i, built once per shape in the process."""
+    key = (xp, n, out, inp, k)
+    if key not in _ENTRIES:
+        j = np.arange(0, n * out * inp, k)
+        row, col = j // (out * inp), j % (out * inp)
+        _ENTRIES[key] = (xp.asarray(row * out + col // inp), xp.asarray(row * inp + col % inp))
+    return _ENTRIES[key]
+
+
 def _ratio(num, den):
     if not den > 0:
         return math.nan
@@ -391,16 +397,17 @@ class Batch:
     of a buffer that the next step overwrites, so copy what a quantity keeps);
     gg = |g|^2, update_norm = |s_t|, distance = |theta_{t+1} - theta_0|, slope = g^T s_t;
     sq_sum = sum_n |g_n|^2, dots_sq = sum_n (g_n^T g)^2, inner_sq = sum_n (g_n^T g - |g|^2)^2
-    (the gradient tests' sums; `per_example` holds what they are made of until the step ends);
+    (the gradient tests' sums; until the step ends `per_example` holds their scales and
+    sum_n |g_n|^2, and _Vectors.per_example the dots);
     individual (N, *shape) per parameter, whose rows times `scale` are the g_n, or factors
     (extensions: per Linear layer (weight, bias, g, x), the individual gradients g_n x_n^T
-    and g_n over `scale`, carrying the mean's 1/N: scale = N); sgs = sum_n g_n^2 and diag_h (flat, host
-    float64); hess_trace, hess_max_ev. On first use: g_host (g in host float64), grad (g per
-    parameter).
+    and g_n over `scale`, carrying the mean's 1/N: scale = N); sgs = sum_n g_n^2 and diag_h
+    (flat, host float64); hess_trace, hess_max_ev. On first use: g_host (g in host float64),
+    grad (g per parameter).
     """
     individual = factors = sgs = diag_h = per_example = None
     scale = 1.0
-    hist = False                # whether this step forms the (N, P) block (GradHist1d is due)
+    hist = False                # whether GradHist1d bins this step
     gg = update_norm = distance = slope = hess_trace = hess_max_ev = math.nan
     sq_sum = dots_sq = inner_sq = math.nan
 
@@ -461,8 +468,21 @@ class _Vectors:
         self.flatten(self.rows[0])                              # theta_0
         self.S, self.P = 3, 5
         self._targets = {3: self.rows[4:2:-1], 5: self.rows[4:6]}      # [D, S]
+        self._work = None
         vecdot = getattr(xp, "vecdot", None)                    # NumPy >= 2: one pass
-        self._norms = vecdot if vecdot else lambda a, b: xp.einsum("ij,ij->i", a, b)
+        if vecdot is not None:
+            self._norms = lambda a, b, out: vecdot(a, b, out=out)
+        else:
+            def _norms(a, b, out):
+                out[...] = xp.einsum("ij,ij->i", a, b)
+            self._norms = _norms
+
+    def per_example(self, n):
+        """A (2, n) array for the per-example dots: row 1 takes d, row 0 c d - |g|^2."""
+        w = self._work
+        if w is None or w.shape[1] != n:
+            w = self._work = self.xp.empty((2, n), dtype=self.rows.dtype)
+        return w
 
     def flatten(self, out):
         """The parameters written into `out`."""
@@ -484,26 +504,27 @@ class _Vectors:
         """After the step: the step's numbers as a list indexed by the slots of `out`.
 
         NORMS + row: |row|^2, DOTS + row: g^T row for the rows 2..5 (with update; else only
-        |g|^2); from per_example = (d, c, l2, c2), with c d_n = g_n^T g and
-        c2 l2 = sum_n |g_n|^2: INNER = sum_n (c d_n - |g|^2)^2, DOTS_SQ = sum_n d_n^2, L2 = l2.
+        |g|^2); from per_example = (c, l2, c2) and the dots d in row 1 of the per_example
+        array, with c d_n = g_n^T g and c2 l2 = sum_n |g_n|^2: INNER = sum_n (c d_n - |g|^2)^2,
+        DOTS_SQ = sum_n d_n^2, L2 = l2.
         """
-        rows, out = self.rows, self.out
+        rows, out, xp = self.rows, self.out, self.xp
         gg = self.NORMS + self.G
         if update:
             after = self.flatten(self.after)                   # theta_{t+1}
-            self.xp.subtract(after, rows[0:2], out=self._targets[self.S])
+            xp.subtract(after, rows[0:2], out=self._targets[self.S])
             block = rows[2:6]
-            out[:4] = self._norms(block, block)
-            out[4:8] = block @ rows[self.G]                    # (4 x P BLAS gemm is slower)
+            self._norms(block, block, out[:4])
+            xp.matmul(block, rows[self.G], out=out[4:8])       # (4 x P BLAS gemm is slower)
         else:
             g = rows[self.G]
             out[gg] = g @ g
         if per_example is not None:
-            d, c, l2, _ = per_example
-            e = d * c
-            e -= out[gg]                                        # |g|^2, on the device
-            out[self.INNER] = e @ e
-            out[self.DOTS_SQ] = d @ d
+            c, l2, _ = per_example
+            w = self._work
+            xp.multiply(w[1], c, out=w[0])
+            w[0] -= out[gg]                                     # |g|^2, on the device
+            self._norms(w, w, out[self.INNER:self.DOTS_SQ + 1])
             out[self.L2] = l2
         return out.tolist()
 
@@ -618,7 +639,7 @@ class Instruments(Callback):
             b.update_norm = math.sqrt(v[vec.NORMS + vec.S])
             b.distance = math.sqrt(v[vec.NORMS + vec.D])
         if b.per_example is not None:
-            _, c, _, c2 = b.per_example
+            c, _, c2 = b.per_example
             b.inner_sq, b.dots_sq, b.sq_sum = v[vec.INNER], c * c * v[vec.DOTS_SQ], c2 * v[vec.L2]
         if pending is not None:
             self._alpha_pending = None
@@ -672,7 +693,8 @@ class Instruments(Callback):
                 sq_sum = s2 * sum(float(np.vdot(G, G)) for G in flat)
                 dots = sum((G @ gm.reshape(-1).astype(G.dtype)).astype(np.float64)
                            for G, gm in zip(flat, b.grad))
-                b.per_example = (self._vec.xp.asarray(dots), b.scale, sq_sum, 1.0)
+                self._vec.per_example(n)[1] = self._vec.xp.asarray(dots)
+                b.per_example = (b.scale, sq_sum, 1.0)
             if "sgs" in self._needs:
                 b.sgs = s2 * np.concatenate([np.einsum("ij,ij->j", G, G).astype(np.float64)
                                              for G in flat])
@@ -710,7 +732,8 @@ class Instruments(Callback):
                 raise RuntimeError("Instruments: extensions.collect found no layer with "
                                    "parameters on the way from the loss")
             if self._tests:
-                b.per_example = (t.dot_grad(), n, t.l2(), n * n)
+                t.dot_grad(out=self._vec.per_example(b.n)[1])
+                b.per_example = (n, t.l2(), n * n)
             if b.hist:              # on the device, in the parameters' dtype
                 b.factors, b.scale, t.layers = t.layers, n, None
         if "sgs" in self._needs:

@@ -112,7 +112,9 @@ def tangent_backward(out, tangents):
     its tangent, and a node's gradient only where its own rule reads it (an optional
     `reads_grad(ctx, tangents, primal)`; a first layer's does not). Nothing is recorded and
     no Tensor is made. Returns None (the caller falls back to a double backward) if a node
-    has no such rule, else {leaf: tangent} (absent: 0).
+    has no such rule, else {leaf: tangent} (absent: 0). Every rule returns new arrays, so the
+    g and dg a rule receives are the sweep's own: it may overwrite them (LinearReLU masks them
+    in place).
     """
     nodes, seen, stack = [], set(), [out._node]
     while stack:

@@ -1,10 +1,7 @@
 """Tensor: one backend array plus, when an op made it, a link to that op's graph node."""
 import operator as _operator
-import sys as _sys
-import sysconfig as _sysconfig
 
 _new = object.__new__
-_refcount = _sys.getrefcount
 
 from . import backend
 
@@ -242,13 +239,7 @@ class Tensor:
     def sqrt(self): return _unary(ops.Sqrt, self)
     def tanh(self): return _unary(ops.Tanh, self)
     def sigmoid(self): return _unary(ops.Sigmoid, self)
-    def relu(self):
-        # the value of an expression, e.g. (h @ W.T + b).relu(), may be overwritten by its
-        # ReLU (fused.relu); _refcount tells it apart from a named tensor (see _temporary_refs),
-        # read before anything else holds self
-        temporary = _refcount(self) == _TEMPORARY
-        return ops.relu(self, temporary)
-
+    def relu(self): return ops.relu(self)
     def abs(self): return _unary(ops.Abs, self)
     def square(self): return ops.Mul.apply(self, self)
     def sin(self): return _unary(ops.Sin, self)
@@ -510,37 +501,6 @@ def _dim(dim, n, name):
 
 def _scaled(other, alpha):
     return other if alpha == 1 else other * alpha
-
-
-def _temporary_refs():
-    """sys.getrefcount(self) as a method sees it when called on an unreferenced temporary,
-    the value of an expression as in `(h @ W.T + b).relu()`; None where the count does not
-    prove that (then nothing is reused).
-
-    CPython 3.11-3.13 (with the GIL) moves a call's arguments from the caller's stack into
-    the callee's frame: a method called on the value of an expression holds the only
-    reference to it, while a named value, or one passed by C code (map, max(key=...)),
-    has one more. NumPy elides temporaries on the same ground (refcount 1 in its operator
-    slots). Python 3.9-3.10 keep the stack's reference during the call, so a temporary
-    counts as C code's argument does; 3.14 may push borrowed references, so a named value
-    could count as a temporary; free-threaded builds count references per thread. There,
-    and wherever this probe of the three cases disagrees, the answer is None.
-    """
-    if (_sys.implementation.name != "cpython" or not (3, 11) <= _sys.version_info[:2] <= (3, 13)
-            or _sysconfig.get_config_var("Py_GIL_DISABLED")):
-        return None
-
-    class Probe:
-        def refs(self):
-            return _refcount(self)
-
-    temporary = Probe().refs()
-    named = Probe()
-    from_c = next(map(Probe.refs, (Probe() for _ in (0,))))
-    return temporary if named.refs() == from_c == temporary + 1 else None
-
-
-_TEMPORARY = _temporary_refs()
 
 
 from . import engine, ops, versions  # noqa: E402  (ops needs Tensor; methods above resolve at call time)

@@ -142,7 +142,7 @@ def cross_entropy(logits, targets, weight=None, label_smoothing=0.0, reduction="
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n, c = data.shape
     dtype = data.dtype
-    xp = backend.xp_of(data)
+    xp = backend.np if type(data) is backend.ndarray else backend.xp_of(data)
     y = _class_targets(targets, n, c, xp, fn)
     mean_denom = n if n else float("nan")      # the mean of no rows is NaN, as in PyTorch
     # Plain class targets on the CPU gather log-probabilities (ClassCrossEntropy). Otherwise a
