@@ -9,9 +9,9 @@ over the 1437 training images (45 steps), timed interleaved in one run:
   economy/1:      Instruments("economy", every=1);
   full/16:        Instruments("full", every=16);
   economy/1 h1:   economy every step with GradHist1d(every=1) (Cockpit's histogram every step);
-  collect/1:      only extensions.collect(BatchL2(), BatchDotGrad()) around every backward, the
-                  per-example scalars the economy tests read (the part of economy/1 that is
-                  the collect pass, not the instruments).
+  collect/1:      only the extensions.collect pass the economy preset runs around every
+                  backward (its private _Totals: the per-example sums the gradient tests read),
+                  the part of economy/1 that is the collect pass, not the instruments.
 Targets: economy every step <= 1.5x plain, full every 16 steps <= 3x plain.
 spectral_density with 100 Lanczos steps against 110 Hessian-vector products on a batch of 256
 (the gradient is built once in both): target <= 1x.
@@ -59,10 +59,10 @@ def epoch_fn(X, y, make_callbacks):
 
 
 class CollectOnly(Callback):
-    """Enters extensions.collect(BatchL2(), BatchDotGrad()) around every backward, nothing else."""
+    """Enters the economy preset's extensions.collect around every backward, nothing else."""
 
     def __init__(self):
-        self.ctx = extensions.collect(extensions.BatchL2(), extensions.BatchDotGrad())
+        self.ctx = extensions.collect(extensions._Totals())
 
     def backward_context(self, run, xb, yb):
         return self.ctx
@@ -93,7 +93,7 @@ def bench_fit(args, X, y):
     print(f"  economy/1 with GradHist1d(every=1), the (N, P) block every step: "
           f"{fmt_time(median(times['economy/1 h1']))}  {r:6.2f}x plain")
     r = ratio(times, "collect/1", "plain")
-    print(f"  of which the collect pass: collect(BatchL2(), BatchDotGrad()) alone every step: "
+    print(f"  of which the collect pass (the tests' per-example sums) alone every step: "
           f"{fmt_time(median(times['collect/1']))}  {r:6.2f}x plain")
 
 

@@ -141,6 +141,27 @@ def test_first_order_match_single_example_loop(kind, loss, reduction, n, dtype):
                                    atol=tol["atol"] + 1e-6 * (dtype == np.float32) * np.abs(var).max())
 
 
+@pytest.mark.parametrize("block", [1, 30, 61, 1 << 18])
+def test_grad_batch_written_in_blocks(block, monkeypatch):
+    """BatchGrad's blocks of a few examples (one example's block larger than the block size,
+    a last block shorter than the others, one block for all) give exactly g_n x_n^T, also
+    with x in a wider dtype than g."""
+    monkeypatch.setattr(ext, "_BLOCK", block)
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((7, 5)).astype(np.float32)
+    for x in (rng.standard_normal((7, 6)).astype(np.float32), rng.standard_normal((7, 6))):
+        out = ext._outer_per_example(g, x, np)
+        assert out.dtype == np.result_type(g, x) and out.shape == (7, 5, 6)
+        np.testing.assert_array_equal(out, g[:, :, None] * x[:, None, :])
+    model = _model("fused", np.float64)
+    X, t = _data(7, "ce", np.float64)
+    truth = _per_example_loop(model, X, t, "ce", "mean")
+    with ext.collect(ext.BatchGrad()):
+        F.cross_entropy(model(tg.Tensor(X)), t).backward()
+    for p, gb in zip(model.parameters(), truth):
+        np.testing.assert_allclose(p.grad_batch.data, gb, rtol=1e-10, atol=1e-14)
+
+
 def test_batch_l2_without_grad_batch_and_single_quantities():
     """Each quantity alone fills only its own attribute (BatchL2 never forms grad_batch)."""
     model = _model("fused", np.float64)
@@ -469,6 +490,33 @@ def test_nothing_outside_collect():
         with ext.collect(ext.BatchGrad()):
             1 / 0
     assert engine._grad.collect is None
+
+
+def test_a_new_backward_never_writes_into_arrays_the_user_holds():
+    """Each backward drops the previous attributes before allocating its own (so the
+    allocator may reuse their blocks): arrays the user kept from a step keep their values,
+    and another collect's attributes are left alone."""
+    model = _model("fused", np.float64)
+    qs = (ext.BatchGrad(), ext.BatchL2(), ext.SumGradSquared(), ext.Variance(), ext.KFAC())
+    kept, copies = [], []
+    for seed in (0, 1):
+        X, t = _data(5, "ce", np.float64, seed=seed)
+        model.zero_grad()
+        with ext.collect(*qs):
+            F.cross_entropy(model(tg.Tensor(X)), t).backward()
+        arrays = [a.data for p in model.parameters() for a in
+                  (p.grad_batch, p.batch_l2, p.sum_grad_squared, p.variance, *p.kfac)]
+        kept.append(arrays)
+        copies.append([a.copy() for a in arrays])
+        if seed == 0:
+            with ext.collect(ext.DiagGGN()):
+                F.cross_entropy(model(tg.Tensor(X)), t).backward()
+            ggn = [p.diag_ggn for p in model.parameters()]
+    for old, copy in zip(kept[0], copies[0]):
+        np.testing.assert_array_equal(old, copy)
+    assert not any(np.shares_memory(a, b) for a in kept[0] for b in kept[1])
+    assert not all(np.array_equal(a, b) for a, b in zip(kept[0], kept[1]))
+    assert all(p.diag_ggn is g for p, g in zip(model.parameters(), ggn))
 
 
 def test_collect_nests_and_restores():

@@ -140,22 +140,48 @@ def test_grad_hist_every_kth_recorded_step_and_scalars_without_the_block(mode):
         G, g = ref[step - 1]["G"], ref[step - 1]["g"]
         assert nt == pytest.approx(math.sqrt(((G - g) ** 2).sum() / (B * (B - 1) * (g @ g))),
                                    rel=1e-10)
-    if mode == "extensions":                       # the last grad_batch is from step 18
-        want = ref[17]["G"] / B
-        np.testing.assert_allclose(model.bias.grad_batch.data[:, 0], want[:, 3], rtol=1e-12)
+    if mode == "extensions":                       # binned from the layer factors
+        assert not any(hasattr(p, "grad_batch") for p in model.parameters())
         inst, _, model = train(["NormTest", "InnerTest", "OrthoTest"], per_example=mode)
         assert not any(hasattr(p, "grad_batch") for p in model.parameters())
-        assert all(p.batch_l2.shape == (B,) for p in model.parameters())
+        assert not any(hasattr(p, "batch_l2") or hasattr(p, "batch_dot_grad")
+                       for p in model.parameters())       # the sums only, nothing per parameter
     with pytest.raises(ValueError, match="every"):
         instruments.GradHist1d(every=0)
 
 
 def test_grad_hist_subsamples_large_blocks():
     class B:
-        individual, scale = [np.arange(-5000.0, 5000.0).reshape(10, 1000)], 1.0
+        individual, factors, scale = [np.arange(-5000.0, 5000.0).reshape(10, 1000)], None, 1.0
     edges, counts = instruments.GradHist1d(bins=10, max_elements=1000).compute(B)
     assert edges[0] == -5000 and edges[-1] == 5000 and counts.sum() == 10000
     np.testing.assert_array_equal(counts, np.full(10, 1000))   # every 10th of a uniform ramp
+
+
+def test_grad_hist_from_layer_factors_equals_the_block():
+    # extensions give a Linear layer's g (N, out) and x (N, in); every k-th entry of the block
+    # g_n x_n^T is read off them, the same products as forming the block and slicing it
+    rng = np.random.default_rng(3)
+    g1, x1 = rng.standard_normal((6, 5)), rng.standard_normal((6, 7))
+    g2, x2 = rng.standard_normal((6, 3)), rng.standard_normal((6, 5))
+
+    class Blocks:
+        factors, scale = None, 6.0
+        individual = [np.einsum("no,ni->noi", g1, x1), g1, np.einsum("no,ni->noi", g2, x2), g2]
+
+    class Factors:
+        individual, scale, params = None, 6.0, [0, 1, 2, 3]
+        factors = [("W2", "b2", g2, x2), ("W1", "b1", g1, x1)]
+    for cap in (4096, 40, 7, 30):                  # exact, every 5th of W1, ..., a grid
+        want = instruments.GradHist1d(bins=9, max_elements=cap).compute(Blocks)
+        got = instruments.GradHist1d(bins=9, max_elements=cap).compute(Factors)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        if cap == 4096:                            # below the cap: every value, once
+            assert got[1].sum() == sum(a.size for a in Blocks.individual)
+    Factors.params = [0, 1, 2, 3, 4]
+    with pytest.raises(RuntimeError, match="found 4 of the 5 parameters"):
+        instruments.GradHist1d().compute(Factors)
 
 
 def test_alpha_on_exact_parabolas():
@@ -293,3 +319,30 @@ def test_recording_every_step_leaves_nothing_for_the_cyclic_collector():
         if enabled:
             gc.enable()
     assert len(inst.history["step"]) == 12
+
+
+@pytest.mark.skipif(not HAVE_EXT, reason="needs tinygrad_opt.extensions")
+def test_totals_are_the_per_parameter_quantities_summed():
+    # extensions._Totals, what the gradient tests read: sum_p <grad_batch_p[n], G_p> per
+    # example and sum_{p, n} ||grad_batch_p[n]||^2, here against BatchGrad's dense blocks on
+    # layers with a bias, without one, and with a frozen weight (its bias alone)
+    from tinygrad_opt import extensions as ext
+    rng = np.random.default_rng(4)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3, bias=False), nn.Tanh(),
+                          nn.Linear(3, 2))
+    for p in model.parameters():
+        p.data = rng.standard_normal(p.shape)
+    model[4].weight.requires_grad = False
+    x, y = Tensor(rng.standard_normal((6, 5))), Tensor(rng.integers(0, 2, 6))
+    totals = ext._Totals()
+    for _ in range(2):                             # the second pass reuses the arrays
+        model.zero_grad()
+        with ext.collect(totals, ext.BatchGrad()):
+            F.cross_entropy(model(x), y).backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert len(params) == 4
+    blocks = [p.grad_batch.data.reshape(6, -1) for p in params]
+    dots = sum(B @ p.grad.data.reshape(-1) for B, p in zip(blocks, params))
+    np.testing.assert_allclose(totals.dot_grad(), dots, rtol=1e-12)
+    assert float(totals.l2()) == pytest.approx(sum((B ** 2).sum() for B in blocks), rel=1e-12)
+    assert totals.count == 3 and totals.layers is None

@@ -11,12 +11,14 @@ Notation: l_n the loss of example n, g_n = grad l_n its individual gradient, g =
 the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 
 Per-example numbers come from the training backward itself, through `extensions.collect`:
-|g_n|^2 from BatchL2, g_n^T g from BatchDotGrad, sum_n g_n^2 from SumGradSquared (BackPACK's
-semantics: each carries the mean's 1/N), none of which forms the (N, P) block of individual
-gradients; only GradHist1d's steps collect BatchGrad (grad_batch_n = g_n / N). Where
-tinygrad_opt.extensions is not available, or with per_example="loop", they are computed with
-one backward per example (exact, slow: for tests and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own
-graph on the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
+the gradient tests' sums over n of |g_n|^2 and of (g_n^T g)^2 from its _Totals (per layer one
+product and three row dots, summed over the layers in the pass), sum_n g_n^2 from
+SumGradSquared (BackPACK's semantics: each carries the mean's 1/N); none forms the (N, P)
+block of individual gradients, and GradHist1d reads only the entries it bins off the layers'
+factors (g_n x_n^T). Where tinygrad_opt.extensions is not available, or with
+per_example="loop", they are computed with one backward per example (exact, slow: for tests
+and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own graph on
+the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
 instruments takes the same steps as one without. Formulas and papers: each quantity's docstring,
 and docs/instruments.md.
 """
@@ -88,10 +90,10 @@ class GradHist1d(Quantity):
     | every tracked step, from the full per-example gradients (BackPACK's BatchGrad)        |
     +-- here -------------------------------------------------------------------------------+
     | the same histogram on the first recorded step and then every `every`-th recorded one |
-    | (None in between); only those steps form the (N, P) per-example block, the others    |
-    | take the per-example scalars from BatchL2 / BatchDotGrad. every=1 is Cockpit's.       |
+    | (None in between), from the sampled entries only (extensions: g_n x_n^T read off the |
+    | layer's factors, never the (N, P) block). every=1 is Cockpit's.                      |
     +---------------------------------------------------------------------------------------+
-    The (N, P) block costs about one more training step; binning it every 8th step keeps the
+    Binning costs about half a training step on a small model; every 8th step keeps the
     economy preset cheap enough to leave on, and the histogram drifts slowly.
     """
     needs = ("batch_grad",)
@@ -112,34 +114,58 @@ class GradHist1d(Quantity):
         self._calls += 1
         if not due:
             return None
-        blocks = b.individual
-        xp = backend.xp_of(blocks[0])
-        strides = [max(1, a.size // self.max_elements) for a in blocks]     # every k-th value
-        parts = [a.reshape(-1)[::k] for a, k in zip(blocks, strides)]
-        v = (xp.concatenate(parts) if len(parts) > 1 else parts[0]) * b.scale
+        parts, strides = self._samples(b)
+        xp = backend.xp_of(parts[0])
+        # binned before the scale, which moves values and edges alike
+        v = xp.concatenate(parts) if len(parts) > 1 else parts[0].copy()
         top = float(xp.abs(v).max()) or 1.0
         v += top                                        # equal bins: no search
         v *= self.bins / (2 * top)
         idx = v.astype(xp.intp)                         # in [0, bins]: bins only where v = top
-        offsets, weights = self._layout(xp, parts, strides)
-        idx += offsets                                  # part j counts in row j of (parts, bins+1)
-        rows = xp.bincount(idx, minlength=len(parts) * (self.bins + 1))
-        rows = rows.reshape(len(parts), self.bins + 1) * weights[:, None]  # (no integer BLAS)
-        c = backend.to_numpy(rows.sum(axis=0))
+        c = backend.to_numpy(xp.bincount(idx, weights=self._weights(xp, parts, strides),
+                                         minlength=self.bins + 1))
         counts = c[:self.bins].astype(np.int64)
         counts[-1] += c[self.bins]                      # the largest value: last bin
-        return top * self._unit_edges, counts
+        return (b.scale * top) * self._unit_edges, counts
 
-    def _layout(self, xp, parts, strides):
-        """(per binned value its part's row offset, per part its stride): fixed while the
-        shapes are, so built once."""
+    def _samples(self, b):
+        """(per parameter every k-th value of its (N, *shape) block of individual gradients
+        over `scale`, k = max(1, size // max_elements); per parameter k). From the blocks,
+        or from extensions' layer factors (grad_batch_W[n] = g_n x_n^T, grad_batch_b[n] =
+        g_n) at those entries only, the same products without forming the block."""
+        cap = self.max_elements
+        if b.factors is None:
+            strides = [max(1, a.size // cap) for a in b.individual]     # every k-th value
+            return [a.reshape(-1)[::k] for a, k in zip(b.individual, strides)], strides
+        parts, strides = [], []
+        for pW, pb, g, x in b.factors:
+            n, out = g.shape
+            xp = backend.xp_of(g)
+            if pW is not None:
+                inp = x.shape[1]
+                k = max(1, n * out * inp // cap)
+                gi, xi = _entries(xp, n, out, inp, k)
+                parts.append(g.take(gi) * x.take(xi))  # (flat indices)
+                strides.append(k)
+            if pb is not None:
+                k = max(1, n * out // cap)
+                parts.append(g.reshape(-1)[::k])
+                strides.append(k)
+        if len(parts) != len(b.params):
+            raise RuntimeError(f"Instruments: GradHist1d found {len(parts)} of the "
+                               f"{len(b.params)} parameters in Linear layers on the way from "
+                               "the loss")
+        return parts, strides
+
+    def _weights(self, xp, parts, strides):
+        """Per binned value the count it stands for (its part's stride; float64, exact), None
+        when every value stands for itself: fixed while the shapes are, so built once."""
         key = (xp, tuple(p.size for p in parts), tuple(strides))
         if getattr(self, "_key", None) != key:
             self._key = key
-            self._offsets = xp.concatenate([xp.full(p.size, j * (self.bins + 1), dtype=xp.intp)
-                                            for j, p in enumerate(parts)])
-            self._strides = xp.asarray(strides, dtype=xp.int64)
-        return self._offsets, self._strides
+            self._w = None if max(strides) == 1 else xp.concatenate(
+                [xp.full(p.size, k, dtype=xp.float64) for p, k in zip(parts, strides)])
+        return self._w
 
 
 class NormTest(Quantity):
@@ -167,8 +193,7 @@ class InnerTest(Quantity):
     needs = ("dots",)
 
     def compute(self, b):
-        gg = b.gg
-        return _ratio(sum((x - gg) ** 2 for x in b.dots), b.n * (b.n - 1) * gg ** 2)
+        return _ratio(b.inner_sq, b.n * (b.n - 1) * b.gg ** 2)
 
 
 class OrthoTest(Quantity):
@@ -182,7 +207,7 @@ class OrthoTest(Quantity):
     needs = ("sq", "dots")
 
     def compute(self, b):
-        ortho = b.sq_sum - sum(x * x for x in b.dots) / b.gg if b.gg > 0 else math.nan
+        ortho = b.sq_sum - b.dots_sq / b.gg if b.gg > 0 else math.nan
         return _ratio(ortho, b.n * (b.n - 1) * b.gg)
 
 
@@ -254,9 +279,9 @@ class Alpha(Quantity):
     @staticmethod
     def fit(loss0, slope0, loss1, slope1):
         """alpha from the four measurements (see the class docstring)."""
-        y = (loss0, slope0, loss1, slope1)              # 4 numbers: Python beats an array
-        a = sum(w * v for w, v in zip(_ALPHA_LSQ[0], y))
-        c1 = sum(w * v for w, v in zip(_ALPHA_LSQ[1], y))
+        (a0, a1, a2, a3), (b0, b1, b2, b3) = _ALPHA_LSQ[0], _ALPHA_LSQ[1]   # 4 numbers: Python
+        a = a0 * loss0 + a1 * slope0 + a2 * loss1 + a3 * slope1
+        c1 = b0 * loss0 + b1 * slope0 + b2 * loss1 + b3 * slope1
         if not a > 0:
             return math.nan
         tau = -c1 / (2 * a)
@@ -311,6 +336,20 @@ class HessMaxEV(Quantity):
         return b.hess_max_ev
 
 
+_ENTRIES = {}
+
+
+def _entries(xp, n, out, inp, k):
+    """Where every k-th entry j of the flat (n, out, inp) block g_n x_n^T reads g and x:
+    flat indices n*out + o and n*inp + i, built once per shape in the process."""
+    key = (xp, n, out, inp, k)
+    if key not in _ENTRIES:
+        j = np.arange(0, n * out * inp, k)
+        row, col = j // (out * inp), j % (out * inp)
+        _ENTRIES[key] = (xp.asarray(row * out + col // inp), xp.asarray(row * inp + col % inp))
+    return _ENTRIES[key]
+
+
 def _ratio(num, den):
     if not den > 0:
         return math.nan
@@ -352,25 +391,28 @@ def _make(quantities):
 # ---------------------------------------------------------------- one measured step
 class Batch:
     """What the quantities read about one step, each number computed once and shared (several
-    quantities read |g|^2, the per-example vectors or the update).
+    quantities read |g|^2, the per-example sums or the update).
 
     n, loss; g (the flat minibatch gradient on the parameters' device, in their dtype: a row
     of a buffer that the next step overwrites, so copy what a quantity keeps);
     gg = |g|^2, update_norm = |s_t|, distance = |theta_{t+1} - theta_0|, slope = g^T s_t;
-    individual (N, *shape) per parameter, whose rows times `scale` are the g_n (extensions'
-    grad_batch carries the mean's 1/N: scale = N); sq = |g_n|^2 and dots = g_n^T g, n = 1..N
-    (lists of floats: the tests sum over N numbers); sgs = sum_n g_n^2 and diag_h (flat, host
-    float64); hess_trace, hess_max_ev.
-    On first use: g_host (g in host float64), grad (g per parameter), sq_sum = sum_n |g_n|^2.
+    sq_sum = sum_n |g_n|^2, dots_sq = sum_n (g_n^T g)^2, inner_sq = sum_n (g_n^T g - |g|^2)^2
+    (the gradient tests' sums; until the step ends `per_example` holds their scales and
+    sum_n |g_n|^2, and _Vectors.per_example the dots);
+    individual (N, *shape) per parameter, whose rows times `scale` are the g_n, or factors
+    (extensions: per Linear layer (weight, bias, g, x), the individual gradients g_n x_n^T
+    and g_n over `scale`, carrying the mean's 1/N: scale = N); sgs = sum_n g_n^2 and diag_h
+    (flat, host float64); hess_trace, hess_max_ev. On first use: g_host (g in host float64),
+    grad (g per parameter).
     """
-    individual = sq = dots = sgs = diag_h = None
+    individual = factors = sgs = diag_h = per_example = None
     scale = 1.0
-    hist = False                # whether this step forms the (N, P) block (GradHist1d is due)
-    update_norm = distance = slope = hess_trace = hess_max_ev = math.nan
+    hist = False                # whether GradHist1d bins this step
+    gg = update_norm = distance = slope = hess_trace = hess_max_ev = math.nan
+    sq_sum = dots_sq = inner_sq = math.nan
 
-    @cached_property
-    def gg(self):
-        return _dot(self.g, self.g)
+    def __init__(self, step, recorded, params):
+        self.step, self.recorded, self.params = step, recorded, params
 
     @cached_property
     def g_host(self):
@@ -379,10 +421,6 @@ class Batch:
     @cached_property
     def grad(self):
         return unflatten(self.g_host, self.params)
-
-    @cached_property
-    def sq_sum(self):
-        return sum(self.sq)
 
 
 @contextmanager
@@ -403,51 +441,92 @@ def _extensions():
     return extensions
 
 
-def _dot(a, b):
-    """<a, b> over all elements, one BLAS call (vdot flattens; NumPy and CuPy alike)."""
-    return float(backend.xp_of(a).vdot(a, b))
-
-
 class _Vectors:
-    """The step's flat vectors as rows of one buffer, so that the inner products the
-    quantities need come from two calls (the rows' squared norms, and every row against g):
+    """The step's flat vectors as rows of one buffer, laid out so that each step costs few
+    array calls (on a small model each call costs more than its arithmetic):
 
-        G = gradient g_t,  S = update s_t = theta_{t+1} - theta_t,  D = theta_{t+1} - theta_0,
-        P = the previous recorded step's update s_{t-1} (Alpha's slope at its end, g_t^T s_{t-1})
+        row 0: theta_0    1: theta_t    2: G = g_t    3, 5: S = s_t and P = s_{t-1}
+        row 4: D = theta_{t+1} - theta_0
 
-    S and P trade places after each recorded step instead of copying. theta_0 and theta_t
-    are kept flat beside them (theta_t written in place each step)."""
-    G, D = 0, 2
+    After the backward one join writes theta_t and g_t (rows 1, 2); after the step one
+    subtraction writes [D, S] = theta_{t+1} - [theta_0, theta_t] (S is row 3 or 5, so the
+    target is rows 4, 3 or rows 4, 5), and rows 2..5 give every squared norm and every dot
+    with g in two calls (P: the previous recorded step's update, for Alpha's g_t^T s_{t-1}).
+    S and P trade rows after each recorded step instead of copying. Every number of a step
+    lands in one small array `out` on the same device, turned into Python floats at once."""
+    G, D = 2, 4
+    NORMS, DOTS, INNER, DOTS_SQ, L2 = -2, 2, 8, 9, 10       # out[NORMS + row], out[DOTS + row]
 
     def __init__(self, params):
         self.params = params
         self.xp = xp = backend.xp_of(params[0].data)
         dtype = xp.result_type(*[p.data.dtype for p in params])
         n = sum(p.size for p in params)
-        self.rows = xp.zeros((4, n), dtype=dtype)
-        self.before = xp.empty(n, dtype=dtype)
-        self.theta0 = self.flatten(xp.empty(n, dtype=dtype))
-        self.S, self.P = 1, 3
-
-    def flatten(self, out, grads=False):
-        """The parameters (or their gradients, zeros where None) written into `out`."""
-        if grads:
-            parts = [(p.grad.data if p.grad is not None else p.data * 0).ravel()
-                     for p in self.params]
-        else:
-            parts = [p.data.ravel() for p in self.params]     # views: no copy before the join
-        return self.xp.concatenate(parts, out=out)
-
-    def products(self):
-        """After the step: S and D from theta_{t+1}; returns (|row|^2 per row, g^T row per
-        row) as lists, indexed by G, S, D, P."""
-        rows, xp = self.rows, self.xp
-        after = self.flatten(rows[self.D])                      # theta_{t+1}, then D and S
-        xp.subtract(after, self.before, out=rows[self.S])
-        after -= self.theta0
+        self.rows = xp.zeros((6, n), dtype=dtype)
+        self.out = xp.zeros(11, dtype=dtype)
+        self.after = xp.empty(n, dtype=dtype)
+        self.flatten(self.rows[0])                              # theta_0
+        self.S, self.P = 3, 5
+        self._targets = {3: self.rows[4:2:-1], 5: self.rows[4:6]}      # [D, S]
+        self._work = None
         vecdot = getattr(xp, "vecdot", None)                    # NumPy >= 2: one pass
-        norms = vecdot(rows, rows) if vecdot else xp.einsum("ij,ij->i", rows, rows)
-        return norms.tolist(), (rows @ rows[self.G]).tolist()   # (4 x P BLAS gemm is slower)
+        if vecdot is not None:
+            self._norms = lambda a, b, out: vecdot(a, b, out=out)
+        else:
+            def _norms(a, b, out):
+                out[...] = xp.einsum("ij,ij->i", a, b)
+            self._norms = _norms
+
+    def per_example(self, n):
+        """A (2, n) array for the per-example dots: row 1 takes d, row 0 c d - |g|^2."""
+        w = self._work
+        if w is None or w.shape[1] != n:
+            w = self._work = self.xp.empty((2, n), dtype=self.rows.dtype)
+        return w
+
+    def flatten(self, out):
+        """The parameters written into `out`."""
+        return self.xp.concatenate([p.data.ravel() for p in self.params], out=out)
+
+    def snapshot(self, update):
+        """After the backward: g_t into row G (a copy: clipping and some optimizers change
+        p.grad in place), with update also theta_t into row 1, in one join."""
+        grads = [(p.grad.data if p.grad is not None else p.data * 0).ravel()
+                 for p in self.params]
+        if update:
+            self.xp.concatenate([p.data.ravel() for p in self.params] + grads,
+                                out=self.rows[1:3].reshape(-1))
+        else:
+            self.xp.concatenate(grads, out=self.rows[self.G])
+        return self.rows[self.G]
+
+    def scalars(self, update, per_example):
+        """After the step: the step's numbers as a list indexed by the slots of `out`.
+
+        NORMS + row: |row|^2, DOTS + row: g^T row for the rows 2..5 (with update; else only
+        |g|^2); from per_example = (c, l2, c2) and the dots d in row 1 of the per_example
+        array, with c d_n = g_n^T g and c2 l2 = sum_n |g_n|^2: INNER = sum_n (c d_n - |g|^2)^2,
+        DOTS_SQ = sum_n d_n^2, L2 = l2.
+        """
+        rows, out, xp = self.rows, self.out, self.xp
+        gg = self.NORMS + self.G
+        if update:
+            after = self.flatten(self.after)                   # theta_{t+1}
+            xp.subtract(after, rows[0:2], out=self._targets[self.S])
+            block = rows[2:6]
+            self._norms(block, block, out[:4])
+            xp.matmul(block, rows[self.G], out=out[4:8])       # (4 x P BLAS gemm is slower)
+        else:
+            g = rows[self.G]
+            out[gg] = g @ g
+        if per_example is not None:
+            c, l2, _ = per_example
+            w = self._work
+            xp.multiply(w[1], c, out=w[0])
+            w[0] -= out[gg]                                     # |g|^2, on the device
+            self._norms(w, w, out[self.INNER:self.DOTS_SQ + 1])
+            out[self.L2] = l2
+        return out.tolist()
 
     def swap(self):
         """This step's update becomes the previous one."""
@@ -455,29 +534,30 @@ class _Vectors:
 
 
 class _StepContext:
-    """Entered around a step's backward: snapshots theta_t, collects per-example quantities
-    in that same backward, and fills the step's Batch on exit."""
+    """Entered around a step's backward: collects per-example quantities in that same
+    backward, and fills the step's Batch on exit (g_t and theta_t, which the backward does
+    not change). One per Instruments, reused."""
 
-    def __init__(self, inst, run, xb, yb):
-        self.inst, self.run, self.xb, self.yb = inst, run, xb, yb
-        self.collect = None
+    def __init__(self, inst):
+        self.inst = inst
+        self.run = self.xb = self.yb = self.collect = None
 
     def __enter__(self):
         inst, b = self.inst, self.inst._batch
-        if inst._update:
-            inst._vec.flatten(inst._vec.before)
         if b.recorded and inst._curv:
             inst._curvature(self.run, self.xb, self.yb)
-        self.collect = inst._collector()
-        if self.collect is not None:
-            self.collect.__enter__()
+        self.collect = c = inst._collector()
+        if c is not None:
+            c.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.collect is not None:
-            self.collect.__exit__(*exc)
+        c, self.collect = self.collect, None
+        if c is not None:
+            c.__exit__(*exc)
         if exc[0] is None:
             self.inst._after_backward(self)
+        self.run = self.xb = self.yb = None
         return False
 
 
@@ -510,19 +590,19 @@ class Instruments(Callback):
             raise ImportError("Instruments: per_example='extensions' needs tinygrad_opt.extensions")
         self.lanczos_steps, self.n_probes, self.seed = int(lanczos_steps), int(n_probes), seed
         self._needs = {n for q in self.quantities for n in q.needs}
-        if self._needs & {"sq", "dots", "sgs"}:
+        self._tests = bool(self._needs & {"sq", "dots"})    # the gradient tests' sums
+        if self._tests or "sgs" in self._needs:
             self._needs.add("per_example")
         self._update = "update" in self._needs
         self._curv = "hvp" in self._needs or ("diag_h" in self._needs and self._ext is None)
         self._alpha = next((q.name for q in self.quantities if isinstance(q, Alpha)), None)
         self._hists = [q for q in self.quantities if "batch_grad" in q.needs]
-        self._vector_attrs = [a for need, a in (("sq", "batch_l2"), ("dots", "batch_dot_grad"))
-                              if need in self._needs]
-        self._summing_key = self._collects = None
+        self._collects = None
         self.history = {"step": [], **{q.name: [] for q in self.quantities}}
         self._columns = [(q, self.history[q.name]) for q in self.quantities]
         self._params = self._vec = None
         self._batch = None
+        self._ctx = _StepContext(self)
         self._alpha_pending = None      # (row, loss_t, slope_t) waiting for step t + 1
         self._probe_calls = 0
 
@@ -535,14 +615,16 @@ class Instruments(Callback):
 
     def backward_context(self, run, xb, yb):
         step = run.global_step + 1
-        self._batch = None
         due = self._due(step)
-        if due or self._alpha_pending is not None:
-            b = self._batch = Batch()
-            b.step, b.recorded, b.params = step, bool(due), self._params
-            b.hist = b.recorded and any(q.due() for q in self._hists)
-            return _StepContext(self, run, xb, yb)
-        return None
+        if not due and self._alpha_pending is None:
+            self._batch = None
+            return None
+        b = self._batch = Batch(step, bool(due), self._params)
+        if due and self._hists:
+            b.hist = any(q.due() for q in self._hists)
+        ctx = self._ctx
+        ctx.run, ctx.xb, ctx.yb = run, xb, yb
+        return ctx
 
     def on_step_end(self, info):
         b, self._batch = self._batch, None
@@ -550,15 +632,21 @@ class Instruments(Callback):
             return
         b.loss = float(info.loss)
         vec, pending = self._vec, self._alpha_pending
-        if self._update:            # |g|^2, |s|, distance and the slopes: two calls
-            norms, g = vec.products()
-            b.gg, b.slope = norms[vec.G], g[vec.S]
-            b.update_norm, b.distance = math.sqrt(norms[vec.S]), math.sqrt(norms[vec.D])
+        v = vec.scalars(self._update, b.per_example)        # one conversion for the step
+        b.gg = v[vec.NORMS + vec.G]
+        if self._update:
+            b.slope = v[vec.DOTS + vec.S]
+            b.update_norm = math.sqrt(v[vec.NORMS + vec.S])
+            b.distance = math.sqrt(v[vec.NORMS + vec.D])
+        if b.per_example is not None:
+            c, _, c2 = b.per_example
+            b.inner_sq, b.dots_sq, b.sq_sum = v[vec.INNER], c * c * v[vec.DOTS_SQ], c2 * v[vec.L2]
         if pending is not None:
             self._alpha_pending = None
             row, loss0, slope0 = pending
             if b.step == self.history["step"][row] + 1:     # slope at the end: g_{t+1}^T s_t
-                self.history[self._alpha][row] = Alpha.fit(loss0, slope0, b.loss, g[vec.P])
+                self.history[self._alpha][row] = Alpha.fit(loss0, slope0, b.loss,
+                                                           v[vec.DOTS + vec.P])
         if not b.recorded:
             return
         self.history["step"].append(b.step)
@@ -571,39 +659,42 @@ class Instruments(Callback):
     # ---- measurement
     def _collector(self):
         """The extensions.collect context for a recorded step's backward, None if nothing is
-        collected: per-example scalars without the (N, P) block, the block only where a
+        collected: the tests' sums without the (N, P) block, the block only where a
         histogram is due. Both contexts are built once and entered at every step."""
         ext, b = self._ext, self._batch
         if ext is None or not b.recorded:
             return None
-        if self._collects is None:
-            base = [q() for need, q in (("sq", ext.BatchL2), ("dots", ext.BatchDotGrad),
-                                        ("sgs", ext.SumGradSquared)) if need in self._needs]
+        if self._collects is None:           # per kind of step: (collect or None, _Totals)
+            base = []
+            if "sgs" in self._needs:
+                base.append(ext.SumGradSquared())
             if "diag_h" in self._needs:
                 base.append(ext.DiagGGN())
-            self._collects = (ext.collect(*base) if base else None,
-                              ext.collect(*base, ext.BatchGrad()))
-        return self._collects[b.hist]
+            plain = ext._Totals() if self._tests else None
+            hist = ext._Totals(factors=True)
+            self._collects = ((ext.collect(plain, *base) if plain else
+                               ext.collect(*base) if base else None, plain),
+                              (ext.collect(hist, *base), hist))
+        return self._collects[b.hist][0]
 
     def _after_backward(self, ctx):
         b = self._batch
-        # a copy: clipping and some optimizers change p.grad in place after the backward
-        b.g = self._vec.flatten(self._vec.rows[_Vectors.G], grads=True)
+        b.g = self._vec.snapshot(self._update)
         if not b.recorded:
             return
-        b.n = int(ctx.xb.shape[0])
+        b.n = n = int(ctx.xb.shape[0])
         if self._ext is not None:
             self._from_extensions(b)
         elif "per_example" in self._needs or "batch_grad" in self._needs:
             b.individual, b.scale = self._individual(ctx)
-            flat = [g.reshape(b.n, -1) for g in b.individual]
+            flat = [g.reshape(n, -1) for g in b.individual]
             s2 = b.scale * b.scale          # in the gradients' dtype, scaled and summed in float64
-            if "sq" in self._needs:
-                b.sq = (s2 * sum(np.einsum("ij,ij->i", G, G).astype(np.float64)
-                                 for G in flat)).tolist()
-            if "dots" in self._needs:
-                b.dots = (b.scale * sum((G @ gm.reshape(-1).astype(G.dtype)).astype(np.float64)
-                                        for G, gm in zip(flat, b.grad))).tolist()
+            if self._tests:
+                sq_sum = s2 * sum(float(np.vdot(G, G)) for G in flat)
+                dots = sum((G @ gm.reshape(-1).astype(G.dtype)).astype(np.float64)
+                           for G, gm in zip(flat, b.grad))
+                self._vec.per_example(n)[1] = self._vec.xp.asarray(dots)
+                b.per_example = (b.scale, sq_sum, 1.0)
             if "sgs" in self._needs:
                 b.sgs = s2 * np.concatenate([np.einsum("ij,ij->j", G, G).astype(np.float64)
                                              for G in flat])
@@ -626,39 +717,27 @@ class Instruments(Callback):
             out.append(a.data)
         return out
 
-    def _summing(self, xp, dtype, n, m):
-        """(m, m k): row i sums the k parameters' vectors of attribute i and scales them to
-        the g_n (|g_n|^2 = N^2 sum_p batch_l2, g_n^T g = N sum_p batch_dot_grad)."""
-        key = (xp, dtype, n, m)
-        if self._summing_key != key:
-            k = len(self._params)
-            w = np.zeros((m, m * k))
-            for i, attr in enumerate(self._vector_attrs):
-                w[i, i * k:(i + 1) * k] = n * n if attr == "batch_l2" else n
-            self._summing_key, self._summing_w = key, xp.asarray(w, dtype=dtype)
-        return self._summing_w
-
     def _host_flat(self, attr):
         """p.<attr> of every parameter joined into one flat host float64 array."""
         return backend.to_numpy(flatten(self._collected(attr))).astype(np.float64)
 
     def _from_extensions(self, b):
-        """sq, dots, sgs from the backward's BatchL2 / BatchDotGrad / SumGradSquared, which carry
-        the mean's 1/N (g_n = N grad_batch_n); the (N, P) block only on a histogram step."""
+        """The tests' sums from the backward's _Totals, which carry the mean's 1/N
+        (g_n = N grad_batch_n), sgs from SumGradSquared; on a histogram step the layer
+        factors, never the (N, P) block."""
         n = float(b.n)
-        if self._vector_attrs:      # summed over the parameters and scaled: one product
-            attrs = self._vector_attrs
-            arrays = [a for attr in attrs for a in self._collected(attr)]
-            xp = backend.xp_of(arrays[0])
-            blocks = xp.concatenate(arrays).reshape(len(arrays), b.n)
-            rows = (self._summing(xp, blocks.dtype, b.n, len(attrs)) @ blocks).tolist()
-            for attr, row in zip(attrs, rows):
-                setattr(b, "sq" if attr == "batch_l2" else "dots", row)
+        t = self._collects[b.hist][1]
+        if t is not None:
+            if not t.count:
+                raise RuntimeError("Instruments: extensions.collect found no layer with "
+                                   "parameters on the way from the loss")
+            if self._tests:
+                t.dot_grad(out=self._vec.per_example(b.n)[1])
+                b.per_example = (n, t.l2(), n * n)
+            if b.hist:              # on the device, in the parameters' dtype
+                b.factors, b.scale, t.layers = t.layers, n, None
         if "sgs" in self._needs:
             b.sgs = n * n * self._host_flat("sum_grad_squared")
-        if b.hist:                  # on the device, in the parameters' dtype
-            b.individual = self._collected("grad_batch")
-            b.scale = n
 
     def _individual(self, ctx):
         """(arrays, 1.0): per parameter a host array (N, *shape) of the g_n, one backward per

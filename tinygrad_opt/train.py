@@ -412,13 +412,16 @@ def fit(model, optimizer, loader, loss_fn, epochs, val=None, scheduler=None,
                     raise _diverged(epoch, step, value)
                 contexts = [c for c in (cb.backward_context(run, xb, yb) for cb in callbacks)
                             if c is not None] if callbacks else None
-                if contexts:
+                if not contexts:
+                    loss.backward()
+                elif len(contexts) == 1:        # the common case, without ExitStack's cost
+                    with contexts[0]:
+                        loss.backward()
+                else:
                     with ExitStack() as stack:
                         for c in contexts:
                             stack.enter_context(c)
                         loss.backward()
-                else:
-                    loss.backward()
                 if clip is not None:
                     grad_norm = clip_grad_norm_(params, clip)
                 optimizer.step()
