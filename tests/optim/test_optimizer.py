@@ -352,3 +352,37 @@ def test_effective_step_size_before_any_state_is_lr():
     x = param()
     (eff,) = Adam([x], lr=0.3).effective_step_size()
     np.testing.assert_array_equal(eff, [0.3, 0.3, 0.3])
+
+
+# ---------------------------------------------------------------- the update's grad mode
+def test_update_runs_with_grad_mode_off_and_restores_it_even_on_error():
+    """step() updates with recording off (a subclass's Tensor ops record nothing), then
+    restores the caller's mode, also when the update raises; plain SGD's values are exact."""
+    import tinygrad_opt as tg
+
+    seen = []
+
+    class Probe(Optimizer):
+        def update_group(self, group):
+            seen.append(tg.is_grad_enabled())
+            p = group["params"][0]
+            seen.append((p * 2.0).requires_grad)        # an op on a Tensor records nothing
+            if group.get("fail"):
+                raise RuntimeError("update failed")
+
+    p = param()
+    opt = Probe([p], dict(fail=False))
+    assert opt.step() is None and seen == [False, False] and tg.is_grad_enabled()
+    opt.param_groups[0]["fail"] = True
+    with pytest.raises(RuntimeError, match="update failed"):
+        opt.step()
+    assert tg.is_grad_enabled()
+    with tg.no_grad():
+        opt.param_groups[0]["fail"] = False
+        opt.step()
+        assert not tg.is_grad_enabled()
+    assert tg.is_grad_enabled()
+    q = param((1.0, -2.0, 0.5))
+    q.grad = Tensor(np.array([0.5, 1.0, -4.0]))
+    SGD([q], lr=0.25).step()
+    np.testing.assert_array_equal(q.numpy(), [1.0 - 0.125, -2.0 - 0.25, 0.5 + 1.0])
