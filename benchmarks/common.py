@@ -9,6 +9,7 @@ import argparse
 import gc
 import os
 import platform
+import random
 import sys
 import time
 
@@ -132,7 +133,9 @@ def compare(candidates, rounds, inner=1, warmup=3, sync=None):
     """Time candidates interleaved; return {name: [seconds per call, one per round]}.
 
     candidates: dict name -> zero-argument callable. Each round times `inner` calls of every
-    candidate, rotating the order from round to round so that none always runs first. The
+    candidate in a fresh order (a seeded shuffle), so that none always runs first and none
+    always follows the same one: a candidate that evicts the caches would otherwise always
+    slow the one after it (measured up to 0.1x of a step on identical code). The
     collector is paused during a timed block (as it is for the NumPy baseline's sake too) and
     run between rounds, so its pauses land outside the measurements.
     sync: called at the end of each timed block (e.g. a GPU stream synchronize).
@@ -144,10 +147,11 @@ def compare(candidates, rounds, inner=1, warmup=3, sync=None):
     if sync is not None:
         sync()
     times = {name: [] for name in names}
+    rng = random.Random(0)
     gc_on = gc.isenabled()
     try:
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = rng.sample(names, len(names))
             gc.collect()
             gc.disable()
             for name in order:
