@@ -133,9 +133,11 @@ def compare(candidates, rounds, inner=1, warmup=3, sync=None):
     """Time candidates interleaved; return {name: [seconds per call, one per round]}.
 
     candidates: dict name -> zero-argument callable. Each round times `inner` calls of every
-    candidate in a fresh order (a seeded shuffle), so that none always runs first and none
-    always follows the same one: a candidate that evicts the caches would otherwise always
-    slow the one after it (measured up to 0.1x of a step on identical code). The
+    candidate in a fresh order (a seeded shuffle, so that none always runs first), each
+    block after one untimed call of the same candidate: a timed call then follows a call of
+    its own kind, as a step follows a step in training, and not whatever the previous block
+    left in the caches (in bench_extensions.py the plain step runs 0.82x as long after itself
+    as after the other candidates, which moved the ratios to it by up to 0.4x). The
     collector is paused during a timed block (as it is for the NumPy baseline's sake too) and
     run between rounds, so its pauses land outside the measurements.
     sync: called at the end of each timed block (e.g. a GPU stream synchronize).
@@ -155,6 +157,9 @@ def compare(candidates, rounds, inner=1, warmup=3, sync=None):
             gc.collect()
             gc.disable()
             for name in order:
+                candidates[name]()              # the block's own warm-up, untimed
+                if sync is not None:
+                    sync()
                 times[name].append(_time_call(candidates[name], inner, sync))
             if gc_on:
                 gc.enable()
