@@ -89,9 +89,9 @@ def _leaves(inputs, requires_grad=True, create_graph=False, reuse_all=False):
     ins, single = _seq(inputs, "inputs")
     xs, seen = [], set()
     for i, t in enumerate(ins):
-        if not backend.is_floating(t.dtype):
+        if t.data.dtype.kind != "f":            # backend.is_floating, on the array's own dtype
             raise TypeError(f"inputs[{i}] has dtype {t.dtype}; differentiation needs floating point")
-        own = reuse_all or (t.requires_grad and (create_graph or t._node is None))
+        own = reuse_all or (t._requires_grad and (create_graph or t._node is None))
         xs.append(t if own and id(t) not in seen else Tensor._wrap(t.data, requires_grad=requires_grad))
         seen.add(id(t))
     return tuple(xs), single
@@ -118,7 +118,7 @@ def _vectors(fn, v, like, single, what, keep_tensors=False):
             va = vi
         else:
             va = backend.as_array(vi, dtype=x.dtype, device=x.device, copy=False)
-        if tuple(va.shape) != x.shape:
+        if va.shape != xd.shape and tuple(va.shape) != xd.shape:
             raise ValueError(f"{fn}: v[{i}] has shape {tuple(va.shape)} but {what}s[{i}] has "
                              f"shape {x.shape}")
         out.append(va)
@@ -260,7 +260,7 @@ def _stacked(parts, shape, xp):
 
 
 def _scalar_output(out, where_):
-    if not isinstance(out, Tensor) or out.size != 1:
+    if not isinstance(out, Tensor) or out.data.size != 1:
         shape = out.shape if isinstance(out, Tensor) else type(out).__name__
         raise RuntimeError(f"{where_}: func must return a one-element Tensor, got {shape}")
     return out

@@ -124,6 +124,16 @@ def relu(x):
 
 def _affine_tangent(shape, x, W, tx, tW, tb):
     """The tangent of x W^T + b: tx W^T + x tW^T + tb (None if no input carries one)."""
+    if (type(tW) is _ndarray and type(x) is _ndarray and (tx is None or type(tx) is _ndarray)
+            and (tb is None or type(tb) is _ndarray)):  # arrays (hvp's sweep): one new product
+        c = x @ tW.T
+        if tb is not None:
+            c += tb
+        if tx is not None:
+            c += tx @ W.T
+        if c.shape == shape:
+            return c
+        return tangent_sum(shape, c)
     a = None if tx is None else affine(tx, W)
     if tW is None:
         return tangent_sum(shape, a, tb)
@@ -154,8 +164,29 @@ def _linear_backward_jvp(ctx, g, tg, tangents, primal, mask=None):
     if mask is not None:                # G only where something reads it (not a first layer);
         if tg is not None:              # in place: the sweep hands each rule arrays it owns
             tg *= mask
-        if _linear_reads_grad(ctx, tangents, primal):
-            g *= mask
+        if px or pW or pb or (nx and tW is not None) or (nW and tx is not None):
+            g *= mask                   # (_linear_reads_grad, inline)
+    if type(g) is _ndarray and g.ndim == 2:     # a batch of rows on the CPU: the products
+        gx = g @ W if px else None                # written out (hvp's hot path, per layer)
+        gW = g.T @ x if pW else None
+        gb = _add_reduce(g, axis=0) if pb else None
+        if tg is None:
+            tgx = tgW = tgb = None
+        else:
+            tgx = tg @ W if nx else None
+            tgW = tg.T @ x if nW else None
+            tgb = _add_reduce(tg, axis=0) if nb else None
+        if nx and tW is not None:
+            if tgx is None:
+                tgx = g @ tW
+            else:
+                tgx += g @ tW
+        if nW and tx is not None:
+            if tgW is None:
+                tgW = g.T @ tx
+            else:
+                tgW += g.T @ tx
+        return (gx, tgx), (gW, tgW), (gb, tgb)
     gx, gW, gb = _linear_grads(g, x, W, b, px, pW, pb) if px or pW or pb else (None,) * 3
     t = _linear_grads(tg, x, W, b, nx, nW, nb) if tg is not None else (None,) * 3
     tgx, tgW, tgb = t
@@ -573,12 +604,18 @@ class ClassCrossEntropy(Function):
             d = p.copy()
             d[ctx.rows, t] -= 1
         tgx = None
-        if tx is not None:
-            tgx = p * (tx - (p * tx).sum(axis=-1, keepdims=True)) * s
+        if tx is not None:              # new arrays from here on: products in place
+            u = p * tx
+            tgx = tx - (_add_reduce(u, axis=-1, keepdims=True) if type(u) is _ndarray
+                        else u.sum(axis=-1, keepdims=True))
+            tgx *= p
+            tgx *= s
         if tg is not None:
             u = d * (tg * (1.0 / ctx.denom))
             tgx = u if tgx is None else tgx + u
-        return (d * s if primal[0] else None, tgx), (None, None)
+        if primal[0]:
+            d *= s                      # d is this rule's own copy, read above already
+        return (d if primal[0] else None, tgx), (None, None)
 
 
 class ClassCrossEntropyGrad(Function):

@@ -9,6 +9,7 @@ docs/forward_mode.md compares the modes. The engine re-exports `forward_level` a
 `tangent_backward`, where callers know them.
 """
 from contextlib import contextmanager
+from operator import attrgetter
 
 from . import backend, engine, versions
 from .engine import _check_finite, _enter_backward, _exit_backward, _freed_error, _grad, _lock
@@ -101,6 +102,9 @@ def _conform_tangent(cls, t, tan, tensors):
     return tan
 
 
+_by_seq = attrgetter("seq")
+
+
 def tangent_backward(out, tangents):
     """Forward-over-reverse on arrays (Pearlmutter's R-op): the tangents of the gradients of
     scalar `out` at the leaves in `tangents` ({leaf: v}) along v, i.e. the Hessian times v.
@@ -116,45 +120,61 @@ def tangent_backward(out, tangents):
     g and dg a rule receives are the sweep's own: it may overwrite them (LinearReLU masks them
     in place).
     """
-    nodes, seen, stack = [], set(), [out._node]
+    root = out._node
+    nodes, seen, stack = [], set(), [root]
+    pop, push, add, append = stack.pop, stack.append, seen.add, nodes.append
     while stack:
-        n = stack.pop()
+        n = pop()
         if n in seen:
             continue
-        if n.parents is None:
+        parents = n.parents
+        if parents is None:
             raise _freed_error(n)
         if getattr(type(n), "backward_jvp", None) is None:
             return None
-        seen.add(n)
-        nodes.append(n)
-        stack += [p._node for p in n.parents if type(p) is Tensor and p._node is not None]
-    nodes.sort(key=lambda n: n.seq)         # newest first: every consumer before its inputs
+        add(n)
+        append(n)
+        for p in parents:
+            if type(p) is Tensor and p._node is not None:
+                push(p._node)
+    nodes.sort(key=_by_seq)                 # newest first: every consumer before its inputs
     modified = versions.last_change
-    tan, ins = {}, {}                       # node -> its output's tangent, its inputs' tangents
-    primal, reads = {}, {}                  # node -> which input gradients are read; reads g?
+    leaf_tangent = tangents.get
+    tan, reads = {}, {}                     # node -> its output's tangent; reads its gradient?
+    plan = []                               # (node, its inputs' tangents, primal), oldest first
     for n in reversed(nodes):
         if modified < n.seq:
             versions.check_unmodified(n)
-        parents = n.parents
-        tins = ins[n] = [None if type(p) is not Tensor else
-                         tangents.get(p) if p._node is None else tan.get(p._node)
-                         for p in parents]
         # an input's gradient is formed only for an input node whose rule reads it
-        prim = primal[n] = [f and p._node is not None and reads[p._node]
-                            for p, f in zip(parents, n.needs_input_grad)]
-        rule = getattr(type(n), "reads_grad", None)
+        tins, prim, carried = [], [], False
+        for p, f in zip(n.parents, n.needs_input_grad):
+            if type(p) is not Tensor:
+                t, r = None, f
+            else:
+                pn = p._node
+                if pn is None:
+                    t, r = leaf_tangent(p), False
+                else:
+                    t, r = tan.get(pn), f and reads[pn]
+            if t is not None:
+                carried = True
+            tins.append(t)
+            prim.append(r)
+        plan.append((n, tins, prim))
+        cls = type(n)
+        rule = getattr(cls, "reads_grad", None)
         reads[n] = True if rule is None else rule(n, tins, prim)
-        if n is not nodes[0] and any([t is not None for t in tins]):   # out's own: unused
-            t = type(n).jvp(n, *tins)
+        if carried and n is not root:       # out's own tangent: unused
+            t = cls.jvp(n, *tins)
             if t is not None:
                 tan[n] = t
     result = {}
     prev = _enter_backward(False)
     try:
-        pending = {out._node: [backend.xp_of(out.data).ones_like(out.data), None]}
-        for n in nodes:
+        pending = {root: [backend.xp_of(out.data).ones_like(out.data), None]}
+        for n, tins, prim in reversed(plan):
             g, tg = pending.pop(n)
-            grads = type(n).backward_jvp(n, g, tg, ins[n], primal[n])
+            grads = type(n).backward_jvp(n, g, tg, tins, prim)
             for p, f, (gx, tx) in zip(n.parents, n.needs_input_grad, grads):
                 if not f:
                     continue
