@@ -171,7 +171,8 @@ def tangent_backward(out, tangents):
     result = {}
     prev = _enter_backward(False)
     try:
-        pending = {root: [backend.xp_of(out.data).ones_like(out.data), None]}
+        d = out.data
+        pending = {root: [backend.xp_of(d).ones(d.shape, d.dtype), None]}
         for n, tins, prim in reversed(plan):
             g, tg = pending.pop(n)
             grads = type(n).backward_jvp(n, g, tg, tins, prim)
