@@ -377,6 +377,27 @@ def test_backward_jvp_is_the_derivative_of_the_backward(name):
         np.testing.assert_allclose(got[i][1], (gu[i] - gd[i]) / (2 * eps), rtol=1e-6, atol=1e-8)
 
 
+
+@pytest.mark.parametrize("xshape", [(4, 3), (2, 4, 3)])
+@pytest.mark.parametrize("given", [(1, 1, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1)])
+def test_linear_tangent_rules_on_arrays_for_every_subset_of_tangents(xshape, given):
+    """Linear's and LinearReLU's jvp on arrays (hvp's sweep, with a fast path for a batch of
+    rows) against the closed form tx W^T + x tW^T + tb (times [y > 0] for LinearReLU), for
+    each subset of inputs that carry a tangent, on a batch of rows and on a 3-D batch."""
+    rng = np.random.default_rng(11)
+    x, W, b = rng.standard_normal(xshape), rng.standard_normal((2, 3)), rng.standard_normal(2)
+    tx, tW, tb = (rng.standard_normal(a.shape) if k else None for a, k in zip((x, W, b), given))
+    expected = np.zeros(xshape[:-1] + (2,))
+    for t, term in ((tx, lambda: tx @ W.T), (tW, lambda: x @ tW.T), (tb, lambda: tb)):
+        if t is not None:
+            expected = expected + term()
+    for make in (ops.linear, ops.linear_relu):
+        n = _node_of(make, [x, W, b])
+        got = type(n).jvp(n, tx, tW, tb)
+        want = expected if make is ops.linear else expected * (n.out > 0)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
 # ------------------------------------------------------------------ forward mode and the GGN
 def _mlp(rng, sizes=(4, 5, 3)):
     return tuple(t64(rng.standard_normal(s) * 0.5) for s in
