@@ -157,6 +157,14 @@ def test_grad_hist_subsamples_large_blocks():
     assert edges[0] == -5000 and edges[-1] == 5000 and counts.sum() == 10000
     np.testing.assert_array_equal(counts, np.full(10, 1000))   # every 10th of a uniform ramp
 
+    # one stride for all blocks: 3000 values over a cap of 1000 is every 3rd of each, the
+    # small block's too, each counting 3 times
+    class Two:
+        individual, factors, scale = [np.full((10, 270), -1.0), np.full((10, 30), 1.0)], None, 1.0
+    edges, counts = instruments.GradHist1d(bins=2, max_elements=1000).compute(Two)
+    np.testing.assert_array_equal(edges, [-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(counts, [3 * 900, 3 * 100])
+
 
 def test_grad_hist_from_layer_factors_equals_the_block():
     # extensions give a Linear layer's g (N, out) and x (N, in); every k-th entry of the block
@@ -346,3 +354,32 @@ def test_totals_are_the_per_parameter_quantities_summed():
     np.testing.assert_allclose(totals.dot_grad(), dots, rtol=1e-12)
     assert float(totals.l2()) == pytest.approx(sum((B ** 2).sum() for B in blocks), rel=1e-12)
     assert totals.count == 3 and totals.layers is None
+
+
+@pytest.mark.skipif(not HAVE_EXT, reason="needs tinygrad_opt.extensions")
+@pytest.mark.parametrize("widths,batch", [((40, 30, 20), 3),      # every layer by Gram
+                                          ((3, 40, 2), 30),       # every layer by rows
+                                          ((40, 30, 2), 6)])      # Gram, then rows
+def test_totals_gram_and_rows_routes_agree_with_dense_blocks(widths, batch):
+    # _Totals takes the Gram route, (delta delta^T) * (x x^T + 1), where it multiplies less
+    # (or both routes are small), the rows route otherwise; both against BatchGrad's blocks
+    from tinygrad_opt import extensions as ext
+    rng = np.random.default_rng(5)
+    a, h, c = widths
+    model = nn.Sequential(nn.Linear(a, h), nn.Tanh(), nn.Linear(h, c, bias=False))
+    for p in model.parameters():
+        p.data = rng.standard_normal(p.shape)
+    x, y = Tensor(rng.standard_normal((batch, a))), Tensor(rng.integers(0, c, batch))
+    totals = ext._Totals()
+    for _ in range(2):                             # the second pass reuses the arrays
+        model.zero_grad()
+        with ext.collect(totals, ext.BatchGrad()):
+            F.cross_entropy(model(x), y).backward()
+    gram = [batch * (i + o) <= i * o or batch * batch * (i + o) <= ext._GRAM_SMALL
+            for i, o in ((a, h), (h, c))]
+    assert (totals._gram is not None) == any(gram) and totals._k == 2 - sum(gram)
+    params = list(model.parameters())
+    blocks = [p.grad_batch.data.reshape(batch, -1) for p in params]
+    dots = sum(B @ p.grad.data.reshape(-1) for B, p in zip(blocks, params))
+    np.testing.assert_allclose(totals.dot_grad(), dots, rtol=1e-12)
+    assert float(totals.l2()) == pytest.approx(sum((B ** 2).sum() for B in blocks), rel=1e-12)

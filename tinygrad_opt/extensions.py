@@ -21,9 +21,12 @@ import math
 import threading
 
 from . import autograd, backend, engine
-from .fused import ClassCrossEntropy, Linear, LinearReLU, _is_one, _relu_mask
+from .fused import (ClassCrossEntropy, Linear, LinearReLU, _is_one, _linear_grads,
+                    _relu_mask)
 from .ops import Mul, ReLU, Sigmoid, Sum, Tanh
 from .tensor import Tensor
+
+_np = backend.np            # host NumPy: its ufuncs' reduce skips the sum wrapper's cost
 
 
 # --------------------------------------------------------------------------- quantities
@@ -55,29 +58,41 @@ class BatchDotGrad(Quantity):
     attr = "batch_dot_grad"
 
 
+_GRAM_SMALL = 1 << 17     # multiply-adds below which _Totals takes the Gram route (fewer calls)
+
+
 class _Totals(Quantity):
     """The whole model's per-example numbers that the gradient tests read, summed over the
     parameters, so nothing is stored per parameter (instruments' use). After the backward:
         dot_grad()[n] = sum_p <grad_batch_p[n], G_p>   (sum over p of p.batch_dot_grad), (N,)
         l2() = sum_n sum_p ||grad_batch_p[n]||^2       (sum over p and n of p.batch_l2)
-    Per layer, into row i of three (layers, N) arrays: rowsum(delta * (x G_W^T + G_b)),
-    ||delta_n||^2 and ||[x_n, 1]||^2 (one (N, in) @ (in, out) product and three row dots;
-    without a bias ||x_n||^2, a bias alone 1), then over all layers at once: a sum of the
-    first rows and l2 = <||delta||^2 rows, ||[x, 1]||^2 rows>. The arrays are this
-    object's, on the pass's device (in the first layer's dtype), valid until its next
-    backward (so one backward at a time: one instance per thread).
+    A layer with output gradient delta (N, out) and input x (N, in) adds, by whichever of two
+    routes multiplies less, or by the first where both are small (below _GRAM_SMALL
+    multiply-adds an array call costs more than its arithmetic, and it makes fewer calls):
+      Gram, when N (in + out) <= in out: with x~_n = [x_n, 1] (x_n without a bias, 1 for a
+        bias alone), <grad_batch[n], grad_batch[m]> = (delta_n . delta_m)(x~_n . x~_m), so
+        the (N, N) matrix K = (delta delta^T) * (x x^T + 1) is added into one sum P over
+        the layers: two products and two or three passes over N x N, G never read;
+      rows, otherwise: rowsum(delta * (x G_W^T + G_b)), ||delta_n||^2 and ||x~_n||^2 into
+        row i of three (layers, N) arrays (one (N, in) @ (in, out) product, three row dots).
+    dot_grad is then P's row sums plus the rows' first lines summed, l2 P's trace plus
+    <||delta||^2 rows, ||x~||^2 rows>. The arrays are this object's, on the pass's device (in
+    the first layer's dtype), valid until its next backward (so one backward at a time: one
+    instance per thread).
     factors=True also keeps, per layer, layers[i] = (weight, bias, delta, x) (None where not
     a parameter): grad_batch of the weight is delta_n x_n^T, of the bias delta_n.
     """
 
     def __init__(self, factors=False):
         self.factors = factors
-        self.layers = self._rows = None
-        self.count = 0
+        self.layers = self._rows = self._gram = None
+        self.count = self._k = 0
+        self._one = backend.np.ones(())
 
     def reset(self, n_layers, n):
         """Before a pass through n_layers layers with a batch of n."""
         self.count, self.n_layers, self.n = 0, n_layers, n
+        self._k, self._gram = 0, None
         self.layers = [] if self.factors else None
 
     def add(self, g, x, pW, pb, gW, gb, xp):
@@ -87,13 +102,35 @@ class _Totals(Quantity):
             return
         if self.layers is not None:
             self.layers.append((pW, pb, g, x))
-        rows, i = self._rows, self.count
-        if i == 0 and (rows is None or rows.shape[1] < self.n_layers or
-                       rows.shape[2] != self.n or rows.dtype != g.dtype or
-                       backend.xp_of(rows) is not xp):
-            rows = self._rows = xp.empty((3, self.n_layers, self.n), dtype=g.dtype)
+        self.count += 1
+        n, out = g.shape
+        inp = x.shape[1]
+        if gW is not None and (n * (inp + out) <= inp * out or
+                               n * n * (inp + out) <= _GRAM_SMALL):
+            K = x.dot(x.T)                              # x_n . x_m
+            if gb is not None:
+                one = self._one
+                if one.dtype != K.dtype or backend.xp_of(one) is not xp:
+                    one = self._one = xp.ones((), dtype=K.dtype)    # (a 0-d array adds fastest)
+                K += one
+            K *= g.dot(g.T)                             # delta_n . delta_m
+            P = self._gram
+            if P is None:
+                self._gram = K
+            else:
+                P += K
+            return
+        rows, i = self._rows, self._k
+        if (rows is None or rows.shape[1] < self.n_layers or rows.shape[2] != n or
+                rows.dtype != g.dtype or backend.xp_of(rows) is not xp):
+            if i:                                       # keep this pass's earlier rows
+                old, rows = rows, xp.empty((3, self.n_layers, n), dtype=g.dtype)
+                rows[:, :i] = old[:, :i]
+            else:
+                rows = xp.empty((3, self.n_layers, n), dtype=g.dtype)
+            self._rows = rows
             self._ones = xp.ones(self.n_layers, dtype=g.dtype)     # sums the layers' rows
-        self.count = i + 1
+        self._k = i + 1
         dot, gg, xx = rows[0, i], rows[1, i], rows[2, i]
         _row_dots(g, g, xp, gg)                         # ||delta_n||^2
         if gW is None:
@@ -109,14 +146,27 @@ class _Totals(Quantity):
             xx += self._ones[0]                         # ||[x_n, 1]||^2
 
     def dot_grad(self, out=None):
-        """The (N,) sum of the layers' rows (into out if given)."""
-        k = self.count
-        return backend.xp_of(self._rows).matmul(self._ones[:k], self._rows[0, :k], out=out)
+        """The (N,) sum over the layers (into out if given)."""
+        P, k = self._gram, self._k
+        xp = backend.xp_of(P if P is not None else self._rows)
+        if P is None:
+            return xp.matmul(self._ones[:k], self._rows[0, :k], out=out)
+        d = P.sum(axis=1, out=out) if xp is not _np else _np.add.reduce(P, axis=1, out=out)
+        if k:
+            d += self._ones[:k] @ self._rows[0, :k]
+        return d
 
     def l2(self):
         """sum over the layers and n of ||delta_n||^2 ||[x_n, 1]||^2 (0-d, on the device)."""
-        rows, k = self._rows, self.count
-        return backend.xp_of(rows).vdot(rows[1, :k], rows[2, :k])
+        P, rows, k = self._gram, self._rows, self._k
+        xp = backend.xp_of(P if P is not None else rows)
+        s = None
+        if P is not None:                   # the trace (NumPy's Python wrapper costs more)
+            s = P.diagonal().sum() if xp is not _np else _np.add.reduce(P.diagonal())
+        if k:
+            r = xp.vdot(rows[1, :k], rows[2, :k])
+            s = r if s is None else s + r
+        return s
 
 
 class SumGradSquared(Quantity):
@@ -224,6 +274,9 @@ class _Plan:
         self.sgs, self.variance = q.get(SumGradSquared), q.get(Variance)
         self.totals = q.get(_Totals)
         self.first_per_parameter = len(q) > (self.totals is not None)   # beside _Totals
+        # _Totals alone (instruments' gradient tests): the layers take _Pass.layer_totals
+        self.totals_only = self.totals is not None and not self.first_per_parameter and \
+            not self.second
         self.squares_first = self.sgs is not None or self.variance is not None
         # x^2 (N, in) feeds the products with x^2 (BatchL2 needs only row norms, by vecdot)
         self.squares = self.squares_first or any(type(q) is not KFAC for q in self.second)
@@ -258,7 +311,8 @@ class _Plan:
 
 # ------------------------------------------------------------------------------- losses
 def _loss(loss, plan):
-    """(the node whose output is the prediction, the loss Hessian's factor there).
+    """(the node whose output is the prediction, the loss Hessian's factor there: None when
+    the plan has no second-order quantity).
 
     The loss is read by autograd.read_loss. The factor's exact(xp) and sampled(m, xp) give
     S of shape (C, N, K) with sum_c S[c, n] S[c, n]^T the Hessian of the loss (as reduced)
@@ -271,15 +325,18 @@ def _loss(loss, plan):
         if not r.constant_target():
             raise RuntimeError(f"extensions.collect({plan.names}): cross-entropy targets "
                                "require grad")
+        _check_prediction(r.output, "cross_entropy", plan)
+        if not plan.second:
+            return r.output._node, None
         if type(node) is ClassCrossEntropy or _is_one(node.row_sums):
             w = None                                    # each row of the targets sums to 1
         else:
             w = node.inputs[1].sum(axis=-1, keepdims=True)
-        _check_prediction(r.output, "cross_entropy", plan)
         return r.output._node, _CrossEntropyHessian(node.p, w, 1.0 / node.denom)
     if kind == "mse" and r.constant_target():
         _check_prediction(r.output, "mse_loss", plan)
-        return r.output._node, _SquareHessian(2.0 * r.scale, r.output.data)
+        return r.output._node, (_SquareHessian(2.0 * r.scale, r.output.data) if plan.second
+                                else None)
     raise RuntimeError(f"extensions.collect({plan.names}): the loss must be cross_entropy or "
                        f"mse_loss (reduction 'mean' or 'sum') of the model output; this "
                        f"backward starts at {type(loss._node).__name__}")
@@ -368,7 +425,8 @@ class _Pass:
     def walk(self, out_node):
         """Check every node from the prediction down to the parameters; record their handlers."""
         plan, nodes, layers, params = self.plan, self.nodes, self.layers, self.params
-        layer, elementwise = _Pass.layer, _Pass.elementwise
+        layer = _Pass.layer_totals if plan.totals_only else _Pass.layer
+        elementwise = _Pass.elementwise
         stack = [out_node]
         while stack:
             n = stack.pop()
@@ -504,6 +562,18 @@ class _Pass:
             if n.needs_input_grad[0]:
                 c, N, k = S.shape
                 self._push(n.parents[0], (S.reshape(c * N, k) @ W).reshape(c, N, W.shape[1]))
+        return grads
+
+    def layer_totals(self, n, g):
+        """layer() when the pass collects _Totals alone: the node's backward and the sums."""
+        x, W, b = n.inputs
+        if type(n) is LinearReLU:
+            g = g * _relu_mask(n)                          # the gradient of the pre-activation
+        nx, nW, nb = n.needs_input_grad
+        grads = _linear_grads(g, x, W, b, nx, nW, nb)
+        pW, pb = self.layers[n]
+        self.plan.totals.add(g, x, pW, pb, None if pW is None else grads[1],
+                             None if pb is None else grads[2], backend.xp_of(g))
         return grads
 
     def _push(self, parent, S):

@@ -11,10 +11,11 @@ Notation: l_n the loss of example n, g_n = grad l_n its individual gradient, g =
 the minibatch gradient (p.grad), s_t = theta_{t+1} - theta_t the update.
 
 Per-example numbers come from the training backward itself, through `extensions.collect`:
-the gradient tests' sums over n of |g_n|^2 and of (g_n^T g)^2 from its _Totals (per layer one
-product and three row dots, summed over the layers in the pass), sum_n g_n^2 from
-SumGradSquared (BackPACK's semantics: each carries the mean's 1/N); none forms the (N, P)
-block of individual gradients, and GradHist1d reads only the entries it bins off the layers'
+the gradient tests' sums over n of |g_n|^2 and of (g_n^T g)^2 from its _Totals (per layer two
+(N, N) Gram products or one product and three row dots, summed over the layers in the pass),
+sum_n g_n^2 from SumGradSquared (BackPACK's semantics: each carries the mean's 1/N); none
+forms the (N, P) block of individual gradients, and GradHist1d reads only the entries it bins
+off the layers'
 factors (g_n x_n^T). Where tinygrad_opt.extensions is not available, or with
 per_example="loop", they are computed with one backward per example (exact, slow: for tests
 and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own graph on
@@ -81,10 +82,11 @@ class GradHist1d(Quantity):
     """Histogram of the individual gradient elements g_{n,j} over examples n and parameters j.
 
     Recorded as (edges, counts) on `bins` bins symmetric about 0 that span the largest
-    |g_{n,j}| (Cockpit: Schneider et al. 2021, Fig. 1 "gradient element histogram"). A
-    parameter with more than `max_elements` values in its (N, *shape) block is binned on every
-    k-th value, k = size // max_elements, each counting k times: the shape of the distribution
-    at a bounded cost (exact below the limit).
+    |g_{n,j}| binned (Cockpit: Schneider et al. 2021, Fig. 1 "gradient element histogram").
+    When the (N, *shape) blocks of all parameters hold more than `max_elements` values in
+    all, every k-th value of each block is binned, k = total // max_elements, each counting k
+    times: a uniform sample of every entry at the same rate, the shape of the distribution at
+    a bounded cost (exact below the limit).
 
     +-- Cockpit ---------------------------------------------------------------------------+
     | every tracked step, from the full per-example gradients (BackPACK's BatchGrad)        |
@@ -104,6 +106,7 @@ class GradHist1d(Quantity):
         self.bins, self.max_elements, self.every = int(bins), int(max_elements), every
         self._calls = 0
         self._unit_edges = np.linspace(-1.0, 1.0, self.bins + 1)     # exact ends: +-top
+        self._buf = None
 
     def due(self):
         """Whether the next recorded step is binned: the first, then every `every`-th."""
@@ -114,58 +117,71 @@ class GradHist1d(Quantity):
         self._calls += 1
         if not due:
             return None
-        parts, strides = self._samples(b)
-        xp = backend.xp_of(parts[0])
-        # binned before the scale, which moves values and edges alike
-        v = xp.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+        v, k = self._samples(b)
+        xp = backend.xp_of(v)
         top = float(xp.abs(v).max()) or 1.0
+        # binned before the scale, which moves values and edges alike
         v += top                                        # equal bins: no search
         v *= self.bins / (2 * top)
-        idx = v.astype(xp.intp)                         # in [0, bins]: bins only where v = top
-        c = backend.to_numpy(xp.bincount(idx, weights=self._weights(xp, parts, strides),
-                                         minlength=self.bins + 1))
-        counts = c[:self.bins].astype(np.int64)
-        counts[-1] += c[self.bins]                      # the largest value: last bin
+        c = backend.to_numpy(xp.bincount(v.astype(xp.intp), minlength=self.bins + 1))
+        counts = c[:self.bins].astype(np.int64)         # v in [0, bins]: bins only at top,
+        counts[-1] += c[self.bins]                      # which goes in the last bin
+        if k > 1:
+            counts *= k
         return (b.scale * top) * self._unit_edges, counts
 
     def _samples(self, b):
-        """(per parameter every k-th value of its (N, *shape) block of individual gradients
-        over `scale`, k = max(1, size // max_elements); per parameter k). From the blocks,
-        or from extensions' layer factors (grad_batch_W[n] = g_n x_n^T, grad_batch_b[n] =
-        g_n) at those entries only, the same products without forming the block."""
-        cap = self.max_elements
+        """(every k-th value of each parameter's (N, *shape) block of individual gradients
+        over `scale`, joined into one array that this object reuses; k). From the blocks, or
+        from extensions' layer factors (grad_batch_W[n] = g_n x_n^T, grad_batch_b[n] = g_n)
+        at those entries only, the same products without forming the block."""
         if b.factors is None:
-            strides = [max(1, a.size // cap) for a in b.individual]     # every k-th value
-            return [a.reshape(-1)[::k] for a, k in zip(b.individual, strides)], strides
-        parts, strides = [], []
+            parts = [a.reshape(-1) for a in b.individual]
+            k = max(1, sum(a.size for a in parts) // self.max_elements)
+            v = self._buffer(parts[0], [-(-a.size // k) for a in parts])
+            o = 0
+            for a in parts:
+                m = -(-a.size // k)
+                v[o:o + m] = a[::k]
+                o += m
+            return v, k
+        shapes = []                                     # per parameter (n, out, in or None)
         for pW, pb, g, x in b.factors:
-            n, out = g.shape
-            xp = backend.xp_of(g)
             if pW is not None:
-                inp = x.shape[1]
-                k = max(1, n * out * inp // cap)
-                gi, xi = _entries(xp, n, out, inp, k)
-                parts.append(g.take(gi) * x.take(xi))  # (flat indices)
-                strides.append(k)
+                shapes.append((g.shape[0], g.shape[1], x.shape[1]))
             if pb is not None:
-                k = max(1, n * out // cap)
-                parts.append(g.reshape(-1)[::k])
-                strides.append(k)
-        if len(parts) != len(b.params):
-            raise RuntimeError(f"Instruments: GradHist1d found {len(parts)} of the "
+                shapes.append((g.shape[0], g.shape[1], None))
+        if len(shapes) != len(b.params):
+            raise RuntimeError(f"Instruments: GradHist1d found {len(shapes)} of the "
                                f"{len(b.params)} parameters in Linear layers on the way from "
                                "the loss")
-        return parts, strides
+        sizes = [n * o * (1 if i is None else i) for n, o, i in shapes]
+        k = max(1, sum(sizes) // self.max_elements)
+        g0 = b.factors[0][2]
+        xp = backend.xp_of(g0)
+        v = self._buffer(g0, [-(-s // k) for s in sizes])
+        o = 0
+        for pW, pb, g, x in b.factors:
+            n, out = g.shape
+            if pW is not None:
+                inp = x.shape[1]
+                gi, xi = _entries(xp, n, out, inp, k)
+                m = gi.shape[0]
+                xp.multiply(g.take(gi), x.take(xi), out=v[o:o + m])    # (flat indices)
+                o += m
+            if pb is not None:
+                m = -(-(n * out) // k)
+                v[o:o + m] = g.reshape(-1)[::k]
+                o += m
+        return v, k
 
-    def _weights(self, xp, parts, strides):
-        """Per binned value the count it stands for (its part's stride; float64, exact), None
-        when every value stands for itself: fixed while the shapes are, so built once."""
-        key = (xp, tuple(p.size for p in parts), tuple(strides))
-        if getattr(self, "_key", None) != key:
-            self._key = key
-            self._w = None if max(strides) == 1 else xp.concatenate(
-                [xp.full(p.size, k, dtype=xp.float64) for p, k in zip(parts, strides)])
-        return self._w
+    def _buffer(self, like, counts):
+        """This object's scratch array for sum(counts) values, like's dtype and device."""
+        size, buf = sum(counts), self._buf
+        if (buf is None or buf.shape[0] != size or buf.dtype != like.dtype
+                or backend.xp_of(buf) is not backend.xp_of(like)):
+            buf = self._buf = backend.xp_of(like).empty(size, dtype=like.dtype)
+        return buf
 
 
 class NormTest(Quantity):
@@ -458,16 +474,20 @@ class _Vectors:
     NORMS, DOTS, INNER, DOTS_SQ, L2 = -2, 2, 8, 9, 10       # out[NORMS + row], out[DOTS + row]
 
     def __init__(self, params):
-        self.params = params
         self.xp = xp = backend.xp_of(params[0].data)
         dtype = xp.result_type(*[p.data.dtype for p in params])
         n = sum(p.size for p in params)
-        self.rows = xp.zeros((6, n), dtype=dtype)
-        self.out = xp.zeros(11, dtype=dtype)
+        self.rows = rows = xp.zeros((6, n), dtype=dtype)
+        self.out = out = xp.zeros(11, dtype=dtype)
         self.after = xp.empty(n, dtype=dtype)
-        self.flatten(self.rows[0])                              # theta_0
+        self.params = params
+        self.flatten(0)                                         # theta_0
         self.S, self.P = 3, 5
-        self._targets = {3: self.rows[4:2:-1], 5: self.rows[4:6]}      # [D, S]
+        # every view a step reads, made once (each slice is a call of its own)
+        self._targets = {3: rows[4:2:-1], 5: rows[4:6]}         # [D, S]
+        self._start, self._block, self._g = rows[0:2], rows[2:6], rows[self.G]
+        self._out_norms, self._out_dots = out[:4], out[4:8]
+        self._out_tests = out[self.INNER:self.DOTS_SQ + 1]
         self._work = None
         vecdot = getattr(xp, "vecdot", None)                    # NumPy >= 2: one pass
         if vecdot is not None:
@@ -478,53 +498,78 @@ class _Vectors:
             self._norms = _norms
 
     def per_example(self, n):
-        """A (2, n) array for the per-example dots: row 1 takes d, row 0 c d - |g|^2."""
+        """A (2, n) array for the per-example dots: row 1 takes d, row 0 d - |g|^2 / c."""
         w = self._work
         if w is None or w.shape[1] != n:
             w = self._work = self.xp.empty((2, n), dtype=self.rows.dtype)
+            self._w0, self._w1 = w[0], w[1]
         return w
 
-    def flatten(self, out):
-        """The parameters written into `out`."""
-        return self.xp.concatenate([p.data.ravel() for p in self.params], out=out)
+    @property
+    def params(self):
+        return self._params
+
+    @params.setter
+    def params(self, params):
+        """The parameters, and per row that takes them a view of it per parameter (in its
+        shape): an assignment to each costs less than one concatenate of them all."""
+        self._params = params
+        rows, after = self.rows, self.after
+        if sum(p.size for p in params) != rows.shape[1]:
+            raise ValueError(f"Instruments: the model has {sum(p.size for p in params)} "
+                             f"trained values, {rows.shape[1]} when recording began")
+        shapes, views = [p.shape for p in params], {}
+        for key, flat in ((0, rows[0]), (1, rows[1]), (2, rows[2]), ("after", after)):
+            views[key], o = [], 0
+            for shape in shapes:
+                size = math.prod(shape)
+                views[key].append(flat[o:o + size].reshape(shape))
+                o += size
+        self._views = views
+
+    def flatten(self, row):
+        """The parameters written into row 0 or "after"; returns that flat array."""
+        for v, p in zip(self._views[row], self._params):
+            v[...] = p.data
+        return self.rows[0] if row == 0 else self.after
 
     def snapshot(self, update):
         """After the backward: g_t into row G (a copy: clipping and some optimizers change
-        p.grad in place), with update also theta_t into row 1, in one join."""
-        grads = [(p.grad.data if p.grad is not None else p.data * 0).ravel()
-                 for p in self.params]
+        p.grad in place), with update also theta_t into row 1."""
+        for v, p in zip(self._views[self.G], self._params):
+            g = p.grad
+            if g is None:
+                v.fill(0)
+            else:
+                v[...] = g.data
         if update:
-            self.xp.concatenate([p.data.ravel() for p in self.params] + grads,
-                                out=self.rows[1:3].reshape(-1))
-        else:
-            self.xp.concatenate(grads, out=self.rows[self.G])
-        return self.rows[self.G]
+            for v, p in zip(self._views[1], self._params):
+                v[...] = p.data
+        return self._g
 
     def scalars(self, update, per_example):
         """After the step: the step's numbers as a list indexed by the slots of `out`.
 
         NORMS + row: |row|^2, DOTS + row: g^T row for the rows 2..5 (with update; else only
         |g|^2); from per_example = (c, l2, c2) and the dots d in row 1 of the per_example
-        array, with c d_n = g_n^T g and c2 l2 = sum_n |g_n|^2: INNER = sum_n (c d_n - |g|^2)^2,
-        DOTS_SQ = sum_n d_n^2, L2 = l2.
+        array, with c d_n = g_n^T g and c2 l2 = sum_n |g_n|^2: INNER = sum_n (d_n - |g|^2 / c)^2
+        (c^2 INNER is the inner-product test's sum), DOTS_SQ = sum_n d_n^2, L2 = l2.
         """
-        rows, out, xp = self.rows, self.out, self.xp
+        out, xp = self.out, self.xp
         gg = self.NORMS + self.G
         if update:
-            after = self.flatten(self.after)                   # theta_{t+1}
-            xp.subtract(after, rows[0:2], out=self._targets[self.S])
-            block = rows[2:6]
-            self._norms(block, block, out[:4])
-            xp.matmul(block, rows[self.G], out=out[4:8])       # (4 x P BLAS gemm is slower)
+            after = self.flatten("after")                      # theta_{t+1}
+            xp.subtract(after, self._start, out=self._targets[self.S])
+            block = self._block
+            self._norms(block, block, self._out_norms)
+            xp.matmul(block, self._g, out=self._out_dots)      # (4 x P BLAS gemm is slower)
         else:
-            g = rows[self.G]
+            g = self._g
             out[gg] = g @ g
         if per_example is not None:
             c, l2, _ = per_example
-            w = self._work
-            xp.multiply(w[1], c, out=w[0])
-            w[0] -= out[gg]                                     # |g|^2, on the device
-            self._norms(w, w, out[self.INNER:self.DOTS_SQ + 1])
+            xp.subtract(self._w1, out[gg] / c, out=self._w0)   # d - |g|^2 / c, on the device
+            self._norms(self._work, self._work, self._out_tests)
             out[self.L2] = l2
         return out.tolist()
 
@@ -640,7 +685,8 @@ class Instruments(Callback):
             b.distance = math.sqrt(v[vec.NORMS + vec.D])
         if b.per_example is not None:
             c, _, c2 = b.per_example
-            b.inner_sq, b.dots_sq, b.sq_sum = v[vec.INNER], c * c * v[vec.DOTS_SQ], c2 * v[vec.L2]
+            b.inner_sq, b.dots_sq = c * c * v[vec.INNER], c * c * v[vec.DOTS_SQ]
+            b.sq_sum = c2 * v[vec.L2]
         if pending is not None:
             self._alpha_pending = None
             row, loss0, slope0 = pending
