@@ -11,7 +11,9 @@ over the 1437 training images (45 steps), timed interleaved in one run:
   economy/1 h1:   economy every step with GradHist1d(every=1) (Cockpit's histogram every step);
   collect/1:      only the extensions.collect pass the economy preset runs around every
                   backward (its private _Totals: the per-example sums the gradient tests read),
-                  the part of economy/1 that is the collect pass, not the instruments.
+                  the part of economy/1 that is the collect pass, not the instruments;
+  floor:          the plain epoch plus only the economy preset's array work in bare NumPy
+                  (ArithmeticFloor), what economy/1 cannot go below on this machine.
 Targets: economy every step <= 1.5x plain, full every 16 steps <= 3x plain.
 spectral_density with 100 Lanczos steps against 110 Hessian-vector products on a batch of 256
 (the gradient is built once in both): target <= 1x.
@@ -68,6 +70,91 @@ class CollectOnly(Callback):
         return self.ctx
 
 
+class ArithmeticFloor(Callback):
+    """The economy preset's array work every step in bare NumPy, nothing else: the floor.
+
+    Per step, on arrays of the model's shapes (the output gradients are fixed arrays: their
+    values do not change the cost): the tests' sums by the Gram route (two products and the
+    passes per layer, the row sums and the trace), theta_t, g_t and theta_{t+1} copied into
+    flat rows (one assignment per parameter), the update and theta - theta_0 by one
+    subtraction, the norms and the dots with g (two calls), the tests' sums over the examples
+    (two calls), one conversion to floats; on one step in eight the histogram's gathers,
+    scaling and bincount.
+    """
+
+    def __init__(self):
+        self.step = 0
+
+    def on_train_begin(self, run):
+        params = [p for p in run.model.parameters()]
+        self.params = params
+        n = sum(p.size for p in params)
+        dt = params[0].data.dtype
+        rng = np.random.default_rng(0)
+        self.rows, self.out, self.after = np.zeros((6, n), dt), np.zeros(11, dt), np.empty(n, dt)
+        self.views = []
+        for flat in (self.rows[1], self.rows[2], self.after):
+            views, o = [], 0
+            for p in params:
+                views.append(flat[o:o + p.size].reshape(p.shape))
+                o += p.size
+            self.views.append(views)
+        self.h = rng.standard_normal((BATCH, 64)).astype(dt)
+        self.d1 = rng.standard_normal((BATCH, 64)).astype(dt)
+        self.d2 = rng.standard_normal((BATCH, 10)).astype(dt)
+        self.one = np.ones((), dt)
+        self.work = np.zeros((2, BATCH), dt)
+        k = (BATCH * 64 * 64 + BATCH * 64 + BATCH * 10 * 64 + BATCH * 10) // 4096
+        self.k = k
+        self.ent = [instruments._entries(np, BATCH, o, 64, k) for o in (64, 10)]
+        self.v = np.empty(sum(e[0].shape[0] for e in self.ent) + -(-BATCH * 64 // k)
+                          + -(-BATCH * 10 // k), dt)
+
+    def on_step_end(self, info):
+        x = info.xb.data if hasattr(info.xb, "data") else info.xb
+        if x.shape[0] != BATCH:
+            return
+        one = self.one
+        K = x.dot(x.T)
+        K += one
+        K *= self.d1.dot(self.d1.T)
+        K2 = self.h.dot(self.h.T)
+        K2 += one
+        K2 *= self.d2.dot(self.d2.T)
+        K += K2
+        np.add.reduce(K, axis=1, out=self.work[1])
+        tr = np.add.reduce(K.diagonal())
+        for v, p in zip(self.views[0], self.params):
+            v[...] = p.data
+        for v, p in zip(self.views[1], self.params):
+            v[...] = p.grad.data
+        for v, p in zip(self.views[2], self.params):
+            v[...] = p.data
+        rows, out = self.rows, self.out
+        np.subtract(self.after, rows[0:2], out=rows[4:2:-1])
+        np.vecdot(rows[2:6], rows[2:6], out=out[:4])
+        np.matmul(rows[2:6], rows[2], out=out[4:8])
+        np.subtract(self.work[1], out[0] / 32.0, out=self.work[0])
+        np.vecdot(self.work, self.work, out=out[8:10])
+        out[10] = tr
+        out.tolist()
+        self.step += 1
+        if self.step % 8 == 1:
+            v, o = self.v, 0
+            for (gi, xi), g in zip(self.ent, (self.d1, self.d2)):
+                m = gi.shape[0]
+                np.multiply(g.take(gi), self.h.take(xi), out=v[o:o + m])
+                o += m
+            for g in (self.d1, self.d2):
+                m = -(-g.size // self.k)
+                v[o:o + m] = g.reshape(-1)[::self.k]
+                o += m
+            top = float(np.abs(v).max())
+            v += top
+            v *= 41 / (2 * top)
+            np.bincount(v.astype(np.intp), minlength=42)
+
+
 def bench_fit(args, X, y):
     cands = {
         "plain": epoch_fn(X, y, list),
@@ -78,6 +165,7 @@ def bench_fit(args, X, y):
             [instruments.GradHist1d(every=1) if q == "GradHist1d" else q
              for q in instruments.ECONOMY], every=1)]),
         "collect/1": epoch_fn(X, y, lambda: [CollectOnly()]),
+        "floor": epoch_fn(X, y, lambda: [ArithmeticFloor()]),
     }
     rounds = args.rounds or (2 if args.quick else 7)
     times = compare(cands, rounds, warmup=1)
@@ -95,6 +183,9 @@ def bench_fit(args, X, y):
     r = ratio(times, "collect/1", "plain")
     print(f"  of which the collect pass (the tests' per-example sums) alone every step: "
           f"{fmt_time(median(times['collect/1']))}  {r:6.2f}x plain")
+    r = ratio(times, "floor", "plain")
+    print(f"  floor: the plain epoch plus only the economy preset's array work, in bare NumPy: "
+          f"{fmt_time(median(times['floor']))}  {r:6.2f}x plain")
 
 
 def bench_spectrum(args, X, y):
