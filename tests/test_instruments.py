@@ -383,3 +383,17 @@ def test_totals_gram_and_rows_routes_agree_with_dense_blocks(widths, batch):
     dots = sum(B @ p.grad.data.reshape(-1) for B, p in zip(blocks, params))
     np.testing.assert_allclose(totals.dot_grad(), dots, rtol=1e-12)
     assert float(totals.l2()) == pytest.approx(sum((B ** 2).sum() for B in blocks), rel=1e-12)
+
+
+def test_one_recorder_on_a_model_of_another_size_raises():
+    # Instruments keeps theta_0 of the first model it records; a model with another number of
+    # trained values is refused where fit begins, naming both counts
+    X, y, model = problem()
+    inst = Instruments(["Loss", "Distance"])
+    loader = DataLoader(X, y, batch_size=B, shuffle=False)
+    fit(model, SGD(model.parameters(), lr=LR), loader, F.mse_loss, epochs=1, callbacks=[inst],
+        progress=False)
+    other = nn.Linear(D, 2)
+    with pytest.raises(ValueError, match=r"has 8 trained values, 4 when recording began"):
+        fit(other, SGD(other.parameters(), lr=LR), loader, F.mse_loss, epochs=1,
+            callbacks=[inst], progress=False)

@@ -15,8 +15,7 @@ the gradient tests' sums over n of |g_n|^2 and of (g_n^T g)^2 from its _Totals (
 (N, N) Gram products or one product and three row dots, summed over the layers in the pass),
 sum_n g_n^2 from SumGradSquared (BackPACK's semantics: each carries the mean's 1/N); none
 forms the (N, P) block of individual gradients, and GradHist1d reads only the entries it bins
-off the layers'
-factors (g_n x_n^T). Where tinygrad_opt.extensions is not available, or with
+off the layers' factors (g_n x_n^T). Where tinygrad_opt.extensions is not available, or with
 per_example="loop", they are computed with one backward per example (exact, slow: for tests
 and small problems). Curvature quantities (HessTrace, HessMaxEV) build their own graph on
 the same batch. Extra forwards keep the CPU random stream unchanged, so a run with
@@ -138,10 +137,9 @@ class GradHist1d(Quantity):
         if b.factors is None:
             parts = [a.reshape(-1) for a in b.individual]
             k = max(1, sum(a.size for a in parts) // self.max_elements)
-            v = self._buffer(parts[0], [-(-a.size // k) for a in parts])
-            o = 0
-            for a in parts:
-                m = -(-a.size // k)
+            counts = [-(-a.size // k) for a in parts]           # ceil(size / k) each
+            v, o = self._buffer(parts[0], sum(counts)), 0
+            for a, m in zip(parts, counts):
                 v[o:o + m] = a[::k]
                 o += m
             return v, k
@@ -159,8 +157,7 @@ class GradHist1d(Quantity):
         k = max(1, sum(sizes) // self.max_elements)
         g0 = b.factors[0][2]
         xp = backend.xp_of(g0)
-        v = self._buffer(g0, [-(-s // k) for s in sizes])
-        o = 0
+        v, o = self._buffer(g0, sum(-(-s // k) for s in sizes)), 0
         for pW, pb, g, x in b.factors:
             n, out = g.shape
             if pW is not None:
@@ -175,9 +172,9 @@ class GradHist1d(Quantity):
                 o += m
         return v, k
 
-    def _buffer(self, like, counts):
-        """This object's scratch array for sum(counts) values, like's dtype and device."""
-        size, buf = sum(counts), self._buf
+    def _buffer(self, like, size):
+        """This object's scratch array for `size` values, in like's dtype and on its device."""
+        buf = self._buf
         if (buf is None or buf.shape[0] != size or buf.dtype != like.dtype
                 or backend.xp_of(buf) is not backend.xp_of(like)):
             buf = self._buf = backend.xp_of(like).empty(size, dtype=like.dtype)
