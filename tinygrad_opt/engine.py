@@ -569,7 +569,9 @@ def _backward(pending, heap, leaves, terms, wanted, results, create_graph, retai
             g, owned, n = pending.pop(heappop(heap))
         else:
             g, owned, n = nxt_g, nxt_owned, nxt
-            nxt = nxt_g = None    # no local may keep the gradient alive once it is used
+            # no local may keep the gradient alive once it is used, nor the node (pn is the
+            # node too): a node only this loop holds dies when n is rebound, freeing its arrays
+            nxt = nxt_g = pn = None
         if wanted is not None and n in wanted:
             for i in wanted[n]:
                 results[i] = (g, owned)
