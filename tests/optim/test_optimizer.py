@@ -386,3 +386,34 @@ def test_update_runs_with_grad_mode_off_and_restores_it_even_on_error():
     q.grad = Tensor(np.array([0.5, 1.0, -4.0]))
     SGD([q], lr=0.25).step()
     np.testing.assert_array_equal(q.numpy(), [1.0 - 0.125, -2.0 - 0.25, 0.5 + 1.0])
+
+
+def test_array_only_updates_skip_the_grad_mode_switch():
+    """The built-in rules update arrays, so step() leaves grad mode alone around them (no
+    switch to pay for); a subclass with its own update_group gets the switch unless it says
+    its update touches arrays only, and a subclass of a built-in rule inherits the rule's."""
+    import tinygrad_opt as tg
+    from tinygrad_opt import engine, optim
+
+    for cls in (optim.SGD, optim.Adam, optim.AdamW, optim.Adagrad, optim.RMSprop):
+        assert cls.arrays_only, cls.__name__
+
+    class Own(Optimizer):
+        def update_group(self, group):
+            seen.append(tg.is_grad_enabled())
+
+    class Declared(Own):
+        arrays_only = True
+
+    class Rule(optim.SGD):
+        def update(self, p, g, state, group):
+            seen.append(tg.is_grad_enabled())
+            p -= g
+
+    assert not Own.arrays_only and Declared.arrays_only and Rule.arrays_only
+    seen = []
+    p = param()
+    p.grad = Tensor(np.ones(3))
+    for opt in (Own([p], {}), Declared([p], {}), Rule([p], lr=0.1, momentum=0.5)):
+        opt.step()
+    assert seen == [False, True, True] and engine._overrides == 0

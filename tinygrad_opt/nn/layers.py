@@ -92,10 +92,13 @@ class Sequential(Module):
         plan = self._plan
         if plan is None:
             plan = self._plan = _fusion_plan(list(self._layers.values()))
-        for m, relu in plan:
+        for m, relu, own in plan:
             if relu is None:
                 x = m(x)
-            elif _still_plain(m, relu):
+            # while neither module (instance or class) has another forward; `own` holds
+            # the two instances' attribute dicts
+            elif ("forward" not in own[0] and "forward" not in own[1]
+                  and Linear.forward is _LINEAR_FORWARD and ReLU.forward is _RELU_FORWARD):
                 x = m._forward_relu(x)
             else:               # given a forward of its own since the plan was made
                 x = relu(m(x))
@@ -122,10 +125,11 @@ class Sequential(Module):
 
 
 def _fusion_plan(layers):
-    """(module, relu) per step of a forward: relu is the ReLU after a Linear that runs fused
-    with it, else None. Exact types with their own forward only, so a subclass or an
-    instance given another forward is never bypassed; the forward checks the same again on
-    every call (_still_plain), so a forward assigned after the plan was made is not either."""
+    """(module, relu, own) per step of a forward: relu is the ReLU after a Linear that runs
+    fused with it, else None, and own the two modules' instance dicts. Exact types with their
+    own forward only, so a subclass or an instance given another forward is never bypassed;
+    the forward checks the same again on every call, so a forward assigned after the plan
+    was made is not either."""
     def plain(m, cls):
         return type(m) is cls and "forward" not in vars(m)
 
@@ -133,15 +137,10 @@ def _fusion_plan(layers):
     while i < len(layers):
         m = layers[i]
         fused = plain(m, Linear) and i + 1 < len(layers) and plain(layers[i + 1], ReLU)
-        plan.append((m, layers[i + 1] if fused else None))
+        plan.append((m, layers[i + 1], (vars(m), vars(layers[i + 1]))) if fused
+                    else (m, None, None))
         i += 2 if fused else 1
     return tuple(plan)
-
-
-def _still_plain(lin, relu):
-    """True while neither the Linear nor the ReLU (instance or class) has another forward."""
-    return ("forward" not in lin.__dict__ and "forward" not in relu.__dict__
-            and Linear.forward is _LINEAR_FORWARD and ReLU.forward is _RELU_FORWARD)
 
 
 class ReLU(Module):

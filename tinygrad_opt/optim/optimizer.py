@@ -24,6 +24,17 @@ class Optimizer:
     """
     needs_closure = False      # True where step(closure) must be given the loss closure
     step_size_kind = "lr"      # what `step_size` computes: "lr", "adam", "rmsprop", "adagrad"
+    # step() runs update_group with recording off, so that an update written with Tensor ops
+    # records nothing. Where update_group touches arrays only (the base loop, which hands
+    # update() arrays, and the built-in rules) grad mode changes nothing, and the switch,
+    # two thread-local writes and two lock round trips a step, is skipped. A subclass that
+    # writes its own update_group gets the switch unless its class body sets this True.
+    arrays_only = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "update_group" in cls.__dict__ and "arrays_only" not in cls.__dict__:
+            cls.arrays_only = False
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -130,8 +141,12 @@ class Optimizer:
             with engine.enable_grad():
                 loss = closure()
                 loss.backward()
-        prev = engine._push_mode(False)     # no_grad() without its context object: every
-        try:                                # training step runs this
+        if self.arrays_only:
+            for group in self.param_groups:
+                self.update_group(group)
+            return loss
+        prev = engine._push_mode(False)     # no_grad() without its context object
+        try:
             for group in self.param_groups:
                 self.update_group(group)
         finally:

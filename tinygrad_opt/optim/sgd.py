@@ -36,6 +36,8 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']}")
 
+    arrays_only = True      # its update_group below works on p.data and p.grad.data
+
     def update_group(self, group):
         if group["momentum"] or group["weight_decay"]:
             return super().update_group(group)
